@@ -1,0 +1,208 @@
+"""Every error tasktrail raises.
+
+The whole tree, so a caller can pick the level it cares about::
+
+    TasktrailError
+    ├── TaskNotFoundError            (also LookupError)
+    ├── TaskExistsError
+    ├── IllegalTransitionError
+    ├── VersionConflictError
+    ├── EventIdConflictError
+    ├── InvalidInputError            (also ValueError)
+    │   ├── InvalidTaskIdError
+    │   ├── PayloadTooLargeError
+    │   └── UnknownEventTypeError
+    ├── StorageError                 (also OSError)
+    │   ├── StorageBusyError
+    │   ├── StorageFullError
+    │   ├── ReadOnlyStorageError
+    │   ├── CorruptDatabaseError
+    │   │   └── CorruptEventError
+    │   └── StoreClosedError
+    ├── TamperedLogError
+    └── WaitTimeoutError             (also TimeoutError)
+
+Every error carries its facts as attributes (``task_id``, ``sequence`` ...), and every
+message says what happened and, where there is one, what to do about it. Errors raised
+while talking to the database are chained (``raise ... from``) to the driver's error.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CorruptDatabaseError",
+    "CorruptEventError",
+    "EventIdConflictError",
+    "IllegalTransitionError",
+    "InvalidInputError",
+    "InvalidTaskIdError",
+    "PayloadTooLargeError",
+    "ReadOnlyStorageError",
+    "StorageBusyError",
+    "StorageError",
+    "StorageFullError",
+    "StoreClosedError",
+    "TamperedLogError",
+    "TaskExistsError",
+    "TaskNotFoundError",
+    "TasktrailError",
+    "UnknownEventTypeError",
+    "VersionConflictError",
+    "WaitTimeoutError",
+]
+
+
+class TasktrailError(Exception):
+    """The base of every error tasktrail raises."""
+
+
+class TaskNotFoundError(TasktrailError, LookupError):
+    """No task has this id."""
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(f"no task with id {task_id!r}")
+
+
+class TaskExistsError(TasktrailError):
+    """A task with this id already exists; it was left untouched."""
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(
+            f"a task with id {task_id!r} already exists; choose another id or omit it"
+        )
+
+
+class IllegalTransitionError(TasktrailError):
+    """The lifecycle does not allow this event in the task's current state.
+
+    Nothing was written.
+    """
+
+    def __init__(self, task_id: str, state: str | None, trigger: str, *, detail: str = "") -> None:
+        self.task_id = task_id
+        self.state = state
+        self.trigger = trigger
+        where = f"in state '{state}'" if state is not None else "before it exists"
+        extra = f" ({detail})" if detail else ""
+        super().__init__(
+            f"task {task_id!r} cannot {trigger!r} {where}{extra}; nothing was written"
+        )
+
+
+class VersionConflictError(TasktrailError):
+    """The stream moved on since the caller read it (optimistic concurrency).
+
+    Nothing was written. Read the task again and decide anew.
+    """
+
+    def __init__(self, task_id: str, expected: int, actual: int) -> None:
+        self.task_id = task_id
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"task {task_id!r} is at version {actual}, not the expected {expected}; "
+            "nothing was written: read it again and retry"
+        )
+
+
+class EventIdConflictError(TasktrailError):
+    """An event id was reused for a different event.
+
+    A retried append must send exactly the same events (same ids, same stream) as the
+    first try; sending a known id with other content is refused.
+    """
+
+    def __init__(self, event_id: str, detail: str) -> None:
+        self.event_id = event_id
+        super().__init__(f"event id {event_id!r} {detail}; nothing was written")
+
+
+class InvalidInputError(TasktrailError, ValueError):
+    """An argument was refused before anything was written."""
+
+
+class InvalidTaskIdError(InvalidInputError):
+    """A task id is empty, too long, or holds a character tasktrail refuses."""
+
+    def __init__(self, task_id: object, why: str) -> None:
+        self.task_id = task_id
+        super().__init__(f"invalid task id {task_id!r}: {why}")
+
+
+class PayloadTooLargeError(InvalidInputError):
+    """An event's encoded payload exceeds the store's limit."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"event payload is {size} bytes, over the limit of {limit} bytes; "
+            "store large results elsewhere and keep a reference in the task"
+        )
+
+
+class UnknownEventTypeError(InvalidInputError):
+    """An event type tag (or schema version) that this version of tasktrail does not know."""
+
+    def __init__(self, event_type: str, detail: str = "") -> None:
+        self.event_type = event_type
+        extra = f": {detail}" if detail else ""
+        super().__init__(f"unknown event type {event_type!r}{extra}")
+
+
+class StorageError(TasktrailError, OSError):
+    """The database could not do what was asked. Nothing unacknowledged was kept."""
+
+
+class StorageBusyError(StorageError):
+    """Another connection held the database lock for longer than the busy timeout."""
+
+
+class StorageFullError(StorageError):
+    """The disk (or the database's size limit) is full; the write was rolled back."""
+
+
+class ReadOnlyStorageError(StorageError):
+    """The database file or its directory cannot be written."""
+
+
+class CorruptDatabaseError(StorageError):
+    """The file is not a tasktrail database, or SQLite found it damaged."""
+
+
+class CorruptEventError(CorruptDatabaseError):
+    """A stored event could not be decoded."""
+
+    def __init__(self, sequence: int, detail: str) -> None:
+        self.sequence = sequence
+        super().__init__(
+            f"event at sequence {sequence} cannot be decoded ({detail}); "
+            "run verify() to check the log"
+        )
+
+
+class StoreClosedError(StorageError):
+    """The store (or manager) was used after it was closed, or before it was opened."""
+
+    def __init__(self, what: str = "store") -> None:
+        super().__init__(f"the {what} is closed; open it with 'async with' first")
+
+
+class TamperedLogError(TasktrailError):
+    """The hash chain does not verify: the log was changed outside tasktrail."""
+
+    def __init__(self, sequence: int, detail: str) -> None:
+        self.sequence = sequence
+        self.detail = detail
+        super().__init__(f"event log tampered at sequence {sequence}: {detail}")
+
+
+class WaitTimeoutError(TasktrailError, TimeoutError):
+    """Waiting for a task ended before the task did."""
+
+    def __init__(self, task_id: str, timeout: float) -> None:
+        self.task_id = task_id
+        self.timeout = timeout
+        super().__init__(f"task {task_id!r} did not finish within {timeout:g} s")

@@ -1,0 +1,310 @@
+"""The events of a task's life, how they are encoded, and how old shapes are upcast.
+
+Every event type is a frozen msgspec ``Struct`` with a stable tag (``"task.created"`` ...)
+and a ``schema_version``. The rules of schema evolution (see the docs):
+
+* a tag never changes and is never reused;
+* a new field gets a default, so older events still decode (no version bump needed);
+* any other change bumps ``schema_version`` and adds an upcaster that turns the previous
+  shape into the new one. Old events are upcast when read, so an old log replays.
+
+Two types wrap a payload: :class:`NewEvent` is what you append, :class:`RecordedEvent` is
+what you read back (with its sequence number, version, time and hash).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Final, TypeAlias
+
+import msgspec
+
+from tasktrail.errors import CorruptEventError, InvalidInputError, UnknownEventTypeError
+from tasktrail.lifecycle import Trigger
+
+__all__ = [
+    "CancelRequested",
+    "EVENT_TYPES",
+    "Event",
+    "NewEvent",
+    "OutputAppended",
+    "ProgressReported",
+    "RecordedEvent",
+    "TaskCancelled",
+    "TaskClaimed",
+    "TaskCompleted",
+    "TaskCreated",
+    "TaskFailed",
+    "TaskRequeued",
+    "TaskStarted",
+    "Upcaster",
+    "decode_payload",
+    "encode_payload",
+    "new_event_id",
+]
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Base of every event payload. Subclasses set ``trigger`` and ``schema_version``."""
+
+    trigger: ClassVar[Trigger]
+    schema_version: ClassVar[int] = 1
+
+
+class TaskCreated(Event, frozen=True, kw_only=True, tag="task.created"):
+    """A task was created; it is ``pending``.
+
+    Schema 2. Schema 1 was the seed managers' shape, ``{"options": {"agent", "prompt",
+    "description"}, "sessionId"}``; it is upcast on read.
+    """
+
+    trigger = Trigger.CREATE
+    schema_version = 2
+
+    agent: str
+    prompt: str = ""
+    description: str = ""
+    parent_id: str | None = None
+    session_id: str | None = None
+    concurrency_key: str | None = None
+    priority: int = 0
+    max_attempts: int = 1
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class TaskClaimed(Event, frozen=True, kw_only=True, tag="task.claimed"):
+    """A worker claimed the task for an attempt; it is ``starting``."""
+
+    trigger = Trigger.CLAIM
+
+    worker_id: str
+    attempt: int
+
+
+class TaskStarted(Event, frozen=True, kw_only=True, tag="task.started"):
+    """The runner started (session created, process spawned); the task is ``running``."""
+
+    trigger = Trigger.START
+
+    session_id: str | None = None
+
+
+class TaskCompleted(Event, frozen=True, kw_only=True, tag="task.completed"):
+    """The runner returned a result; the task is ``completed``."""
+
+    trigger = Trigger.COMPLETE
+
+    result: Any = None
+
+
+class TaskFailed(Event, frozen=True, kw_only=True, tag="task.failed"):
+    """The task failed (runner error, timeout, TTL, attempts exhausted); it is ``failed``."""
+
+    trigger = Trigger.FAIL
+
+    error: str
+
+
+class TaskCancelled(Event, frozen=True, kw_only=True, tag="task.cancelled"):
+    """A cancel was carried out (the acknowledgement); the task is ``cancelled``."""
+
+    trigger = Trigger.CANCEL
+
+    forced: bool = False
+
+
+class TaskRequeued(Event, frozen=True, kw_only=True, tag="task.requeued"):
+    """An attempt ended without an outcome (owner died, retry); the task is ``pending``."""
+
+    trigger = Trigger.REQUEUE
+
+    not_before: float | None = None
+    """Unix time before which the next attempt must not start (retry backoff)."""
+
+
+class CancelRequested(Event, frozen=True, kw_only=True, tag="task.cancel_requested"):
+    """A cancel was asked for. From now on the task can only end ``cancelled``."""
+
+    trigger = Trigger.REQUEST_CANCEL
+
+    force: bool = False
+
+
+class OutputAppended(Event, frozen=True, kw_only=True, tag="task.output"):
+    """The runner wrote output. Changes no state."""
+
+    trigger = Trigger.ANNOTATE
+
+    text: str
+    channel: str = "stdout"
+
+
+class ProgressReported(Event, frozen=True, kw_only=True, tag="task.progress"):
+    """The runner reported progress. Changes no state."""
+
+    trigger = Trigger.ANNOTATE
+
+    current: float
+    total: float | None = None
+    message: str | None = None
+
+
+AnyEvent: TypeAlias = (
+    TaskCreated
+    | TaskClaimed
+    | TaskStarted
+    | TaskCompleted
+    | TaskFailed
+    | TaskCancelled
+    | TaskRequeued
+    | CancelRequested
+    | OutputAppended
+    | ProgressReported
+)
+
+EVENT_TYPES: Final[Mapping[str, type[Event]]] = {
+    cls.__struct_config__.tag: cls  # type: ignore[misc]
+    for cls in (
+        TaskCreated,
+        TaskClaimed,
+        TaskStarted,
+        TaskCompleted,
+        TaskFailed,
+        TaskCancelled,
+        TaskRequeued,
+        CancelRequested,
+        OutputAppended,
+        ProgressReported,
+    )
+}
+"""Every event type by its tag."""
+
+
+def new_event_id() -> str:
+    """A fresh random event id (32 hex digits)."""
+    return uuid.uuid4().hex
+
+
+class NewEvent(msgspec.Struct, frozen=True):
+    """An event to append: a payload plus who did it and why.
+
+    The ``event_id`` is fixed when the ``NewEvent`` is made, so appending the same object
+    again after an ambiguous failure is recognised and writes nothing twice.
+    """
+
+    payload: Event
+    actor: str = "system"
+    reason: str | None = None
+    correlation_id: str | None = None
+    event_id: str = msgspec.field(default_factory=new_event_id)
+
+
+class RecordedEvent(msgspec.Struct, frozen=True):
+    """An event as stored in the log."""
+
+    sequence: int
+    """Global position in the log, strictly increasing."""
+    event_id: str
+    stream_id: str
+    """The task id."""
+    version: int
+    """Position within the task's stream: 1, 2, 3 ... without gaps."""
+    type: str
+    schema_version: int
+    """The schema version the event was written with (before upcasting)."""
+    timestamp: float
+    """Unix time of the append."""
+    actor: str
+    reason: str | None
+    correlation_id: str | None
+    payload: Event
+    hash: str
+    """Hex SHA-256 over the previous event's hash and this event's canonical bytes."""
+
+    @property
+    def recorded_at(self) -> datetime:
+        """When the event was appended, as an aware UTC datetime."""
+        return datetime.fromtimestamp(self.timestamp, UTC)
+
+
+Upcaster: TypeAlias = Callable[[dict[str, Any]], dict[str, Any]]
+"""Turns a decoded payload of schema ``n`` into the shape of schema ``n + 1``."""
+
+
+def _created_v1_to_v2(old: dict[str, Any]) -> dict[str, Any]:
+    options = dict(old.get("options") or {})
+    new: dict[str, Any] = {
+        "type": "task.created",
+        "agent": str(options.pop("agent", "default")),
+        "prompt": str(options.pop("prompt", "")),
+        "description": str(options.pop("description", "")),
+    }
+    if old.get("sessionId") is not None:
+        new["session_id"] = old["sessionId"]
+    if options:
+        new["metadata"] = options
+    return new
+
+
+BUILTIN_UPCASTERS: Final[Mapping[tuple[str, int], Upcaster]] = {
+    ("task.created", 1): _created_v1_to_v2,
+}
+"""Upcasters shipped with tasktrail, keyed by (tag, schema version they read)."""
+
+_encoder = msgspec.json.Encoder(order="deterministic")
+_decoder = msgspec.json.Decoder(AnyEvent)
+
+
+def encode_payload(event: Event) -> bytes:
+    """Canonical JSON of a payload: fields in declaration order, dict keys sorted."""
+    try:
+        return _encoder.encode(event)
+    except (TypeError, UnicodeEncodeError, OverflowError, msgspec.EncodeError) as err:
+        raise InvalidInputError(f"cannot encode {type(event).__name__}: {err}") from err
+
+
+def decode_payload(
+    event_type: str,
+    schema_version: int,
+    data: bytes | str,
+    *,
+    sequence: int = 0,
+    upcasters: Mapping[tuple[str, int], Upcaster] = BUILTIN_UPCASTERS,
+) -> Event:
+    """Decode a stored payload into the current shape of its event type.
+
+    Raises :class:`UnknownEventTypeError` for a tag or schema version this tasktrail does
+    not know, :class:`CorruptEventError` when the bytes do not decode.
+    """
+    cls = EVENT_TYPES.get(event_type)
+    if cls is None:
+        raise UnknownEventTypeError(event_type, f"at sequence {sequence}")
+    current = cls.schema_version
+    try:
+        if schema_version == current:
+            event: Event = _decoder.decode(data)
+            if type(event) is not cls:
+                raise CorruptEventError(sequence, f"payload tag does not match {event_type!r}")
+            return event
+        if schema_version > current or schema_version < 1:
+            raise UnknownEventTypeError(
+                event_type,
+                f"schema version {schema_version} at sequence {sequence}; this tasktrail "
+                f"reads up to {current}: upgrade tasktrail",
+            )
+        raw = msgspec.json.decode(data)
+        if not isinstance(raw, dict):
+            raise CorruptEventError(sequence, "payload is not a JSON object")
+        for version in range(schema_version, current):
+            upcast = upcasters.get((event_type, version))
+            if upcast is None:
+                raise UnknownEventTypeError(
+                    event_type, f"no upcaster from schema version {version}"
+                )
+            raw = upcast(raw)
+        raw["type"] = event_type
+        return msgspec.convert(raw, cls)
+    except (msgspec.DecodeError, msgspec.ValidationError) as err:
+        raise CorruptEventError(sequence, str(err)) from err

@@ -1,0 +1,142 @@
+"""The current state of a task, as a fold over its events.
+
+:func:`fold` is the only code that turns events into a :class:`Task`. The store uses it to
+keep the ``tasks`` table current inside the append's transaction, ``rebuild()`` uses it to
+recreate that table from the log, and the replay helpers use it to show a task at any
+version or time; so all three agree by construction.
+
+``fold`` trusts that the event is legal: legality is checked once, at append time, against
+:mod:`tasktrail.lifecycle`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from msgspec.structs import replace
+
+from tasktrail.events import (
+    CancelRequested,
+    Event,
+    RecordedEvent,
+    TaskCancelled,
+    TaskClaimed,
+    TaskCompleted,
+    TaskCreated,
+    TaskFailed,
+    TaskRequeued,
+    TaskStarted,
+)
+from tasktrail.lifecycle import TaskState
+
+__all__ = ["Task", "fold", "fold_all"]
+
+
+class Task(msgspec.Struct, frozen=True, kw_only=True):
+    """An immutable snapshot of one task, as of ``version``."""
+
+    id: str
+    state: TaskState
+    agent: str
+    prompt: str
+    description: str = ""
+    parent_id: str | None = None
+    session_id: str | None = None
+    concurrency_key: str | None = None
+    priority: int = 0
+    max_attempts: int = 1
+    attempt: int = 0
+    """The attempt now under way or last made (0 before the first claim)."""
+    worker_id: str | None = None
+    """The worker that holds (or last held) the task."""
+    result: Any = None
+    error: str | None = None
+    reason: str | None = None
+    """The reason recorded with the latest state change, if any."""
+    cancel_requested: bool = False
+    not_before: float | None = None
+    """Unix time before which the next attempt must not start (retry backoff)."""
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+    version: int
+    """How many events the task has: the version of its latest event."""
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    """When the current (or last) attempt's runner started; never includes queue time."""
+    finished_at: datetime | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the task has reached ``completed``, ``failed`` or ``cancelled``."""
+        return self.state in (TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED)
+
+
+def _created(event: RecordedEvent, payload: TaskCreated, when: datetime) -> Task:
+    return Task(
+        id=event.stream_id,
+        state=TaskState.PENDING,
+        agent=payload.agent,
+        prompt=payload.prompt,
+        description=payload.description,
+        parent_id=payload.parent_id,
+        session_id=payload.session_id,
+        concurrency_key=payload.concurrency_key,
+        priority=payload.priority,
+        max_attempts=payload.max_attempts,
+        metadata=payload.metadata,
+        reason=event.reason,
+        version=event.version,
+        created_at=when,
+        updated_at=when,
+    )
+
+
+def fold(task: Task | None, event: RecordedEvent) -> Task:
+    """Apply one event to a task (``None`` before its first event)."""
+    payload: Event = event.payload
+    when = datetime.fromtimestamp(event.timestamp, UTC)
+    if task is None:
+        if not isinstance(payload, TaskCreated):
+            raise ValueError(f"the first event of {event.stream_id!r} is {event.type!r}")
+        return _created(event, payload, when)
+    changes: dict[str, Any] = {"version": event.version, "updated_at": when}
+    match payload:
+        case TaskClaimed(worker_id=worker_id, attempt=attempt):
+            changes.update(
+                state=TaskState.STARTING, worker_id=worker_id, attempt=attempt,
+                not_before=None, reason=event.reason,
+            )
+        case TaskStarted(session_id=session_id):
+            changes.update(state=TaskState.RUNNING, started_at=when, reason=event.reason)
+            if session_id is not None:
+                changes["session_id"] = session_id
+        case TaskCompleted(result=result):
+            changes.update(
+                state=TaskState.COMPLETED, result=result, finished_at=when, reason=event.reason
+            )
+        case TaskFailed(error=error):
+            changes.update(
+                state=TaskState.FAILED, error=error, finished_at=when, reason=event.reason
+            )
+        case TaskCancelled():
+            changes.update(state=TaskState.CANCELLED, finished_at=when, reason=event.reason)
+        case TaskRequeued(not_before=not_before):
+            changes.update(
+                state=TaskState.PENDING, not_before=not_before, started_at=None,
+                reason=event.reason,
+            )
+        case CancelRequested():
+            changes.update(cancel_requested=True)
+        case _:
+            pass  # output and progress change nothing but the version
+    return replace(task, **changes)
+
+
+def fold_all(events: Iterable[RecordedEvent], task: Task | None = None) -> Task | None:
+    """Fold a sequence of one task's events, in order."""
+    for event in events:
+        task = fold(task, event)
+    return task

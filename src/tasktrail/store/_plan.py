@@ -1,0 +1,196 @@
+"""Planning one group commit: pure, synchronous, shared by every backend.
+
+Given the appends queued since the last commit and what the database holds for their
+streams, :func:`plan_batch` decides each append's fate (accepted, duplicate of an earlier
+try, or refused with a typed error), numbers and hashes the accepted events, and folds
+them into the new projection rows. The backend then writes the plan in one transaction
+and answers each caller only after the commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+import msgspec
+
+from tasktrail.errors import (
+    EventIdConflictError,
+    IllegalTransitionError,
+    TaskExistsError,
+    TaskNotFoundError,
+    TasktrailError,
+    VersionConflictError,
+)
+from tasktrail.events import NewEvent, RecordedEvent
+from tasktrail.lifecycle import Trigger, next_state
+from tasktrail.projection import Task, fold
+from tasktrail.store._chain import event_hash
+
+__all__ = ["AppendResult", "BatchPlan", "EventRow", "PendingAppend", "TaskRow", "plan_batch",
+           "task_row"]
+
+EventRow: TypeAlias = tuple[
+    int, str, str, int, str, int, float, str, "str | None", "str | None", str, str
+]
+"""(sequence, event_id, stream_id, version, type, schema_version, timestamp, actor, reason,
+correlation_id, data, hash): one row of the ``events`` table."""
+
+TaskRow: TypeAlias = tuple[
+    str, str, str, "str | None", "str | None", int, int, int, float, float, str
+]
+"""(id, state, agent, parent_id, concurrency_key, priority, version, last_sequence,
+created_at, updated_at, record): one row of the ``tasks`` table."""
+
+_encode_task = msgspec.json.Encoder(order="deterministic").encode
+
+
+class AppendResult(msgspec.Struct, frozen=True):
+    """What an append did."""
+
+    stream_id: str
+    version: int
+    """The stream's version after the append (its last event's version)."""
+    sequence: int
+    """The global sequence number of the append's last event."""
+    task: Task
+    """The task as the append left it."""
+    duplicate: bool = False
+    """True when these events were already in the log (an idempotent retry)."""
+
+
+@dataclass(slots=True)
+class PendingAppend:
+    """One caller's append, validated and encoded, waiting for the next commit."""
+
+    stream_id: str
+    events: Sequence[NewEvent]
+    data: Sequence[bytes]
+    expected_version: int | None
+
+
+@dataclass(slots=True)
+class BatchPlan:
+    """What one commit writes, and what each caller will be told after it."""
+
+    event_rows: list[EventRow] = field(default_factory=list)
+    task_rows: dict[str, TaskRow] = field(default_factory=dict)
+    outcomes: list[AppendResult | TasktrailError] = field(default_factory=list)
+    last_sequence: int = 0
+    last_hash: str = ""
+
+
+def task_row(task: Task, last_sequence: int) -> TaskRow:
+    """The ``tasks`` table row for ``task``: a few query columns and the full record."""
+    return (
+        task.id, task.state.value, task.agent, task.parent_id, task.concurrency_key,
+        task.priority, task.version, last_sequence, task.created_at.timestamp(),
+        task.updated_at.timestamp(), _encode_task(task).decode(),
+    )
+
+
+def _check_ids(
+    request: PendingAppend, known_ids: Mapping[str, tuple[str, int, int]]
+) -> tuple[int, int] | None:
+    """``(version, sequence)`` if the whole request is already stored, ``None`` if none of
+    it is; raises if only part of it is, or if an id belongs to another event."""
+    ids = [event.event_id for event in request.events]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise EventIdConflictError(dup, "appears twice in one append")
+    hits = [known_ids.get(i) for i in ids]
+    if all(hit is None for hit in hits):
+        return None
+    for event_id, hit in zip(ids, hits, strict=True):
+        if hit is None:
+            raise EventIdConflictError(
+                event_id, "is new but other events of the same append are already stored"
+            )
+        if hit[0] != request.stream_id:
+            raise EventIdConflictError(event_id, f"is already stored in stream {hit[0]!r}")
+    return max(hit[1] for hit in hits if hit), max(hit[2] for hit in hits if hit)
+
+
+def plan_batch(
+    requests: Iterable[PendingAppend],
+    *,
+    tasks: dict[str, Task | None],
+    known_ids: dict[str, tuple[str, int, int]],
+    last_sequence: int,
+    last_hash: str,
+    timestamp: float,
+) -> BatchPlan:
+    """Plan one commit. ``tasks`` (current projection of every stream in the batch) and
+    ``known_ids`` (stored events among the batch's event ids) are updated in place."""
+    plan = BatchPlan(last_sequence=last_sequence, last_hash=last_hash)
+    for request in requests:
+        try:
+            outcome = _plan_one(request, plan, tasks, known_ids, timestamp)
+        except TasktrailError as err:
+            outcome = err
+        plan.outcomes.append(outcome)
+    return plan
+
+
+def _plan_one(
+    request: PendingAppend,
+    plan: BatchPlan,
+    tasks: dict[str, Task | None],
+    known_ids: dict[str, tuple[str, int, int]],
+    timestamp: float,
+) -> AppendResult:
+    stream_id = request.stream_id
+    task = tasks.get(stream_id)
+    stored = _check_ids(request, known_ids)
+    if stored is not None:
+        if task is None:  # pragma: no cover - the log and projection disagree
+            raise TaskNotFoundError(stream_id)
+        return AppendResult(stream_id, stored[0], stored[1], task, duplicate=True)
+    version = task.version if task is not None else 0
+    if request.expected_version is not None and request.expected_version != version:
+        raise VersionConflictError(stream_id, request.expected_version, version)
+
+    sequence, previous = plan.last_sequence, plan.last_hash
+    rows: list[EventRow] = []
+    current = task
+    for new, data in zip(request.events, request.data, strict=True):
+        payload = new.payload
+        trigger: Trigger = payload.trigger
+        state = current.state if current is not None else None
+        flag = current.cancel_requested if current is not None else False
+        if next_state(state, flag, trigger) is None:
+            if trigger is Trigger.CREATE:
+                raise TaskExistsError(stream_id)
+            if current is None:
+                raise TaskNotFoundError(stream_id)
+            detail = "a cancel was requested" if flag else ""
+            raise IllegalTransitionError(stream_id, state, trigger.value, detail=detail)
+        sequence += 1
+        version += 1
+        event_type: str = payload.__struct_config__.tag  # type: ignore[assignment]
+        schema_version = payload.schema_version
+        previous = event_hash(
+            previous, sequence, new.event_id, stream_id, version, event_type, schema_version,
+            timestamp, new.actor, new.reason, new.correlation_id, data,
+        )
+        recorded = RecordedEvent(
+            sequence, new.event_id, stream_id, version, event_type, schema_version, timestamp,
+            new.actor, new.reason, new.correlation_id, payload, previous,
+        )
+        current = fold(current, recorded)
+        rows.append(
+            (sequence, new.event_id, stream_id, version, event_type, schema_version, timestamp,
+             new.actor, new.reason, new.correlation_id, data.decode(), previous)
+        )
+    if current is None:
+        raise ValueError("an append needs at least one event")
+    plan.event_rows.extend(rows)
+    plan.task_rows[stream_id] = task_row(current, sequence)
+    plan.last_sequence, plan.last_hash = sequence, previous
+    tasks[stream_id] = current
+    for row in rows:
+        known_ids[row[1]] = (stream_id, row[3], row[0])
+    return AppendResult(stream_id, version, sequence, current)
+
+

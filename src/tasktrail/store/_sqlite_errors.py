@@ -1,0 +1,65 @@
+"""Translation of ``sqlite3`` errors into tasktrail errors: the one place it happens."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+
+from tasktrail.errors import (
+    CorruptDatabaseError,
+    IllegalTransitionError,
+    ReadOnlyStorageError,
+    StorageBusyError,
+    StorageError,
+    StorageFullError,
+    TasktrailError,
+)
+
+__all__ = ["translate", "translating"]
+
+# Primary result codes, https://sqlite.org/rescode.html
+_BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT = 5, 6, 8, 10, 11
+_FULL, _CANTOPEN, _CONSTRAINT, _NOTADB, _PERM = 13, 14, 19, 26, 3
+
+
+def translate(err: sqlite3.Error, path: str = "") -> TasktrailError:
+    """The tasktrail error for a driver error (chain it with ``raise ... from err``)."""
+    code = (getattr(err, "sqlite_errorcode", 0) or 0) & 0xFF
+    text = str(err)
+    where = f" ({path})" if path else ""
+    if code in (_BUSY, _LOCKED) or "locked" in text:
+        return StorageBusyError(
+            f"the database{where} stayed locked by another connection past the busy "
+            "timeout; nothing was written: retry, or raise busy_timeout"
+        )
+    if code == _FULL or "disk is full" in text:
+        return StorageFullError(
+            f"the disk holding the database{where} is full; the write was rolled back "
+            "and nothing acknowledged was lost: free space and retry"
+        )
+    if code in (_READONLY, _PERM) or "readonly" in text:
+        return ReadOnlyStorageError(
+            f"the database{where} is read-only; check the permissions of the file and "
+            "of its directory (SQLite writes a -wal and -shm file beside it)"
+        )
+    if code in (_CORRUPT, _NOTADB) or "malformed" in text or "not a database" in text:
+        return CorruptDatabaseError(
+            f"the file{where} is not a tasktrail database or is damaged: {text}"
+        )
+    if code == _CANTOPEN:
+        return StorageError(f"cannot open the database{where}: {text}; does the directory exist?")
+    if code == _CONSTRAINT and "append-only" in text:
+        return IllegalTransitionError("*", None, "modify the log", detail=text)
+    if code == _IOERR:
+        return StorageError(f"disk I/O error on the database{where}: {text}")
+    return StorageError(f"database error{where}: {text}")
+
+
+@contextlib.contextmanager
+def translating(path: str = "") -> Iterator[None]:
+    """Re-raise any ``sqlite3.Error`` inside the block as a tasktrail error."""
+    try:
+        yield
+    except sqlite3.Error as err:
+        raise translate(err, path) from err

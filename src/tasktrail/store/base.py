@@ -1,0 +1,66 @@
+"""The store contract every backend fulfils, and the records it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol, Self
+
+import msgspec
+
+from tasktrail.events import NewEvent, RecordedEvent
+from tasktrail.lifecycle import TaskState
+from tasktrail.projection import Task
+from tasktrail.store._plan import AppendResult
+
+__all__ = ["EventStore", "VerifyReport"]
+
+
+class VerifyReport(msgspec.Struct, frozen=True):
+    """The result of a successful ``verify()``."""
+
+    events: int
+    """How many events were checked."""
+    head_sequence: int
+    """The sequence number of the last event (0 for an empty log)."""
+    head_hash: str
+    """The last event's hash. Keep it elsewhere to detect a rewrite of the whole chain."""
+
+
+class EventStore(Protocol):
+    """An append-only, hash-chained log of task events with its task projection."""
+
+    async def __aenter__(self) -> Self: ...
+    async def __aexit__(self, *exc_info: object) -> None: ...
+    async def close(self) -> None: ...
+
+    async def append(
+        self, stream_id: str, events: Sequence[NewEvent], *, expected_version: int | None = None
+    ) -> AppendResult: ...
+    async def read_stream(
+        self, stream_id: str, *, after_version: int = 0, to_version: int | None = None
+    ) -> list[RecordedEvent]: ...
+    async def read_all(self, *, after: int = 0, limit: int = 1000) -> list[RecordedEvent]: ...
+    async def head(self) -> int: ...
+
+    async def get_task(self, task_id: str) -> Task | None: ...
+    async def list_tasks(
+        self,
+        *,
+        state: TaskState | str | None = None,
+        agent: str | None = None,
+        parent_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[Task]: ...
+    async def history(self, task_id: str) -> list[RecordedEvent]: ...
+    async def state_at(
+        self, task_id: str, *, version: int | None = None, at: datetime | float | None = None
+    ) -> Task | None: ...
+
+    async def verify(self) -> VerifyReport: ...
+    async def rebuild(self) -> int: ...
+    async def check_projection(self) -> list[str]: ...
+
+    async def load_checkpoint(self, name: str) -> int: ...
+    async def save_checkpoint(self, name: str, position: int) -> None: ...
+    async def wait_for_commit(self, after: int, timeout: float) -> None: ...
