@@ -23,7 +23,10 @@ settings.register_profile(
 )
 settings.register_profile("dev", max_examples=20, stateful_step_count=20, deadline=None)
 settings.register_profile(
-    "soak", max_examples=2000, stateful_step_count=100, deadline=None,
+    "soak",
+    max_examples=2000,
+    stateful_step_count=100,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -69,9 +69,7 @@ class TaskExistsError(TasktrailError):
 
     def __init__(self, task_id: str) -> None:
         self.task_id = task_id
-        super().__init__(
-            f"a task with id {task_id!r} already exists; choose another id or omit it"
-        )
+        super().__init__(f"a task with id {task_id!r} already exists; choose another id or omit it")
 
 
 class IllegalTransitionError(TasktrailError):
@@ -86,9 +84,7 @@ class IllegalTransitionError(TasktrailError):
         self.trigger = trigger
         where = f"in state '{state}'" if state is not None else "before it exists"
         extra = f" ({detail})" if detail else ""
-        super().__init__(
-            f"task {task_id!r} cannot {trigger!r} {where}{extra}; nothing was written"
-        )
+        super().__init__(f"task {task_id!r} cannot {trigger!r} {where}{extra}; nothing was written")
 
 
 class VersionConflictError(TasktrailError):

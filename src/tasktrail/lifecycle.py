@@ -156,7 +156,9 @@ def transition_table() -> Mapping[_Key, TaskState]:
     return table
 
 
-def next_state(state: TaskState | None, cancel_requested: bool, trigger: Trigger) -> TaskState | None:
+def next_state(
+    state: TaskState | None, cancel_requested: bool, trigger: Trigger
+) -> TaskState | None:
     """The state after ``trigger``, or ``None`` when the lifecycle forbids it."""
     return transition_table().get(_Key(state, cancel_requested, trigger))
 
@@ -179,7 +181,7 @@ def mermaid_diagram() -> str:
         source = "[*]" if key.state is None else key.state.value
         edges.setdefault((source, dest.value), set()).add(key.trigger.value)
     lines = ["stateDiagram-v2"]
-    for (source, dest), triggers in sorted(edges.items()):
-        lines.append(f"    {source} --> {dest}: {', '.join(sorted(triggers))}")
+    for (source, target), triggers in sorted(edges.items()):
+        lines.append(f"    {source} --> {target}: {', '.join(sorted(triggers))}")
     lines.extend(f"    {state.value} --> [*]" for state in sorted(TERMINAL_STATES))
     return "\n".join(lines) + "\n"

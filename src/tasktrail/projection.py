@@ -106,8 +106,11 @@ def fold(task: Task | None, event: RecordedEvent) -> Task:
     match payload:
         case TaskClaimed(worker_id=worker_id, attempt=attempt):
             changes.update(
-                state=TaskState.STARTING, worker_id=worker_id, attempt=attempt,
-                not_before=None, reason=event.reason,
+                state=TaskState.STARTING,
+                worker_id=worker_id,
+                attempt=attempt,
+                not_before=None,
+                reason=event.reason,
             )
         case TaskStarted(session_id=session_id):
             changes.update(state=TaskState.RUNNING, started_at=when, reason=event.reason)
@@ -125,7 +128,9 @@ def fold(task: Task | None, event: RecordedEvent) -> Task:
             changes.update(state=TaskState.CANCELLED, finished_at=when, reason=event.reason)
         case TaskRequeued(not_before=not_before):
             changes.update(
-                state=TaskState.PENDING, not_before=not_before, started_at=None,
+                state=TaskState.PENDING,
+                not_before=not_before,
+                started_at=None,
                 reason=event.reason,
             )
         case CancelRequested():

@@ -37,7 +37,17 @@ def event_hash(
 ) -> str:
     """The hex hash of one event, chained to ``previous``."""
     header = _encode(
-        (sequence, event_id, stream_id, version, event_type, schema_version, timestamp,
-         actor, reason, correlation_id)
+        (
+            sequence,
+            event_id,
+            stream_id,
+            version,
+            event_type,
+            schema_version,
+            timestamp,
+            actor,
+            reason,
+            correlation_id,
+        )
     )
     return _sha256(b"".join((previous.encode(), b"\n", header, b"\n", data))).hexdigest()

@@ -48,4 +48,3 @@ def migrations() -> tuple[tuple[int, str, tuple[str, ...]], ...]:
     if numbers != list(range(1, len(numbers) + 1)):
         raise RuntimeError(f"migrations must be numbered 1..n without gaps, got {numbers}")
     return tuple(found)
-

@@ -28,8 +28,15 @@ from tasktrail.lifecycle import Trigger, next_state
 from tasktrail.projection import Task, fold
 from tasktrail.store._chain import event_hash
 
-__all__ = ["AppendResult", "BatchPlan", "EventRow", "PendingAppend", "TaskRow", "plan_batch",
-           "task_row"]
+__all__ = [
+    "AppendResult",
+    "BatchPlan",
+    "EventRow",
+    "PendingAppend",
+    "TaskRow",
+    "plan_batch",
+    "task_row",
+]
 
 EventRow: TypeAlias = tuple[
     int, str, str, int, str, int, float, str, "str | None", "str | None", str, str
@@ -84,9 +91,17 @@ class BatchPlan:
 def task_row(task: Task, last_sequence: int) -> TaskRow:
     """The ``tasks`` table row for ``task``: a few query columns and the full record."""
     return (
-        task.id, task.state.value, task.agent, task.parent_id, task.concurrency_key,
-        task.priority, task.version, last_sequence, task.created_at.timestamp(),
-        task.updated_at.timestamp(), _encode_task(task).decode(),
+        task.id,
+        task.state.value,
+        task.agent,
+        task.parent_id,
+        task.concurrency_key,
+        task.priority,
+        task.version,
+        last_sequence,
+        task.created_at.timestamp(),
+        task.updated_at.timestamp(),
+        _encode_task(task).decode(),
     )
 
 
@@ -126,10 +141,9 @@ def plan_batch(
     plan = BatchPlan(last_sequence=last_sequence, last_hash=last_hash)
     for request in requests:
         try:
-            outcome = _plan_one(request, plan, tasks, known_ids, timestamp)
+            plan.outcomes.append(_plan_one(request, plan, tasks, known_ids, timestamp))
         except TasktrailError as err:
-            outcome = err
-        plan.outcomes.append(outcome)
+            plan.outcomes.append(err)
     return plan
 
 
@@ -164,24 +178,56 @@ def _plan_one(
                 raise TaskExistsError(stream_id)
             if current is None:
                 raise TaskNotFoundError(stream_id)
-            detail = "a cancel was requested" if flag else ""
+            detail = "a cancel was requested" if flag and not current.is_terminal else ""
             raise IllegalTransitionError(stream_id, state, trigger.value, detail=detail)
         sequence += 1
         version += 1
         event_type: str = payload.__struct_config__.tag  # type: ignore[assignment]
         schema_version = payload.schema_version
         previous = event_hash(
-            previous, sequence, new.event_id, stream_id, version, event_type, schema_version,
-            timestamp, new.actor, new.reason, new.correlation_id, data,
+            previous,
+            sequence,
+            new.event_id,
+            stream_id,
+            version,
+            event_type,
+            schema_version,
+            timestamp,
+            new.actor,
+            new.reason,
+            new.correlation_id,
+            data,
         )
         recorded = RecordedEvent(
-            sequence, new.event_id, stream_id, version, event_type, schema_version, timestamp,
-            new.actor, new.reason, new.correlation_id, payload, previous,
+            sequence,
+            new.event_id,
+            stream_id,
+            version,
+            event_type,
+            schema_version,
+            timestamp,
+            new.actor,
+            new.reason,
+            new.correlation_id,
+            payload,
+            previous,
         )
         current = fold(current, recorded)
         rows.append(
-            (sequence, new.event_id, stream_id, version, event_type, schema_version, timestamp,
-             new.actor, new.reason, new.correlation_id, data.decode(), previous)
+            (
+                sequence,
+                new.event_id,
+                stream_id,
+                version,
+                event_type,
+                schema_version,
+                timestamp,
+                new.actor,
+                new.reason,
+                new.correlation_id,
+                data.decode(),
+                previous,
+            )
         )
     if current is None:
         raise ValueError("an append needs at least one event")
@@ -192,5 +238,3 @@ def _plan_one(
     for row in rows:
         known_ids[row[1]] = (stream_id, row[3], row[0])
     return AppendResult(stream_id, version, sequence, current)
-
-

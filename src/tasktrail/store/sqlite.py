@@ -47,7 +47,14 @@ from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task, fold
 from tasktrail.store._chain import GENESIS, event_hash
 from tasktrail.store._migrate import migrations
-from tasktrail.store._plan import AppendResult, BatchPlan, PendingAppend, TaskRow, plan_batch, task_row
+from tasktrail.store._plan import (
+    AppendResult,
+    BatchPlan,
+    PendingAppend,
+    TaskRow,
+    plan_batch,
+    task_row,
+)
 from tasktrail.store._sqlite_errors import translate, translating
 from tasktrail.store._validate import check_actor, check_task_id
 from tasktrail.store.base import VerifyReport
@@ -106,7 +113,9 @@ class SQLiteEventStore:
         upcasters: Mapping[tuple[str, int], Upcaster] | None = None,
     ) -> None:
         if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-            raise InvalidInputError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
+            raise InvalidInputError(
+                f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}"
+            )
         self.path = os.fspath(path)
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
@@ -169,7 +178,7 @@ class SQLiteEventStore:
                 await asyncio.sleep(0.01)
         if row is None or str(row[0]).lower() != "wal":
             raise StorageBusyError(f"could not switch {self.path} to WAL mode (got {row!r})")
-        for number, name, statements in migrations():
+        for number, _name, statements in migrations():
             async with db.execute("PRAGMA user_version") as cursor:
                 current = (await cursor.fetchone() or (0,))[0]
             if current >= number:
@@ -257,7 +266,9 @@ class SQLiteEventStore:
         if expected_version is not None and (
             not isinstance(expected_version, int) or expected_version < 0
         ):
-            raise InvalidInputError(f"expected_version must be an int >= 0, not {expected_version!r}")
+            raise InvalidInputError(
+                f"expected_version must be an int >= 0, not {expected_version!r}"
+            )
         data: list[bytes] = []
         for new in events:
             if not isinstance(new, NewEvent) or not isinstance(new.payload, Event):
@@ -394,10 +405,22 @@ class SQLiteEventStore:
             return await db.execute_fetchall(sql, params)
 
     def _event(self, row: Sequence[Any]) -> RecordedEvent:
-        payload = decode_payload(row[4], row[5], row[10], sequence=row[0], upcasters=self._upcasters)
+        payload = decode_payload(
+            row[4], row[5], row[10], sequence=row[0], upcasters=self._upcasters
+        )
         return RecordedEvent(
-            row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9],
-            payload, row[11],
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            row[5],
+            row[6],
+            row[7],
+            row[8],
+            row[9],
+            payload,
+            row[11],
         )
 
     async def read_stream(
@@ -526,7 +549,7 @@ class SQLiteEventStore:
                     sequence = row[0]
                     if sequence != expected:
                         raise TamperedLogError(expected, "this event is missing from the log")
-                    digest = event_hash(previous, *row[:10], row[10])
+                    digest = event_hash(previous, *row[:11])
                     if digest != row[11]:
                         raise TamperedLogError(
                             sequence, "its stored hash does not match its content"
@@ -574,13 +597,13 @@ class SQLiteEventStore:
             try:
                 expected = await self._fold_log(db)
                 live = {
-                    row[0]: tuple(row)
-                    for row in await db.execute_fetchall("SELECT * FROM tasks")
+                    row[0]: tuple(row) for row in await db.execute_fetchall("SELECT * FROM tasks")
                 }
             finally:
                 await db.execute("COMMIT")
         return sorted(
-            task_id for task_id in expected.keys() | live.keys()
+            task_id
+            for task_id in expected.keys() | live.keys()
             if expected.get(task_id) != live.get(task_id)
         )
 

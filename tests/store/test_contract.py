@@ -1,0 +1,337 @@
+"""The event-store contract: every backend must pass these."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import warnings
+from datetime import UTC, datetime
+
+import pytest
+
+from helpers import new
+from tasktrail import (
+    EventIdConflictError,
+    IllegalTransitionError,
+    InvalidInputError,
+    InvalidTaskIdError,
+    NewEvent,
+    PayloadTooLargeError,
+    StoreClosedError,
+    TaskClaimed,
+    TaskCompleted,
+    TaskCreated,
+    TaskNotFoundError,
+    TaskStarted,
+    TaskState,
+    Trigger,
+    VersionConflictError,
+)
+
+
+def lifecycle() -> list[NewEvent]:
+    """The four events of a successful task."""
+    return [new(t) for t in (Trigger.CREATE, Trigger.CLAIM, Trigger.START, Trigger.COMPLETE)]
+
+
+async def test_append_then_read_back(backend_store) -> None:
+    """Appended events come back in order with versions 1..n and the projection follows."""
+    result = await backend_store.append("t1", lifecycle(), expected_version=0)
+    assert (result.version, result.sequence, result.duplicate) == (4, 4, False)
+    assert result.task.state is TaskState.COMPLETED
+    events = await backend_store.read_stream("t1")
+    assert [e.version for e in events] == [1, 2, 3, 4]
+    assert [e.type for e in events] == [
+        "task.created",
+        "task.claimed",
+        "task.started",
+        "task.completed",
+    ]
+    assert await backend_store.get_task("t1") == result.task
+
+
+async def test_append_is_atomic(backend_store) -> None:
+    """An illegal event anywhere in an append writes none of its events."""
+    await backend_store.append("t1", [new(Trigger.CREATE)])
+    with pytest.raises(IllegalTransitionError, match="'complete'"):
+        await backend_store.append("t1", [new(Trigger.CLAIM), new(Trigger.COMPLETE)])
+    assert [e.version for e in await backend_store.read_stream("t1")] == [1]
+    task = await backend_store.get_task("t1")
+    assert task is not None and task.state is TaskState.PENDING
+
+
+async def test_stale_expected_version_conflicts(backend_store) -> None:
+    """A stale expected version raises VersionConflictError and writes nothing."""
+    await backend_store.append("t1", [new(Trigger.CREATE)], expected_version=0)
+    await backend_store.append("t1", [new(Trigger.CLAIM)], expected_version=1)
+    with pytest.raises(VersionConflictError) as info:
+        await backend_store.append("t1", [new(Trigger.FAIL)], expected_version=1)
+    assert (info.value.expected, info.value.actual) == (1, 2)
+    assert await backend_store.head() == 2
+
+
+async def test_concurrent_claims_one_wins(backend_store) -> None:
+    """Of many claims based on the same version, exactly one is written."""
+    await backend_store.append("t1", [new(Trigger.CREATE)])
+    claims = [
+        backend_store.append(
+            "t1", [NewEvent(TaskClaimed(worker_id=f"w{i}", attempt=1))], expected_version=1
+        )
+        for i in range(10)
+    ]
+    results = await asyncio.gather(*claims, return_exceptions=True)
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    assert len(winners) == 1
+    assert all(isinstance(r, VersionConflictError) for r in results if r not in winners)
+    assert await backend_store.head() == 2
+
+
+async def test_retry_is_idempotent(backend_store) -> None:
+    """Appending the same NewEvents again writes nothing and reports a duplicate."""
+    events = [new(Trigger.CREATE), new(Trigger.CLAIM)]
+    first = await backend_store.append("t1", events)
+    again = await backend_store.append("t1", events)
+    assert again.duplicate
+    assert (again.version, again.sequence) == (first.version, first.sequence)
+    assert await backend_store.head() == 2
+    created = new(Trigger.CREATE)
+    same = await asyncio.gather(*(backend_store.append("t3", [created]) for _ in "ab"))
+    assert sorted(r.duplicate for r in same) == [False, True]  # written once, answered twice
+    assert await backend_store.head() == 3
+
+
+async def test_partly_stored_retry_is_refused(backend_store) -> None:
+    """Reusing one stored event id beside new events raises EventIdConflictError."""
+    created = new(Trigger.CREATE)
+    await backend_store.append("t1", [created])
+    with pytest.raises(EventIdConflictError):
+        await backend_store.append("t1", [created, new(Trigger.CLAIM)])
+    with pytest.raises(EventIdConflictError):
+        await backend_store.append("t2", [created])
+    assert await backend_store.head() == 1
+
+
+async def test_concurrent_appends_share_commits(open_store) -> None:
+    """Many concurrent appends are written by far fewer commits (group commit)."""
+    ticks = itertools.count()
+    async with open_store(clock=lambda: 1_800_000_000.0 + next(ticks)) as store:
+        await asyncio.gather(*(store.append(f"t{i}", lifecycle()) for i in range(200)))
+        events = await store.read_all(limit=10_000)
+    assert len(events) == 800
+    commits = len({e.timestamp for e in events})  # the clock is read once per commit
+    assert commits < 50
+
+
+async def test_answer_comes_after_commit(backend_store, tmp_path) -> None:
+    """When append returns, another connection already sees the events."""
+    import sqlite3
+
+    if not hasattr(backend_store, "path"):
+        pytest.skip("checked through the sqlite3 module")
+    await backend_store.append("t1", lifecycle())
+    with sqlite3.connect(backend_store.path) as raw:
+        assert raw.execute("SELECT count(*) FROM events").fetchone() == (4,)
+
+
+async def test_read_all_pages_through_the_log(backend_store) -> None:
+    """read_all returns events strictly after a sequence number, in order."""
+    for i in range(5):
+        await backend_store.append(f"t{i}", lifecycle())
+    page = await backend_store.read_all(after=6, limit=5)
+    assert [e.sequence for e in page] == [7, 8, 9, 10, 11]
+    assert await backend_store.read_all(after=20) == []
+    assert await backend_store.head() == 20
+
+
+async def test_list_tasks_filters(backend_store) -> None:
+    """list_tasks filters by state, agent and parent."""
+    await backend_store.append("a", lifecycle())
+    await backend_store.append("b", [NewEvent(TaskCreated(agent="other", parent_id="a"))])
+    assert [t.id for t in await backend_store.list_tasks()] == ["a", "b"]
+    assert [t.id for t in await backend_store.list_tasks(state="completed")] == ["a"]
+    assert [t.id for t in await backend_store.list_tasks(agent="other")] == ["b"]
+    assert [t.id for t in await backend_store.list_tasks(parent_id="a")] == ["b"]
+    with pytest.raises(InvalidInputError, match="unknown state"):
+        await backend_store.list_tasks(state="sleeping")
+
+
+async def test_unknown_task(backend_store) -> None:
+    """get_task of an unknown id is None; history raises TaskNotFoundError."""
+    assert await backend_store.get_task("nope") is None
+    with pytest.raises(TaskNotFoundError):
+        await backend_store.history("nope")
+    with pytest.raises(TaskNotFoundError):
+        await backend_store.append("nope", [new(Trigger.CLAIM)])
+
+
+async def test_state_at_version_and_time(open_store) -> None:
+    """state_at shows the task as it was at a version or a moment."""
+    now = [1_800_000_000.0]
+    async with open_store(clock=lambda: now[0]) as store:
+        for trigger in (Trigger.CREATE, Trigger.CLAIM, Trigger.START, Trigger.COMPLETE):
+            await store.append("t1", [new(trigger)])
+            now[0] += 10
+        at_two = await store.state_at("t1", version=2)
+        assert at_two is not None and at_two.state is TaskState.STARTING
+        moment = datetime.fromtimestamp(1_800_000_025.0, UTC)
+        at_time = await store.state_at("t1", at=moment)
+        assert at_time is not None and at_time.state is TaskState.RUNNING
+        assert await store.state_at("t1", at=1_700_000_000.0) is None
+        latest = await store.state_at("t1")
+        assert latest == await store.get_task("t1")
+        with pytest.raises(InvalidInputError):
+            await store.state_at("t1", version=9)
+
+
+@pytest.mark.parametrize(
+    "task_id",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("a\x00b", id="nul"),
+        pytest.param("a\ud800", id="lone-surrogate"),
+        pytest.param("line\nbreak", id="newline"),
+        pytest.param("x" * 256, id="too-long"),
+        pytest.param(" padded", id="whitespace"),
+        pytest.param(42, id="not-a-str"),
+    ],
+)
+async def test_invalid_task_ids_are_refused(backend_store, task_id: object) -> None:
+    """A bad task id raises InvalidTaskIdError (a ValueError) and writes nothing."""
+    with pytest.raises(InvalidTaskIdError):
+        await backend_store.append(task_id, [new(Trigger.CREATE)])
+    with pytest.raises(ValueError, match="invalid task id"):
+        await backend_store.get_task(task_id)
+    assert await backend_store.head() == 0
+
+
+async def test_unicode_ids_are_fine(backend_store) -> None:
+    """Non-ASCII task ids and text round-trip."""
+    result = await backend_store.append(
+        "tâche-日本-🚀", [NewEvent(TaskCreated(agent="ü", prompt="…"))]
+    )
+    assert (await backend_store.get_task("tâche-日本-🚀")) == result.task
+
+
+async def test_oversized_payload_is_refused(open_store) -> None:
+    """A payload over max_event_bytes raises PayloadTooLargeError and writes nothing."""
+    async with open_store(max_event_bytes=1000) as store:
+        with pytest.raises(PayloadTooLargeError) as info:
+            await store.append("t1", [NewEvent(TaskCreated(agent="a", prompt="x" * 2000))])
+        assert info.value.limit == 1000
+        assert await store.head() == 0
+
+
+async def test_unencodable_text_is_refused(backend_store) -> None:
+    """A lone surrogate inside a payload raises InvalidInputError, not UnicodeEncodeError."""
+    with pytest.raises(InvalidInputError):
+        await backend_store.append("t1", [NewEvent(TaskCreated(agent="a", prompt="bad\udc80"))])
+    with pytest.raises(InvalidInputError):
+        await backend_store.append("t1", [new(Trigger.CREATE, reason="bad\udc80")])
+    assert await backend_store.head() == 0
+
+
+async def test_rebuild_equals_live(backend_store) -> None:
+    """Dropping and replaying the projection gives exactly the live rows."""
+    for i in range(20):
+        await backend_store.append(f"t{i}", lifecycle()[: 1 + i % 4])
+    live = await backend_store.list_tasks()
+    assert await backend_store.check_projection() == []
+    assert await backend_store.rebuild() == 20
+    assert await backend_store.list_tasks() == live
+    assert await backend_store.check_projection() == []
+
+
+async def test_verify_reports_the_head(backend_store) -> None:
+    """verify() checks every event and reports the head of the chain."""
+    result = await backend_store.append("t1", lifecycle())
+    report = await backend_store.verify()
+    assert (report.events, report.head_sequence) == (4, 4)
+    assert report.head_hash == (await backend_store.read_stream("t1"))[-1].hash
+    assert result.sequence == 4
+
+
+async def test_subscription_resumes_after_restart(open_store) -> None:
+    """A subscriber resumes after its last finished batch when reopened."""
+    async with open_store() as store:
+        for i in range(3):
+            await store.append(f"t{i}", lifecycle())
+        sub = store.subscribe("mailer", batch_size=5)
+        seen = [(await anext(sub)).sequence for _ in range(7)]
+        assert seen == [1, 2, 3, 4, 5, 6, 7]
+        await sub.commit()
+    async with open_store() as store:
+        sub = store.subscribe("mailer", batch_size=5)
+        rest = [(await anext(sub)).sequence for _ in range(5)]
+        assert rest == [8, 9, 10, 11, 12]
+        assert await store.load_checkpoint("other") == 0
+
+
+async def test_subscription_wakes_on_new_events(backend_store) -> None:
+    """A subscriber waiting at the head receives an event appended later."""
+    sub = backend_store.subscribe("live", poll_interval=5.0)
+
+    async def first() -> int:
+        return (await anext(sub)).sequence
+
+    waiting = asyncio.create_task(first())
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    await backend_store.append("t1", [new(Trigger.CREATE)])
+    assert await asyncio.wait_for(waiting, 2.0) == 1
+
+
+async def test_closed_store_refuses_work(open_store) -> None:
+    """After close, calls raise StoreClosedError; closing twice is harmless."""
+    store = open_store()
+    async with store:
+        pass
+    await store.close()
+    with pytest.raises(StoreClosedError):
+        await store.append("t1", [new(Trigger.CREATE)])
+    with pytest.raises(StoreClosedError):
+        await store.get_task("t1")
+
+
+async def test_close_finishes_queued_appends(open_store) -> None:
+    """Appends queued before close are committed and answered."""
+    store = await open_store().open()
+    pending = [asyncio.create_task(store.append(f"t{i}", lifecycle())) for i in range(50)]
+    await asyncio.sleep(0)
+    await store.close()
+    results = await asyncio.gather(*pending)
+    assert len({r.stream_id for r in results}) == 50
+    async with open_store() as again:
+        assert await again.head() == 200
+
+
+async def test_unclosed_store_warns(open_store) -> None:
+    """A store dropped while open emits a ResourceWarning."""
+    store = await open_store().open()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        store.__del__()
+    assert any(issubclass(w.category, ResourceWarning) for w in caught)
+    await store.close()
+
+
+async def test_payload_is_readable_json(backend_store) -> None:
+    """The stored payload is plain JSON text with its type tag."""
+    import sqlite3
+
+    if not hasattr(backend_store, "path"):
+        pytest.skip("checked through the sqlite3 module")
+    await backend_store.append(
+        "t1",
+        [
+            NewEvent(TaskCreated(agent="a")),
+            NewEvent(TaskClaimed(worker_id="w", attempt=1)),
+            NewEvent(TaskStarted()),
+            NewEvent(TaskCompleted(result=[1, "two"])),
+        ],
+    )
+    with sqlite3.connect(backend_store.path) as raw:
+        rows = raw.execute(
+            "SELECT type, json_extract(data, '$.type'), json_extract(data, '$.result') "
+            "FROM events ORDER BY seq"
+        ).fetchall()
+    assert rows[-1] == ("task.completed", "task.completed", '[1,"two"]')
