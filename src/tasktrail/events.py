@@ -14,7 +14,7 @@ what you read back (with its sequence number, version, time and hash).
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, TypeAlias
@@ -26,6 +26,7 @@ from tasktrail.lifecycle import Trigger
 
 __all__ = [
     "CancelRequested",
+    "EVENT_TAGS",
     "EVENT_TYPES",
     "Event",
     "NewEvent",
@@ -181,10 +182,13 @@ EVENT_TYPES: Final[Mapping[str, type[Event]]] = {
 }
 """Every event type by its tag."""
 
+EVENT_TAGS: Final[Mapping[type[Event], str]] = {cls: tag for tag, cls in EVENT_TYPES.items()}
+"""The tag of every event type."""
+
 
 def new_event_id() -> str:
-    """A fresh random event id (32 hex digits)."""
-    return uuid.uuid4().hex
+    """A fresh random event id: 32 hex digits (128 random bits)."""
+    return os.urandom(16).hex()
 
 
 class NewEvent(msgspec.Struct, frozen=True):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import functools
 from collections.abc import Mapping
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, TypeAlias
 
 from transitions import Machine, MachineError
 
@@ -24,6 +24,7 @@ __all__ = [
     "TERMINAL_STATES",
     "TRANSITIONS",
     "TaskState",
+    "TransitionKey",
     "Trigger",
     "is_terminal",
     "mermaid_diagram",
@@ -116,14 +117,12 @@ class _Probe:
         self.state = _NEW
 
 
-class _Key(NamedTuple):
-    state: TaskState | None
-    cancel_requested: bool
-    trigger: Trigger
+TransitionKey: TypeAlias = tuple[TaskState | None, bool, Trigger]
+"""(state or None before creation, cancel requested, trigger)."""
 
 
 @functools.cache
-def transition_table() -> Mapping[_Key, TaskState]:
+def transition_table() -> Mapping[TransitionKey, TaskState]:
     """Every legal (state, cancel_requested, trigger) and the state it leads to.
 
     ``state`` is ``None`` for a task that does not exist yet. A key that is absent is an
@@ -138,7 +137,7 @@ def transition_table() -> Mapping[_Key, TaskState]:
         auto_transitions=False,
         send_event=False,
     )
-    table: dict[_Key, TaskState] = {}
+    table: dict[TransitionKey, TaskState] = {}
     sources: list[TaskState | None] = [None, *TaskState]
     for source in sources:
         for flag in (False, True):
@@ -152,7 +151,7 @@ def transition_table() -> Mapping[_Key, TaskState]:
                 except MachineError:
                     continue
                 if moved:
-                    table[_Key(source, flag, trigger)] = TaskState(probe.state)
+                    table[(source, flag, trigger)] = TaskState(probe.state)
     return table
 
 
@@ -160,7 +159,7 @@ def next_state(
     state: TaskState | None, cancel_requested: bool, trigger: Trigger
 ) -> TaskState | None:
     """The state after ``trigger``, or ``None`` when the lifecycle forbids it."""
-    return transition_table().get(_Key(state, cancel_requested, trigger))
+    return transition_table().get((state, cancel_requested, trigger))
 
 
 def is_terminal(state: TaskState) -> bool:
@@ -175,11 +174,11 @@ def mermaid_diagram() -> str:
     edges, so each edge is labelled with its trigger alone.
     """
     edges: dict[tuple[str, str], set[str]] = {}
-    for key, dest in transition_table().items():
-        if key.state == dest:
+    for (state, _flag, trigger), dest in transition_table().items():
+        if state == dest:
             continue
-        source = "[*]" if key.state is None else key.state.value
-        edges.setdefault((source, dest.value), set()).add(key.trigger.value)
+        source = "[*]" if state is None else state.value
+        edges.setdefault((source, dest.value), set()).add(trigger.value)
     lines = ["stateDiagram-v2"]
     for (source, target), triggers in sorted(edges.items()):
         lines.append(f"    {source} --> {target}: {', '.join(sorted(triggers))}")

@@ -23,8 +23,8 @@ from tasktrail.errors import (
     TasktrailError,
     VersionConflictError,
 )
-from tasktrail.events import NewEvent, RecordedEvent
-from tasktrail.lifecycle import Trigger, next_state
+from tasktrail.events import EVENT_TAGS, NewEvent, RecordedEvent
+from tasktrail.lifecycle import TaskState, TransitionKey, Trigger, transition_table
 from tasktrail.projection import Task, fold
 from tasktrail.store._chain import event_hash
 
@@ -110,20 +110,24 @@ def _check_ids(
 ) -> tuple[int, int] | None:
     """``(version, sequence)`` if the whole request is already stored, ``None`` if none of
     it is; raises if only part of it is, or if an id belongs to another event."""
-    ids = [event.event_id for event in request.events]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise EventIdConflictError(dup, "appears twice in one append")
-    hits = [known_ids.get(i) for i in ids]
+    events = request.events
+    if len(events) > 1:
+        ids = [event.event_id for event in events]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise EventIdConflictError(dup, "appears twice in one append")
+    if not known_ids:
+        return None
+    hits = [known_ids.get(event.event_id) for event in events]
     if all(hit is None for hit in hits):
         return None
-    for event_id, hit in zip(ids, hits, strict=True):
+    for event, hit in zip(events, hits, strict=True):
         if hit is None:
             raise EventIdConflictError(
-                event_id, "is new but other events of the same append are already stored"
+                event.event_id, "is new but other events of the same append are already stored"
             )
         if hit[0] != request.stream_id:
-            raise EventIdConflictError(event_id, f"is already stored in stream {hit[0]!r}")
+            raise EventIdConflictError(event.event_id, f"is already stored in stream {hit[0]!r}")
     return max(hit[1] for hit in hits if hit), max(hit[2] for hit in hits if hit)
 
 
@@ -139,9 +143,10 @@ def plan_batch(
     """Plan one commit. ``tasks`` (current projection of every stream in the batch) and
     ``known_ids`` (stored events among the batch's event ids) are updated in place."""
     plan = BatchPlan(last_sequence=last_sequence, last_hash=last_hash)
+    table = transition_table()
     for request in requests:
         try:
-            plan.outcomes.append(_plan_one(request, plan, tasks, known_ids, timestamp))
+            plan.outcomes.append(_plan_one(request, plan, tasks, known_ids, timestamp, table))
         except TasktrailError as err:
             plan.outcomes.append(err)
     return plan
@@ -153,6 +158,7 @@ def _plan_one(
     tasks: dict[str, Task | None],
     known_ids: dict[str, tuple[str, int, int]],
     timestamp: float,
+    table: Mapping[TransitionKey, TaskState],
 ) -> AppendResult:
     stream_id = request.stream_id
     task = tasks.get(stream_id)
@@ -173,7 +179,7 @@ def _plan_one(
         trigger: Trigger = payload.trigger
         state = current.state if current is not None else None
         flag = current.cancel_requested if current is not None else False
-        if next_state(state, flag, trigger) is None:
+        if (state, flag, trigger) not in table:
             if trigger is Trigger.CREATE:
                 raise TaskExistsError(stream_id)
             if current is None:
@@ -182,7 +188,7 @@ def _plan_one(
             raise IllegalTransitionError(stream_id, state, trigger.value, detail=detail)
         sequence += 1
         version += 1
-        event_type: str = payload.__struct_config__.tag  # type: ignore[assignment]
+        event_type = EVENT_TAGS[type(payload)]
         schema_version = payload.schema_version
         previous = event_hash(
             previous,

@@ -69,8 +69,13 @@ _EVENT_COLUMNS: Final = (
     "correlation_id, CAST(data AS BLOB), hash"
 )
 _INSERT_EVENT: Final = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_UPSERT_TASK: Final = "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_UPSERT_TASK: Final = (
+    "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+    "state = excluded.state, version = excluded.version, last_seq = excluded.last_seq, "
+    "updated_at = excluded.updated_at, record = excluded.record"
+)
 _CHUNK: Final = 500  # ids per "IN (...)" query
+_CACHE_LIMIT: Final = 50_000  # live tasks kept between commits
 _decode_task = msgspec.json.Decoder(Task).decode
 
 
@@ -130,6 +135,8 @@ class SQLiteEventStore:
         self._write_lock = asyncio.Lock()
         self._commit_loop: asyncio.Task[None] | None = None
         self._committed = asyncio.Event()
+        self._live_tasks: dict[str, Task] = {}
+        self._cache_sequence = -1
         self._closing = False
         self._opened = False
 
@@ -291,7 +298,11 @@ class SQLiteEventStore:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
-                await self._commit(self._take_batch())
+                batch = self._take_batch()
+                try:
+                    await self._commit(batch)
+                except Exception as err:  # a bug must fail its callers, not stop the loop
+                    self._fail(batch, err)
             if self._closing:
                 return
 
@@ -307,29 +318,28 @@ class SQLiteEventStore:
         return batch
 
     async def _commit(self, batch: list[_Queued]) -> None:
-        db = self._writer
-        assert db is not None
-        async with self._write_lock:
-            try:
-                await db.execute("BEGIN IMMEDIATE")
+        """Write one batch in one transaction, then answer its callers.
+
+        The fast path trusts that event ids are fresh and lets the UNIQUE index catch a
+        retried append; on that (rare) IntegrityError the batch is planned again, this
+        time looking up every event id, so the retry is answered as a duplicate.
+        """
+        try:
+            async with self._write_lock:
                 try:
-                    plan = await self._plan(db, batch)
-                    if plan.event_rows:
-                        await db.executemany(_INSERT_EVENT, plan.event_rows)
-                        await db.executemany(_UPSERT_TASK, plan.task_rows.values())
-                    await db.execute("COMMIT")
-                except BaseException:
-                    if db.in_transaction:
-                        await db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as err:
-                error: BaseException = translate(err, self.path)
-                error.__cause__ = err
-                self._fail(batch, error)
-                return
-            except BaseException as err:
-                self._fail(batch, err)
-                raise
+                    plan, tasks = await self._write(batch, careful=False)
+                except sqlite3.IntegrityError:
+                    plan, tasks = await self._write(batch, careful=True)
+        except sqlite3.Error as err:
+            error: BaseException = translate(err, self.path)
+            error.__cause__ = err
+            self._fail(batch, error)
+            return
+        except BaseException as err:
+            self._fail(batch, err)
+            raise
+        if plan.event_rows:
+            self._remember(tasks, plan.last_sequence)
         for item, outcome in zip(batch, plan.outcomes, strict=True):
             if item.future.done():
                 continue
@@ -341,6 +351,36 @@ class SQLiteEventStore:
             self._committed.set()
             self._committed = asyncio.Event()
 
+    async def _write(
+        self, batch: list[_Queued], *, careful: bool
+    ) -> tuple[BatchPlan, dict[str, Task | None]]:
+        db = self._writer
+        assert db is not None
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            plan, tasks = await self._plan(db, batch, careful=careful)
+            if plan.event_rows:
+                await db.executemany(_INSERT_EVENT, plan.event_rows)
+                await db.executemany(_UPSERT_TASK, plan.task_rows.values())
+            await db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            raise
+        return plan, tasks
+
+    def _remember(self, tasks: dict[str, Task | None], last_sequence: int) -> None:
+        """Keep the live tasks a commit wrote, for the next batch's lifecycle checks."""
+        cache = self._live_tasks
+        if len(cache) > _CACHE_LIMIT:
+            cache.clear()
+        for task_id, task in tasks.items():
+            if task is None or task.is_terminal:
+                cache.pop(task_id, None)
+            else:
+                cache[task_id] = task
+        self._cache_sequence = last_sequence
+
     @staticmethod
     def _fail(batch: list[_Queued], error: BaseException) -> None:
         for item in batch:
@@ -350,10 +390,68 @@ class SQLiteEventStore:
                 else:
                     item.future.set_exception(error)
 
-    async def _plan(self, db: aiosqlite.Connection, batch: list[_Queued]) -> BatchPlan:
+    async def _plan(
+        self, db: aiosqlite.Connection, batch: list[_Queued], *, careful: bool
+    ) -> tuple[BatchPlan, dict[str, Task | None]]:
+        """Read what the batch depends on (under the write lock) and plan it.
+
+        The projection rows of live tasks are cached between commits. The cache is valid
+        only while nobody else wrote: if the log's tail is not the one this store last
+        committed (another process appended), the cache is dropped and rows are read.
+        """
         async with db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1") as cur:
             tail = await cur.fetchone()
         last_sequence, last_hash = (tail[0], tail[1]) if tail else (0, GENESIS)
+        if careful or last_sequence != self._cache_sequence:
+            self._live_tasks.clear()
+        tasks: dict[str, Task | None] = {}
+        missing = []
+        for item in batch:
+            task_id = item.request.stream_id
+            if task_id not in tasks:
+                cached = self._live_tasks.get(task_id)
+                tasks[task_id] = cached
+                if cached is None:
+                    missing.append(task_id)
+        for chunk in _chunks(missing):
+            rows = await db.execute_fetchall(
+                f"SELECT id, record FROM tasks WHERE id IN ({_marks(len(chunk))})", chunk
+            )
+            tasks.update((r[0], _decode_task(r[1])) for r in rows)
+        initial = dict(tasks)
+        timestamp = self._clock()
+
+        def plan(known: dict[str, tuple[str, int, int]]) -> BatchPlan:
+            tasks.clear()
+            tasks.update(initial)
+            return plan_batch(
+                (item.request for item in batch),
+                tasks=tasks,
+                known_ids=known,
+                last_sequence=last_sequence,
+                last_hash=last_hash,
+                timestamp=timestamp,
+            )
+
+        if careful:
+            return plan(await self._known_ids(db, batch)), tasks
+        # Fast path: assume fresh event ids. A refused append may be the retry of one
+        # already stored (it then conflicts with itself): look its ids up, plan again.
+        first = plan({})
+        refused = [
+            item
+            for item, outcome in zip(batch, first.outcomes, strict=True)
+            if isinstance(outcome, TasktrailError)
+        ]
+        if refused and (known := await self._known_ids(db, refused)):
+            return plan(known), tasks
+        return first, tasks
+
+    @staticmethod
+    async def _known_ids(
+        db: aiosqlite.Connection, batch: list[_Queued]
+    ) -> dict[str, tuple[str, int, int]]:
+        """The stored (stream, version, sequence) of every event id of ``batch`` in the log."""
         event_ids = [e.event_id for item in batch for e in item.request.events]
         known: dict[str, tuple[str, int, int]] = {}
         for chunk in _chunks(event_ids):
@@ -363,21 +461,7 @@ class SQLiteEventStore:
                 chunk,
             )
             known.update((r[0], (r[1], r[2], r[3])) for r in rows)
-        streams = list(dict.fromkeys(item.request.stream_id for item in batch))
-        tasks: dict[str, Task | None] = {}
-        for chunk in _chunks(streams):
-            rows = await db.execute_fetchall(
-                f"SELECT id, record FROM tasks WHERE id IN ({_marks(len(chunk))})", chunk
-            )
-            tasks.update((r[0], _decode_task(r[1])) for r in rows)
-        return plan_batch(
-            (item.request for item in batch),
-            tasks=tasks,
-            known_ids=known,
-            last_sequence=last_sequence,
-            last_hash=last_hash,
-            timestamp=self._clock(),
-        )
+        return known
 
     async def wait_for_commit(self, after: int, timeout: float) -> None:
         """Return when this store commits events, or after ``timeout`` seconds.
@@ -577,6 +661,7 @@ class SQLiteEventStore:
         db = self._writer
         assert db is not None
         async with self._write_lock:
+            self._live_tasks.clear()
             with translating(self.path):
                 await db.execute("BEGIN IMMEDIATE")
                 try:
