@@ -29,6 +29,7 @@ from tasktrail.errors import (
     InvalidInputError,
     PayloadTooLargeError,
     StorageBusyError,
+    StorageError,
     StoreClosedError,
     TamperedLogError,
     TaskNotFoundError,
@@ -122,6 +123,7 @@ class SQLiteEventStore:
                 f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}"
             )
         self.path = os.fspath(path)
+        self._abspath = os.path.abspath(self.path)
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
         self.max_event_bytes = max_event_bytes
@@ -148,11 +150,23 @@ class SQLiteEventStore:
             return self
         if self._closing:
             raise StoreClosedError()
-        with translating(self.path):
-            self._writer = await self._connect()
-            await self._init_schema(self._writer)
-            self._reader = await self._connect()
-            await self._reader.execute("PRAGMA query_only = ON")
+        directory = os.path.dirname(self._abspath)
+        if not await asyncio.to_thread(os.path.isdir, directory):
+            raise StorageError(
+                f"cannot open the database {self.path}: the directory {directory} does not exist"
+            )
+        try:
+            with translating(self.path):
+                self._writer = await self._connect()
+                await self._init_schema(self._writer)
+                self._reader = await self._connect()
+                await self._reader.execute("PRAGMA query_only = ON")
+        except BaseException:
+            for db in (self._writer, self._reader):
+                if db is not None:
+                    await db.close()
+            self._writer = self._reader = None
+            raise
         self._commit_loop = asyncio.get_running_loop().create_task(
             self._run_commit_loop(), name=f"tasktrail-commit:{self.path}"
         )
