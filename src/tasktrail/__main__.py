@@ -1,0 +1,5 @@
+"""``python -m tasktrail``: the command line."""
+
+from tasktrail.cli import main
+
+main()
