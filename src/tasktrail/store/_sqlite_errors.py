@@ -8,7 +8,6 @@ from collections.abc import Iterator
 
 from tasktrail.errors import (
     CorruptDatabaseError,
-    IllegalTransitionError,
     ReadOnlyStorageError,
     StorageBusyError,
     StorageError,
@@ -20,7 +19,7 @@ __all__ = ["translate", "translating"]
 
 # Primary result codes, https://sqlite.org/rescode.html
 _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT = 5, 6, 8, 10, 11
-_FULL, _CANTOPEN, _CONSTRAINT, _NOTADB, _PERM = 13, 14, 19, 26, 3
+_FULL, _CANTOPEN, _NOTADB, _PERM = 13, 14, 26, 3
 
 
 def translate(err: sqlite3.Error, path: str = "") -> TasktrailError:
@@ -49,8 +48,6 @@ def translate(err: sqlite3.Error, path: str = "") -> TasktrailError:
         )
     if code == _CANTOPEN:
         return StorageError(f"cannot open the database{where}: {text}; does the directory exist?")
-    if code == _CONSTRAINT and "append-only" in text:
-        return IllegalTransitionError("*", None, "modify the log", detail=text)
     if code == _IOERR:
         return StorageError(f"disk I/O error on the database{where}: {text}")
     return StorageError(f"database error{where}: {text}")

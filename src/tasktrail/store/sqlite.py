@@ -477,13 +477,11 @@ class SQLiteEventStore:
             known.update((r[0], (r[1], r[2], r[3])) for r in rows)
         return known
 
-    async def wait_for_commit(self, after: int, timeout: float) -> None:
+    async def wait_for_commit(self, timeout: float) -> None:
         """Return when this store commits events, or after ``timeout`` seconds.
 
         Commits by other processes are not signalled: callers poll with a timeout.
-        ``after`` is accepted for symmetry with other backends and otherwise unused.
         """
-        del after
         signal = self._committed
         try:
             await asyncio.wait_for(signal.wait(), timeout)

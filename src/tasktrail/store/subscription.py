@@ -45,15 +45,16 @@ class Subscription:
             await self._store.save_checkpoint(self.name, self._position)
             self._saved = self._position
 
-    async def poll(self) -> list[RecordedEvent]:
-        """The next batch after the position, without waiting (may be empty).
-
-        Saves the checkpoint first, since asking for more means the last batch is done.
-        """
+    async def _fetch(self) -> list[RecordedEvent]:
+        """Save the checkpoint (the last batch is done), then read the next batch."""
         if self._position is None:
             self._position = self._saved = await self._store.load_checkpoint(self.name)
         await self.commit()
-        events = await self._store.read_all(after=self._position, limit=self._batch_size)
+        return await self._store.read_all(after=self._position, limit=self._batch_size)
+
+    async def poll(self) -> list[RecordedEvent]:
+        """The next batch after the position, without waiting (may be empty)."""
+        events = await self._fetch()
         if events:
             self._position = events[-1].sequence
         return events
@@ -63,14 +64,11 @@ class Subscription:
 
     async def __anext__(self) -> RecordedEvent:
         while not self._buffer:
-            if self._position is None:
-                self._position = self._saved = await self._store.load_checkpoint(self.name)
-            await self.commit()
-            events = await self._store.read_all(after=self._position, limit=self._batch_size)
+            events = await self._fetch()
             if events:
                 self._buffer.extend(events)
                 break
-            await self._store.wait_for_commit(self._position, self._poll_interval)
+            await self._store.wait_for_commit(self._poll_interval)
         event = self._buffer.popleft()
         self._position = event.sequence
         return event
