@@ -18,6 +18,7 @@ The whole tree, so a caller can pick the level it cares about::
     │   ├── ReadOnlyStorageError
     │   ├── CorruptDatabaseError
     │   │   └── CorruptEventError
+    │   ├── IncompatibleSchemaError
     │   └── StoreClosedError
     ├── TamperedLogError
     └── WaitTimeoutError             (also TimeoutError)
@@ -34,6 +35,7 @@ __all__ = [
     "CorruptEventError",
     "EventIdConflictError",
     "IllegalTransitionError",
+    "IncompatibleSchemaError",
     "InvalidInputError",
     "InvalidTaskIdError",
     "PayloadTooLargeError",
@@ -104,10 +106,12 @@ class VersionConflictError(TasktrailError):
 
 
 class EventIdConflictError(TasktrailError):
-    """An event id was reused for a different event.
+    """An event id is already stored, but not as part of this very append.
 
-    A retried append must send exactly the same events (same ids, same stream) as the
-    first try; sending a known id with other content is refused.
+    Retries are recognised by event id: an append whose ids are all stored, in the same
+    stream, is answered as a duplicate. Refused: a known id in another stream, an append
+    mixing stored and new ids, and an id used twice in one append. Payloads are not
+    compared, so never reuse an id for different content.
     """
 
     def __init__(self, event_id: str, detail: str) -> None:
@@ -176,6 +180,18 @@ class CorruptEventError(CorruptDatabaseError):
         super().__init__(
             f"event at sequence {sequence} cannot be decoded ({detail}); "
             "run verify() to check the log"
+        )
+
+
+class IncompatibleSchemaError(StorageError):
+    """The database was written by a newer tasktrail, with a schema this one does not know."""
+
+    def __init__(self, path: str, found: int, known: int) -> None:
+        self.found = found
+        self.known = known
+        super().__init__(
+            f"{path} has schema version {found}, newer than this tasktrail's {known}; "
+            "upgrade tasktrail to open it"
         )
 
 

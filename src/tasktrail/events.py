@@ -307,7 +307,12 @@ def decode_payload(
                 raise UnknownEventTypeError(
                     event_type, f"no upcaster from schema version {version}"
                 )
-            raw = upcast(raw)
+            try:
+                raw = upcast(raw)
+            except Exception as err:
+                raise CorruptEventError(
+                    sequence, f"upcasting {event_type!r} from schema {version} failed: {err!r}"
+                ) from err
         raw["type"] = event_type
         return msgspec.convert(raw, cls)
     except (msgspec.DecodeError, msgspec.ValidationError) as err:

@@ -9,6 +9,7 @@ import pytest
 
 from helpers import new
 from tasktrail import (
+    IncompatibleSchemaError,
     NewEvent,
     SQLiteEventStore,
     StorageBusyError,
@@ -67,6 +68,7 @@ async def test_database_from_the_future_is_refused(db_path: Path) -> None:
         pass
     with sqlite3.connect(db_path) as raw:
         raw.execute("PRAGMA user_version = 99")
-    with pytest.raises(ValueError, match="upgrade tasktrail"):
+    with pytest.raises(IncompatibleSchemaError, match="upgrade tasktrail") as info:
         async with SQLiteEventStore(db_path):
             pass
+    assert (info.value.found, info.value.known) == (99, 1)

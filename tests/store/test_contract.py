@@ -335,3 +335,18 @@ async def test_payload_is_readable_json(backend_store) -> None:
             "FROM events ORDER BY seq"
         ).fetchall()
     assert rows[-1] == ("task.completed", "task.completed", '[1,"two"]')
+
+
+async def test_state_at_stops_at_the_first_later_event(open_store) -> None:
+    """A clock that stepped back never makes state_at skip an event in the middle."""
+    times = iter([100.0, 200.0, 150.0, 300.0])  # the third commit's clock went back
+    async with open_store(clock=lambda: next(times)) as store:
+        for trigger in (Trigger.CREATE, Trigger.CLAIM, Trigger.START, Trigger.COMPLETE):
+            await store.append("t1", [new(trigger)])
+        at = await store.state_at("t1", at=160.0)
+        assert at is not None
+        assert at.version == 1  # not {1, 3}: that state never existed
+        events = await store.history("t1")
+        exact = await store.state_at("t1", at=events[1].recorded_at)
+        assert exact is not None
+        assert exact.version == 3  # 150.0 <= 200.0 follows it at once

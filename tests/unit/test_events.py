@@ -104,3 +104,9 @@ async def test_old_log_replays_after_upgrade(db_path: Path) -> None:
 
         result = await store.append("legacy-1", [NewEvent(TaskClaimed(worker_id="w", attempt=1))])
         assert result.task.state is TaskState.STARTING
+
+
+def test_failing_upcaster_is_a_corrupt_event() -> None:
+    """An upcaster that cannot read a stored shape raises CorruptEventError."""
+    with pytest.raises(CorruptEventError, match="upcasting"):
+        decode_payload("task.created", 1, b'{"options": "abc"}', sequence=3)

@@ -267,7 +267,9 @@ async def verify(db: str | None, as_json: bool) -> None:
             else f"projection differs from the log for {len(stale)} task(s): {', '.join(stale[:5])}"
             " (run 'tasktrail rebuild')"
         )
-    if stale:
+        if not report.append_only:
+            click.echo("warning: the append-only triggers on the events table are missing")
+    if stale or not report.append_only:
         sys.exit(10)
 
 

@@ -62,7 +62,7 @@ class AppendResult(msgspec.Struct, frozen=True):
     sequence: int
     """The global sequence number of the append's last event."""
     task: Task
-    """The task as the append left it."""
+    """The task as the append left it (for a duplicate: the task as it is now)."""
     duplicate: bool = False
     """True when these events were already in the log (an idempotent retry)."""
 

@@ -25,6 +25,8 @@ class VerifyReport(msgspec.Struct, frozen=True):
     """The sequence number of the last event (0 for an empty log)."""
     head_hash: str
     """The last event's hash. Keep it elsewhere to detect a rewrite of the whole chain."""
+    append_only: bool = True
+    """Whether the triggers that refuse UPDATE and DELETE on the log are in place."""
 
 
 class EventStore(Protocol):

@@ -14,6 +14,7 @@ commit form the next batch, so many concurrent callers share one fsync.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import sqlite3
 import time
@@ -26,6 +27,7 @@ import aiosqlite
 import msgspec
 
 from tasktrail.errors import (
+    IncompatibleSchemaError,
     InvalidInputError,
     PayloadTooLargeError,
     StorageBusyError,
@@ -77,6 +79,7 @@ _UPSERT_TASK: Final = (
 )
 _CHUNK: Final = 500  # ids per "IN (...)" query
 _CACHE_LIMIT: Final = 50_000  # live tasks kept between commits
+_APPEND_ONLY_TRIGGERS: Final = frozenset({"events_append_only_update", "events_append_only_delete"})
 _decode_task = msgspec.json.Decoder(Task).decode
 
 
@@ -146,10 +149,10 @@ class SQLiteEventStore:
 
     async def open(self) -> Self:
         """Open the connections, create or migrate the schema, start the commit loop."""
-        if self._opened:
-            return self
         if self._closing:
             raise StoreClosedError()
+        if self._opened:
+            return self
         directory = os.path.dirname(self._abspath)
         if not await asyncio.to_thread(os.path.isdir, directory):
             raise StorageError(
@@ -219,10 +222,7 @@ class SQLiteEventStore:
         async with db.execute("PRAGMA user_version") as cursor:
             current = (await cursor.fetchone() or (0,))[0]
         if current > len(migrations()):
-            raise InvalidInputError(
-                f"{self.path} has schema version {current}, newer than this tasktrail "
-                f"({len(migrations())}); upgrade tasktrail"
-            )
+            raise IncompatibleSchemaError(self.path, current, len(migrations()))
 
     async def close(self) -> None:
         """Finish the queued appends, then close. Closing twice is harmless."""
@@ -230,12 +230,14 @@ class SQLiteEventStore:
             return
         self._closing = True
         self._wakeup.set()
-        if self._commit_loop is not None:
-            await self._commit_loop
-        for db in (self._writer, self._reader):
-            if db is not None:
-                await db.close()
-        self._writer = self._reader = None
+        try:
+            if self._commit_loop is not None:
+                await self._commit_loop
+        finally:
+            for db in (self._writer, self._reader):
+                if db is not None:
+                    await db.close()
+            self._writer = self._reader = None
 
     async def __aenter__(self) -> Self:
         return await self.open()
@@ -592,7 +594,9 @@ class SQLiteEventStore:
     ) -> Task | None:
         """The task as it was at ``version``, or at time ``at`` (the latest if neither).
 
-        Returns ``None`` when the task did not exist yet at ``at``; raises
+        ``at`` (an aware datetime, or unix seconds) selects the events up to the first one
+        recorded after it, so a clock that stepped back never yields a state that did not
+        exist. Returns ``None`` when the task did not exist yet at ``at``; raises
         TaskNotFoundError when it never existed.
         """
         if version is not None and at is not None:
@@ -607,8 +611,10 @@ class SQLiteEventStore:
                 )
             events = events[:version]
         elif at is not None:
-            moment = at.timestamp() if isinstance(at, datetime) else float(at)
-            events = [e for e in events if e.timestamp <= moment]
+            if isinstance(at, datetime):  # compare at the datetime's microsecond precision
+                events = list(itertools.takewhile(lambda e: e.recorded_at <= at, events))
+            else:
+                events = list(itertools.takewhile(lambda e: e.timestamp <= at, events))
         task: Task | None = None
         for event in events:
             task = fold(task, event)
@@ -652,7 +658,18 @@ class SQLiteEventStore:
                         )
                     previous, expected = digest, sequence + 1
                 count += len(rows)
-        return VerifyReport(events=count, head_sequence=expected - 1, head_hash=previous)
+            triggers = {
+                row[0]
+                for row in await db.execute_fetchall(
+                    "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'"
+                )
+            }
+        return VerifyReport(
+            events=count,
+            head_sequence=expected - 1,
+            head_hash=previous,
+            append_only=triggers >= _APPEND_ONLY_TRIGGERS,
+        )
 
     async def _fold_log(self, db: aiosqlite.Connection) -> dict[str, TaskRow]:
         tasks: dict[str, Task] = {}
