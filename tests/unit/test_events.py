@@ -84,7 +84,7 @@ async def test_old_log_replays_after_upgrade(db_path: Path) -> None:
         pass  # create the schema
     old = msgspec.json.encode({"options": {"agent": "coder", "prompt": "old shape"}})
     header = ("legacy-1", 1, "task.created", 1, 1_700_000_000.0, "seed", None, None)
-    digest = event_hash(GENESIS, 1, "e1", *header, old)
+    digest = event_hash(GENESIS, (1, "e1", *header), old)
     with sqlite3.connect(db_path) as raw:
         raw.execute(
             "INSERT INTO events VALUES (1, 'e1', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -10,44 +10,22 @@ recompute it from the database with a few lines of Python.
 from __future__ import annotations
 
 import hashlib
-from typing import Final
+from typing import Final, TypeAlias
 
 import msgspec
 
-__all__ = ["GENESIS", "event_hash"]
+__all__ = ["GENESIS", "EventHeader", "event_hash"]
 
 GENESIS: Final = "0" * 64
 _encode = msgspec.json.Encoder().encode
 _sha256 = hashlib.sha256
 
 
-def event_hash(
-    previous: str,
-    sequence: int,
-    event_id: str,
-    stream_id: str,
-    version: int,
-    event_type: str,
-    schema_version: int,
-    timestamp: float,
-    actor: str,
-    reason: str | None,
-    correlation_id: str | None,
-    data: bytes,
-) -> str:
-    """The hex hash of one event, chained to ``previous``."""
-    header = _encode(
-        (
-            sequence,
-            event_id,
-            stream_id,
-            version,
-            event_type,
-            schema_version,
-            timestamp,
-            actor,
-            reason,
-            correlation_id,
-        )
-    )
-    return _sha256(b"".join((previous.encode(), b"\n", header, b"\n", data))).hexdigest()
+EventHeader: TypeAlias = tuple[int, str, str, int, str, int, float, str, "str | None", "str | None"]
+"""(sequence, event_id, stream_id, version, type, schema_version, timestamp, actor, reason,
+correlation_id): the envelope of one event, in the order the hash covers it."""
+
+
+def event_hash(previous: str, header: EventHeader, data: bytes) -> str:
+    """The hex hash of one event (its envelope and payload bytes), chained to ``previous``."""
+    return _sha256(b"".join((previous.encode(), b"\n", _encode(header), b"\n", data))).hexdigest()

@@ -26,7 +26,7 @@ from tasktrail.errors import (
 from tasktrail.events import EVENT_TAGS, NewEvent, RecordedEvent
 from tasktrail.lifecycle import TaskState, TransitionKey, Trigger, transition_table
 from tasktrail.projection import Task, fold
-from tasktrail.store._chain import event_hash
+from tasktrail.store._chain import EventHeader, event_hash
 
 __all__ = [
     "AppendResult",
@@ -188,53 +188,14 @@ def _plan_one(
             raise IllegalTransitionError(stream_id, state, trigger.value, detail=detail)
         sequence += 1
         version += 1
-        event_type = EVENT_TAGS[type(payload)]
-        schema_version = payload.schema_version
-        previous = event_hash(
-            previous,
-            sequence,
-            new.event_id,
-            stream_id,
-            version,
-            event_type,
-            schema_version,
-            timestamp,
-            new.actor,
-            new.reason,
-            new.correlation_id,
-            data,
-        )
-        recorded = RecordedEvent(
-            sequence,
-            new.event_id,
-            stream_id,
-            version,
-            event_type,
-            schema_version,
-            timestamp,
-            new.actor,
-            new.reason,
-            new.correlation_id,
-            payload,
-            previous,
-        )
+        header: EventHeader = (
+            sequence, new.event_id, stream_id, version, EVENT_TAGS[type(payload)],
+            payload.schema_version, timestamp, new.actor, new.reason, new.correlation_id,
+        )  # fmt: skip
+        previous = event_hash(previous, header, data)
+        recorded = RecordedEvent(*header, payload, previous)
         current = fold(current, recorded)
-        rows.append(
-            (
-                sequence,
-                new.event_id,
-                stream_id,
-                version,
-                event_type,
-                schema_version,
-                timestamp,
-                new.actor,
-                new.reason,
-                new.correlation_id,
-                data.decode(),
-                previous,
-            )
-        )
+        rows.append((*header, data.decode(), previous))
     if current is None:
         raise ValueError("an append needs at least one event")
     plan.event_rows.extend(rows)

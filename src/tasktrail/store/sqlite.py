@@ -651,7 +651,7 @@ class SQLiteEventStore:
                     sequence = row[0]
                     if sequence != expected:
                         raise TamperedLogError(expected, "this event is missing from the log")
-                    digest = event_hash(previous, *row[:11])
+                    digest = event_hash(previous, row[:10], row[10])
                     if digest != row[11]:
                         raise TamperedLogError(
                             sequence, "its stored hash does not match its content"
