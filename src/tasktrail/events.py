@@ -313,6 +313,12 @@ def decode_payload(
                 raise CorruptEventError(
                     sequence, f"upcasting {event_type!r} from schema {version} failed: {err!r}"
                 ) from err
+            if not isinstance(raw, dict):
+                raise CorruptEventError(
+                    sequence,
+                    f"the upcaster of {event_type!r} from schema {version} "
+                    f"returned {type(raw).__name__}, not a dict",
+                )
         raw["type"] = event_type
         return msgspec.convert(raw, cls)
     except (msgspec.DecodeError, msgspec.ValidationError) as err:

@@ -601,6 +601,8 @@ class SQLiteEventStore:
         """
         if version is not None and at is not None:
             raise InvalidInputError("give version or at, not both")
+        if isinstance(at, datetime) and at.utcoffset() is None:
+            raise InvalidInputError("at must be an aware datetime (with tzinfo), or unix seconds")
         if version is not None and (not isinstance(version, int) or version < 1):
             raise InvalidInputError(f"version must be an int >= 1, not {version!r}")
         events = await self.history(task_id)
