@@ -11,6 +11,7 @@ version or time; so all three agree by construction.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -35,7 +36,7 @@ from tasktrail.lifecycle import TaskState
 __all__ = ["Task", "fold", "fold_all"]
 
 
-class Task(msgspec.Struct, frozen=True, kw_only=True):
+class Task(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """An immutable snapshot of one task, as of ``version``."""
 
     id: str
@@ -74,6 +75,12 @@ class Task(msgspec.Struct, frozen=True, kw_only=True):
         return self.state in (TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED)
 
 
+@functools.lru_cache(maxsize=256)
+def _utc(timestamp: float) -> datetime:
+    # The events of one commit share a timestamp: convert it once.
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
 def _created(event: RecordedEvent, payload: TaskCreated, when: datetime) -> Task:
     return Task(
         id=event.stream_id,
@@ -97,7 +104,7 @@ def _created(event: RecordedEvent, payload: TaskCreated, when: datetime) -> Task
 def fold(task: Task | None, event: RecordedEvent) -> Task:
     """Apply one event to a task (``None`` before its first event)."""
     payload: Event = event.payload
-    when = datetime.fromtimestamp(event.timestamp, UTC)
+    when = _utc(event.timestamp)
     if task is None:
         if not isinstance(payload, TaskCreated):
             raise ValueError(f"the first event of {event.stream_id!r} is {event.type!r}")

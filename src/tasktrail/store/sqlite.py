@@ -415,9 +415,10 @@ class SQLiteEventStore:
         only while nobody else wrote: if the log's tail is not the one this store last
         committed (another process appended), the cache is dropped and rows are read.
         """
-        async with db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1") as cur:
-            tail = await cur.fetchone()
-        last_sequence, last_hash = (tail[0], tail[1]) if tail else (0, GENESIS)
+        tail = list(
+            await db.execute_fetchall("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
+        )
+        last_sequence, last_hash = (tail[0][0], tail[0][1]) if tail else (0, GENESIS)
         if careful or last_sequence != self._cache_sequence:
             self._live_tasks.clear()
         tasks: dict[str, Task | None] = {}
