@@ -71,4 +71,4 @@ async def test_database_from_the_future_is_refused(db_path: Path) -> None:
     with pytest.raises(IncompatibleSchemaError, match="upgrade tasktrail") as info:
         async with SQLiteEventStore(db_path):
             pass
-    assert (info.value.found, info.value.known) == (99, 1)
+    assert (info.value.found, info.value.known) == (99, 2)

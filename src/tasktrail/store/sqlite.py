@@ -24,18 +24,14 @@ from datetime import datetime
 from typing import Any, Final, Literal, Self
 
 import aiosqlite
-import msgspec
 
 from tasktrail.errors import (
-    IncompatibleSchemaError,
     InvalidInputError,
     PayloadTooLargeError,
-    StorageBusyError,
     StorageError,
     StoreClosedError,
     TamperedLogError,
     TaskNotFoundError,
-    TasktrailError,
 )
 from tasktrail.events import (
     BUILTIN_UPCASTERS,
@@ -49,16 +45,15 @@ from tasktrail.events import (
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task, fold
 from tasktrail.store._chain import GENESIS, event_hash
-from tasktrail.store._migrate import migrations
 from tasktrail.store._plan import (
     AppendResult,
-    BatchPlan,
     PendingAppend,
     TaskRow,
-    plan_batch,
     task_row,
 )
-from tasktrail.store._sqlite_errors import translate, translating
+from tasktrail.store._sqlite_commit import UPSERT_TASK, GroupCommitter, decode_task
+from tasktrail.store._sqlite_errors import translating
+from tasktrail.store._sqlite_open import connect, init_schema
 from tasktrail.store._validate import check_actor, check_task_id
 from tasktrail.store.base import VerifyReport
 from tasktrail.store.subscription import Subscription
@@ -71,25 +66,7 @@ _EVENT_COLUMNS: Final = (
     "seq, event_id, stream_id, version, type, schema_version, recorded_at, actor, reason, "
     "correlation_id, CAST(data AS BLOB), hash"
 )
-_INSERT_EVENT: Final = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_UPSERT_TASK: Final = (
-    "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-    "state = excluded.state, version = excluded.version, last_seq = excluded.last_seq, "
-    "updated_at = excluded.updated_at, record = excluded.record"
-)
-_CHUNK: Final = 500  # ids per "IN (...)" query
-_CACHE_LIMIT: Final = 50_000  # live tasks kept between commits
 _APPEND_ONLY_TRIGGERS: Final = frozenset({"events_append_only_update", "events_append_only_delete"})
-_decode_task = msgspec.json.Decoder(Task).decode
-
-
-class _Queued:
-    __slots__ = ("future", "request", "size")
-
-    def __init__(self, request: PendingAppend, future: asyncio.Future[AppendResult]) -> None:
-        self.request = request
-        self.future = future
-        self.size = len(request.events)
 
 
 class SQLiteEventStore:
@@ -135,13 +112,8 @@ class SQLiteEventStore:
         self._upcasters = {**BUILTIN_UPCASTERS, **(upcasters or {})}
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._queue: list[_Queued] = []
-        self._wakeup = asyncio.Event()
         self._write_lock = asyncio.Lock()
-        self._commit_loop: asyncio.Task[None] | None = None
-        self._committed = asyncio.Event()
-        self._live_tasks: dict[str, Task] = {}
-        self._cache_sequence = -1
+        self._committer: GroupCommitter | None = None
         self._closing = False
         self._opened = False
 
@@ -161,7 +133,7 @@ class SQLiteEventStore:
         try:
             with translating(self.path):
                 self._writer = await self._connect()
-                await self._init_schema(self._writer)
+                await init_schema(self._writer, self.path, busy_timeout=self.busy_timeout)
                 self._reader = await self._connect()
                 await self._reader.execute("PRAGMA query_only = ON")
         except BaseException:
@@ -170,69 +142,29 @@ class SQLiteEventStore:
                     await db.close()
             self._writer = self._reader = None
             raise
-        self._commit_loop = asyncio.get_running_loop().create_task(
-            self._run_commit_loop(), name=f"tasktrail-commit:{self.path}"
+        self._committer = GroupCommitter(
+            self._writer,
+            path=self.path,
+            lock=self._write_lock,
+            clock=self._clock,
+            max_batch_events=self.max_batch_events,
         )
         self._opened = True
         return self
 
     async def _connect(self) -> aiosqlite.Connection:
-        db = await aiosqlite.connect(self.path, isolation_level=None)
-        try:
-            await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            await db.execute(f"PRAGMA synchronous = {self.synchronous}")
-            await db.execute("PRAGMA foreign_keys = OFF")
-        except BaseException:
-            await db.close()
-            raise
-        return db
-
-    async def _init_schema(self, db: aiosqlite.Connection) -> None:
-        # journal_mode=WAL is persistent; switching needs a moment alone with the file, so
-        # processes racing to create it retry within the busy timeout.
-        deadline = time.monotonic() + self.busy_timeout
-        while True:
-            try:
-                async with db.execute("PRAGMA journal_mode = WAL") as cursor:
-                    row = await cursor.fetchone()
-                break
-            except sqlite3.OperationalError as err:
-                if "locked" not in str(err) or time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.01)
-        if row is None or str(row[0]).lower() != "wal":
-            raise StorageBusyError(f"could not switch {self.path} to WAL mode (got {row!r})")
-        for number, _name, statements in migrations():
-            async with db.execute("PRAGMA user_version") as cursor:
-                current = (await cursor.fetchone() or (0,))[0]
-            if current >= number:
-                continue
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                async with db.execute("PRAGMA user_version") as cursor:
-                    current = (await cursor.fetchone() or (0,))[0]
-                if current < number:
-                    for statement in statements:
-                        await db.execute(statement)
-                    await db.execute(f"PRAGMA user_version = {number}")
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
-        async with db.execute("PRAGMA user_version") as cursor:
-            current = (await cursor.fetchone() or (0,))[0]
-        if current > len(migrations()):
-            raise IncompatibleSchemaError(self.path, current, len(migrations()))
+        return await connect(
+            self.path, busy_timeout=self.busy_timeout, synchronous=self.synchronous
+        )
 
     async def close(self) -> None:
         """Finish the queued appends, then close. Closing twice is harmless."""
         if self._closing:
             return
         self._closing = True
-        self._wakeup.set()
         try:
-            if self._commit_loop is not None:
-                await self._commit_loop
+            if self._committer is not None:
+                await self._committer.close()
         finally:
             for db in (self._writer, self._reader):
                 if db is not None:
@@ -274,11 +206,8 @@ class SQLiteEventStore:
         every case nothing of this append was written.
         """
         self._check_open()
-        request = self._prepare(stream_id, events, expected_version)
-        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Queued(request, future))
-        self._wakeup.set()
-        return await future
+        assert self._committer is not None
+        return await self._committer.submit(self._prepare(stream_id, events, expected_version))
 
     def _prepare(
         self, stream_id: str, events: Sequence[NewEvent], expected_version: int | None
@@ -309,187 +238,14 @@ class SQLiteEventStore:
             data.append(encoded)
         return PendingAppend(stream_id, list(events), data, expected_version)
 
-    async def _run_commit_loop(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._queue:
-                batch = self._take_batch()
-                try:
-                    await self._commit(batch)
-                except Exception as err:  # a bug must fail its callers, not stop the loop
-                    self._fail(batch, err)
-            if self._closing:
-                return
-
-    def _take_batch(self) -> list[_Queued]:
-        """The oldest queued appends, up to ``max_batch_events`` events (at least one)."""
-        size = count = 0
-        for item in self._queue:
-            if count and size + item.size > self.max_batch_events:
-                break
-            size += item.size
-            count += 1
-        batch, self._queue = self._queue[:count], self._queue[count:]
-        return batch
-
-    async def _commit(self, batch: list[_Queued]) -> None:
-        """Write one batch in one transaction, then answer its callers.
-
-        The fast path trusts that event ids are fresh and lets the UNIQUE index catch a
-        retried append; on that (rare) IntegrityError the batch is planned again, this
-        time looking up every event id, so the retry is answered as a duplicate.
-        """
-        try:
-            async with self._write_lock:
-                try:
-                    plan, tasks = await self._write(batch, careful=False)
-                except sqlite3.IntegrityError:
-                    plan, tasks = await self._write(batch, careful=True)
-        except sqlite3.Error as err:
-            error: BaseException = translate(err, self.path)
-            error.__cause__ = err
-            self._fail(batch, error)
-            return
-        except BaseException as err:
-            self._fail(batch, err)
-            raise
-        if plan.event_rows:
-            self._remember(tasks, plan.last_sequence)
-        for item, outcome in zip(batch, plan.outcomes, strict=True):
-            if item.future.done():
-                continue
-            if isinstance(outcome, TasktrailError):
-                item.future.set_exception(outcome)
-            else:
-                item.future.set_result(outcome)
-        if plan.event_rows:
-            self._committed.set()
-            self._committed = asyncio.Event()
-
-    async def _write(
-        self, batch: list[_Queued], *, careful: bool
-    ) -> tuple[BatchPlan, dict[str, Task | None]]:
-        db = self._writer
-        assert db is not None
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            plan, tasks = await self._plan(db, batch, careful=careful)
-            if plan.event_rows:
-                await db.executemany(_INSERT_EVENT, plan.event_rows)
-                await db.executemany(_UPSERT_TASK, plan.task_rows.values())
-            await db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                await db.execute("ROLLBACK")
-            raise
-        return plan, tasks
-
-    def _remember(self, tasks: dict[str, Task | None], last_sequence: int) -> None:
-        """Keep the live tasks a commit wrote, for the next batch's lifecycle checks."""
-        cache = self._live_tasks
-        if len(cache) > _CACHE_LIMIT:
-            cache.clear()
-        for task_id, task in tasks.items():
-            if task is None or task.is_terminal:
-                cache.pop(task_id, None)
-            else:
-                cache[task_id] = task
-        self._cache_sequence = last_sequence
-
-    @staticmethod
-    def _fail(batch: list[_Queued], error: BaseException) -> None:
-        for item in batch:
-            if not item.future.done():
-                if isinstance(error, asyncio.CancelledError):
-                    item.future.cancel()
-                else:
-                    item.future.set_exception(error)
-
-    async def _plan(
-        self, db: aiosqlite.Connection, batch: list[_Queued], *, careful: bool
-    ) -> tuple[BatchPlan, dict[str, Task | None]]:
-        """Read what the batch depends on (under the write lock) and plan it.
-
-        The projection rows of live tasks are cached between commits. The cache is valid
-        only while nobody else wrote: if the log's tail is not the one this store last
-        committed (another process appended), the cache is dropped and rows are read.
-        """
-        tail = list(
-            await db.execute_fetchall("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
-        )
-        last_sequence, last_hash = (tail[0][0], tail[0][1]) if tail else (0, GENESIS)
-        if careful or last_sequence != self._cache_sequence:
-            self._live_tasks.clear()
-        tasks: dict[str, Task | None] = {}
-        missing = []
-        for item in batch:
-            task_id = item.request.stream_id
-            if task_id not in tasks:
-                cached = self._live_tasks.get(task_id)
-                tasks[task_id] = cached
-                if cached is None:
-                    missing.append(task_id)
-        for chunk in _chunks(missing):
-            rows = await db.execute_fetchall(
-                f"SELECT id, record FROM tasks WHERE id IN ({_marks(len(chunk))})", chunk
-            )
-            tasks.update((r[0], _decode_task(r[1])) for r in rows)
-        initial = dict(tasks)
-        timestamp = self._clock()
-
-        def plan(known: dict[str, tuple[str, int, int]]) -> BatchPlan:
-            tasks.clear()
-            tasks.update(initial)
-            return plan_batch(
-                (item.request for item in batch),
-                tasks=tasks,
-                known_ids=known,
-                last_sequence=last_sequence,
-                last_hash=last_hash,
-                timestamp=timestamp,
-            )
-
-        if careful:
-            return plan(await self._known_ids(db, batch)), tasks
-        # Fast path: assume fresh event ids. A refused append may be the retry of one
-        # already stored (it then conflicts with itself): look its ids up, plan again.
-        first = plan({})
-        refused = [
-            item
-            for item, outcome in zip(batch, first.outcomes, strict=True)
-            if isinstance(outcome, TasktrailError)
-        ]
-        if refused and (known := await self._known_ids(db, refused)):
-            return plan(known), tasks
-        return first, tasks
-
-    @staticmethod
-    async def _known_ids(
-        db: aiosqlite.Connection, batch: list[_Queued]
-    ) -> dict[str, tuple[str, int, int]]:
-        """The stored (stream, version, sequence) of every event id of ``batch`` in the log."""
-        event_ids = [e.event_id for item in batch for e in item.request.events]
-        known: dict[str, tuple[str, int, int]] = {}
-        for chunk in _chunks(event_ids):
-            rows = await db.execute_fetchall(
-                f"SELECT event_id, stream_id, version, seq FROM events "
-                f"WHERE event_id IN ({_marks(len(chunk))})",
-                chunk,
-            )
-            known.update((r[0], (r[1], r[2], r[3])) for r in rows)
-        return known
-
     async def wait_for_commit(self, timeout: float) -> None:
         """Return when this store commits events, or after ``timeout`` seconds.
 
         Commits by other processes are not signalled: callers poll with a timeout.
         """
-        signal = self._committed
-        try:
-            await asyncio.wait_for(signal.wait(), timeout)
-        except TimeoutError:
-            return
+        self._check_open()
+        assert self._committer is not None
+        await self._committer.wait_for_commit(timeout)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -551,7 +307,7 @@ class SQLiteEventStore:
         """The current state of a task, or ``None`` if there is no such task."""
         check_task_id(task_id)
         rows = list(await self._query("SELECT record FROM tasks WHERE id = ?", (task_id,)))
-        return _decode_task(rows[0][0]) if rows else None
+        return decode_task(rows[0][0]) if rows else None
 
     async def list_tasks(
         self,
@@ -581,7 +337,7 @@ class SQLiteEventStore:
         sql = f"SELECT record FROM tasks {where} ORDER BY created_at, id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [_decode_task(row[0]) for row in await self._query(sql, params)]
+        return [decode_task(row[0]) for row in await self._query(sql, params)]
 
     async def history(self, task_id: str) -> list[RecordedEvent]:
         """Every event of a task, in order. Raises TaskNotFoundError for an unknown id."""
@@ -693,13 +449,14 @@ class SQLiteEventStore:
         db = self._writer
         assert db is not None
         async with self._write_lock:
-            self._live_tasks.clear()
+            if self._committer is not None:
+                self._committer.forget()
             with translating(self.path):
                 await db.execute("BEGIN IMMEDIATE")
                 try:
                     rows = await self._fold_log(db)
                     await db.execute("DELETE FROM tasks")
-                    await db.executemany(_UPSERT_TASK, rows.values())
+                    await db.executemany(UPSERT_TASK, rows.values())
                     await db.execute("COMMIT")
                 except BaseException:
                     await db.execute("ROLLBACK")
@@ -749,12 +506,3 @@ class SQLiteEventStore:
     ) -> Subscription:
         """A :class:`Subscription` that follows the log from subscriber ``name``'s checkpoint."""
         return Subscription(self, name, batch_size=batch_size, poll_interval=poll_interval)
-
-
-def _chunks(items: list[str]) -> Iterable[list[str]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
-
-
-def _marks(count: int) -> str:
-    return ",".join("?" * count)
