@@ -15,7 +15,9 @@ from tasktrail.errors import (
     StorageFullError,
     StoreClosedError,
     TamperedLogError,
+    TaskCancelledError,
     TaskExistsError,
+    TaskFailedError,
     TaskNotFoundError,
     TasktrailError,
     UnknownEventTypeError,
@@ -39,6 +41,7 @@ from tasktrail.events import (
 )
 from tasktrail.lifecycle import TaskState, Trigger
 from tasktrail.projection import Task, fold
+from tasktrail.runtime import RunContext, TaskManager
 from tasktrail.store import AppendResult, EventStore, SQLiteEventStore, Subscription, VerifyReport
 
 __version__ = "0.1.0"
@@ -61,6 +64,7 @@ __all__ = [
     "ProgressReported",
     "ReadOnlyStorageError",
     "RecordedEvent",
+    "RunContext",
     "SQLiteEventStore",
     "StorageBusyError",
     "StorageError",
@@ -70,11 +74,14 @@ __all__ = [
     "TamperedLogError",
     "Task",
     "TaskCancelled",
+    "TaskCancelledError",
     "TaskClaimed",
     "TaskCompleted",
     "TaskCreated",
     "TaskExistsError",
     "TaskFailed",
+    "TaskFailedError",
+    "TaskManager",
     "TaskNotFoundError",
     "TaskRequeued",
     "TaskStarted",

@@ -21,6 +21,8 @@ The whole tree, so a caller can pick the level it cares about::
     │   ├── IncompatibleSchemaError
     │   └── StoreClosedError
     ├── TamperedLogError
+    ├── TaskFailedError
+    ├── TaskCancelledError
     └── WaitTimeoutError             (also TimeoutError)
 
 Every error carries its facts as attributes (``task_id``, ``sequence`` ...), and every
@@ -45,7 +47,9 @@ __all__ = [
     "StorageFullError",
     "StoreClosedError",
     "TamperedLogError",
+    "TaskCancelledError",
     "TaskExistsError",
+    "TaskFailedError",
     "TaskNotFoundError",
     "TasktrailError",
     "UnknownEventTypeError",
@@ -209,6 +213,27 @@ class TamperedLogError(TasktrailError):
         self.sequence = sequence
         self.detail = detail
         super().__init__(f"event log tampered at sequence {sequence}: {detail}")
+
+
+class TaskFailedError(TasktrailError):
+    """``run()`` waited for a task that failed; ``error`` is the runner's error text."""
+
+    def __init__(self, task_id: str, error: str | None, reason: str | None = None) -> None:
+        self.task_id = task_id
+        self.error = error
+        self.reason = reason
+        why = f" ({reason})" if reason else ""
+        super().__init__(f"task {task_id!r} failed{why}: {error}")
+
+
+class TaskCancelledError(TasktrailError):
+    """``run()`` waited for a task that was cancelled."""
+
+    def __init__(self, task_id: str, reason: str | None = None) -> None:
+        self.task_id = task_id
+        self.reason = reason
+        why = f": {reason}" if reason else ""
+        super().__init__(f"task {task_id!r} was cancelled{why}")
 
 
 class WaitTimeoutError(TasktrailError, TimeoutError):

@@ -55,6 +55,7 @@ from tasktrail.store._sqlite_commit import UPSERT_TASK, GroupCommitter, decode_t
 from tasktrail.store._sqlite_errors import translating
 from tasktrail.store._sqlite_open import connect, init_schema
 from tasktrail.store._validate import check_actor, check_task_id
+from tasktrail.store._workers import WorkerInfo
 from tasktrail.store.base import VerifyReport
 from tasktrail.store.subscription import Subscription
 
@@ -312,21 +313,24 @@ class SQLiteEventStore:
     async def list_tasks(
         self,
         *,
-        state: TaskState | str | None = None,
+        state: TaskState | str | Iterable[TaskState | str] | None = None,
         agent: str | None = None,
         parent_id: str | None = None,
         limit: int | None = None,
+        newest_first: bool = False,
     ) -> list[Task]:
-        """Tasks matching every filter given, oldest first."""
-        clauses, params = [], []
+        """Tasks matching every filter given (``state`` may be several), oldest first."""
+        clauses: list[str] = []
+        params: list[str] = []
         if state is not None:
+            states = [state] if isinstance(state, str) else list(state)
             try:
-                clauses.append("state = ?")
-                params.append(TaskState(state).value)
+                params.extend(TaskState(s).value for s in states)
             except ValueError as err:
                 raise InvalidInputError(
-                    f"unknown state {state!r}; one of {', '.join(TaskState)}"
+                    f"unknown state in {state!r}; one of {', '.join(TaskState)}"
                 ) from err
+            clauses.append(f"state IN ({','.join('?' * len(states))})")
         if agent is not None:
             clauses.append("agent = ?")
             params.append(agent)
@@ -334,7 +338,8 @@ class SQLiteEventStore:
             clauses.append("parent_id = ?")
             params.append(parent_id)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"SELECT record FROM tasks {where} ORDER BY created_at, id"
+        order = "DESC" if newest_first else "ASC"
+        sql = f"SELECT record FROM tasks {where} ORDER BY created_at {order}, id {order}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [decode_task(row[0]) for row in await self._query(sql, params)]
@@ -480,6 +485,42 @@ class SQLiteEventStore:
             for task_id in expected.keys() | live.keys()
             if expected.get(task_id) != live.get(task_id)
         )
+
+    # -- workers -------------------------------------------------------------------------------
+
+    async def _write_row(self, sql: str, params: Sequence[Any]) -> None:
+        self._check_open()
+        assert self._writer is not None
+        async with self._write_lock:
+            with translating(self.path):
+                await self._writer.execute(sql, params)
+
+    async def register_worker(self, worker_id: str, *, host: str, pid: int) -> None:
+        """Record a worker as alive now (insert, or revive a reused id)."""
+        now = self._clock()
+        await self._write_row(
+            "INSERT INTO workers VALUES (?, ?, ?, ?, ?, NULL) ON CONFLICT (worker_id) DO UPDATE "
+            "SET host = excluded.host, pid = excluded.pid, started_at = excluded.started_at, "
+            "heartbeat_at = excluded.heartbeat_at, stopped_at = NULL",
+            (worker_id, host, pid, now, now),
+        )
+
+    async def heartbeat(self, worker_id: str) -> None:
+        """Extend a worker's lease."""
+        await self._write_row(
+            "UPDATE workers SET heartbeat_at = ? WHERE worker_id = ?", (self._clock(), worker_id)
+        )
+
+    async def stop_worker(self, worker_id: str) -> None:
+        """Record a clean shutdown: the worker's tasks may be recovered at once."""
+        await self._write_row(
+            "UPDATE workers SET stopped_at = ? WHERE worker_id = ?", (self._clock(), worker_id)
+        )
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """Every worker ever registered in this database."""
+        rows = await self._query("SELECT * FROM workers ORDER BY started_at")
+        return [WorkerInfo(*row) for row in rows]
 
     # -- subscribers -------------------------------------------------------------------------
 

@@ -1,0 +1,137 @@
+"""What a runner sees of its task: the record, output streaming, the cancel request."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from tasktrail.events import Event, OutputAppended, ProgressReported, TaskStarted
+from tasktrail.projection import Task
+from tasktrail.runtime.clock import Clock
+
+__all__ = ["RunContext", "Runner"]
+
+
+class Runner(Protocol):
+    """Runs one attempt of a task: ``await runner(ctx)`` returns the result or raises.
+
+    A plain ``async def fn(ctx)`` is a runner. A runner object with a true
+    ``manages_start`` attribute calls ``await ctx.started(session_id)`` itself once its
+    session or process exists; for any other runner the manager records the start just
+    before calling it.
+    """
+
+    def __call__(self, ctx: RunContext) -> Awaitable[Any]: ...
+
+
+AppendFn = Callable[[str, list[Event], str | None], Awaitable[Task]]
+
+
+class RunContext:
+    """Handed to a runner for one attempt.
+
+    ``await ctx.write(text)`` streams output: chunks are coalesced and written as one
+    ``task.output`` event per ``flush_bytes`` or ``flush_interval`` (and when the
+    attempt ends), so a chatty runner does not write one event per line.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        *,
+        append: AppendFn,
+        clock: Clock,
+        flush_bytes: int = 16_384,
+        flush_interval: float = 0.5,
+        cancel_grace: float = 5.0,
+    ) -> None:
+        self.task = task
+        self.cancel_grace = cancel_grace
+        """Seconds a runner may take to stop after a (non-forced) cancel."""
+        self._append = append
+        self._clock = clock
+        self._flush_bytes = flush_bytes
+        self._flush_interval = flush_interval
+        self._buffer: list[str] = []
+        self._buffered = 0
+        self._channel = "stdout"
+        self._first_buffered_at = 0.0
+        self._started = False
+        self._cancel = asyncio.Event()
+        self.force = False
+        self._lock = asyncio.Lock()
+
+    @property
+    def attempt(self) -> int:
+        """This attempt's number (1 for the first)."""
+        return self.task.attempt
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether a cancel was requested; a cooperative runner stops when it sees it."""
+        return self._cancel.is_set()
+
+    async def wait_cancelled(self) -> None:
+        """Return once a cancel is requested."""
+        await self._cancel.wait()
+
+    def request_cancel(self, *, force: bool = False) -> None:
+        """Mark the cancel request (called by the manager)."""
+        self.force = self.force or force
+        self._cancel.set()
+
+    async def started(self, session_id: str | None = None) -> None:
+        """Record that the runner started (with its session or process handle). Idempotent."""
+        if self._started:
+            return
+        self._started = True
+        self.task = await self._append(self.task.id, [TaskStarted(session_id=session_id)], None)
+
+    async def write(self, text: str, *, channel: str = "stdout") -> None:
+        """Append output (buffered; see the class docstring)."""
+        if not text:
+            return
+        if not isinstance(text, str):
+            raise TypeError(f"write() takes str, not {type(text).__name__}")
+        if channel != self._channel and self._buffer:
+            await self.flush()
+        if not self._buffer:
+            self._first_buffered_at = self._clock.time()
+        self._channel = channel
+        self._buffer.append(text)
+        self._buffered += len(text)
+        if (
+            self._buffered >= self._flush_bytes
+            or self._clock.time() - self._first_buffered_at >= self._flush_interval
+        ):
+            await self.flush()
+
+    async def progress(
+        self, current: float, total: float | None = None, message: str | None = None
+    ) -> None:
+        """Record progress (one event each call: report it at a sensible rate)."""
+        await self.flush()
+        await self._ensure_started()
+        event = ProgressReported(current=current, total=total, message=message)
+        self.task = await self._append(self.task.id, [event], None)
+
+    async def flush(self) -> None:
+        """Write buffered output now."""
+        async with self._lock:
+            if not self._buffer:
+                return
+            text, self._buffer, self._buffered = "".join(self._buffer), [], 0
+            await self._ensure_started()
+            event = OutputAppended(text=text, channel=self._channel)
+            self.task = await self._append(self.task.id, [event], None)
+
+    def flush_due(self) -> bool:
+        """Whether buffered output has waited ``flush_interval`` (checked by the manager)."""
+        return bool(self._buffer) and (
+            self._clock.time() - self._first_buffered_at >= self._flush_interval
+        )
+
+    async def _ensure_started(self) -> None:
+        if not self._started:
+            await self.started()

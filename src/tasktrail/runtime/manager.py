@@ -1,0 +1,700 @@
+"""``TaskManager``: runs tasks through runners, durably, with the seed managers' API.
+
+Everything the manager knows is in the log: slots are counted from the projection, a
+claim is an optimistic append, a cancel is a request event and its acknowledgement, and
+a restart (or another process) finds every task where the log left it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Self
+
+from tasktrail.errors import (
+    IllegalTransitionError,
+    InvalidInputError,
+    StoreClosedError,
+    TaskCancelledError,
+    TaskFailedError,
+    TaskNotFoundError,
+    TasktrailError,
+    VersionConflictError,
+    WaitTimeoutError,
+)
+from tasktrail.events import (
+    CancelRequested,
+    Event,
+    NewEvent,
+    OutputAppended,
+    TaskCancelled,
+    TaskClaimed,
+    TaskCompleted,
+    TaskCreated,
+    TaskFailed,
+    TaskRequeued,
+    TaskStarted,
+)
+from tasktrail.lifecycle import TaskState
+from tasktrail.projection import Task
+from tasktrail.runtime.clock import Clock, SystemClock
+from tasktrail.runtime.context import RunContext, Runner
+from tasktrail.runtime.recovery import decide, owner_is_dead
+from tasktrail.store import SQLiteEventStore
+
+__all__ = ["TaskManager"]
+
+_LIVE = (TaskState.PENDING, TaskState.STARTING, TaskState.RUNNING)
+StopReason = Literal["cancel", "timeout", "ttl", "lost", "shutdown"]
+
+
+@dataclass(eq=False)
+class _Run:
+    """One attempt running in this manager."""
+
+    ctx: RunContext
+    runner: asyncio.Future[Any] | None = None
+    """The runner's own task while it runs; cancelling it stops the runner only."""
+    stop: StopReason | None = None
+    stop_detail: str = ""
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def _first(*awaitables: Awaitable[Any]) -> None:
+    """Wait until the first of ``awaitables`` is done; cancel the others."""
+    futures = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for future in futures:
+            future.cancel()
+        await asyncio.gather(*futures, return_exceptions=True)
+
+
+class TaskManager:
+    """Runs background tasks durably. Open with ``async with TaskManager(path) as tm:``.
+
+    Args:
+        database: a SQLite file path (created if missing).
+        max_running: tasks running at once in this manager (``None``: unlimited).
+        limits: per concurrency key (the task's ``concurrency_key``, else its agent), the
+            most tasks of that key in ``starting``/``running`` across every process.
+        poll_interval: seconds between scheduler rounds and between checks for changes
+            made by other processes (cancel requests, finished tasks).
+        task_ttl: seconds a task may live, from creation, before it fails (``None``: no limit).
+        run_timeout: seconds one attempt may run before it fails or is retried.
+        queue_timeout: seconds a task may wait in ``pending`` before it fails.
+        retention: seconds finished tasks stay in ``list_tasks`` (``None``: forever). The
+            log keeps them regardless.
+        max_attempts: default attempts per task (retries = attempts - 1).
+        retry_backoff: seconds before the second attempt; doubled for each further one.
+        cancel_grace: seconds a runner has to stop after a cancel request before it is
+            cancelled by force.
+        lease_timeout: seconds without a heartbeat after which another process's worker
+            counts as dead and its tasks are recovered.
+        worker_id: this manager's id in the log (default: host, pid and a random suffix).
+        run_tasks: ``False`` for a manager that only launches and inspects (a CLI).
+        clock: the time source (:class:`~tasktrail.testing.FakeClock` in tests).
+    """
+
+    def __init__(
+        self,
+        database: str | os.PathLike[str],
+        *,
+        max_running: int | None = 10,
+        limits: Mapping[str, int] | None = None,
+        poll_interval: float = 2.0,
+        task_ttl: float | None = 1800.0,
+        run_timeout: float | None = None,
+        queue_timeout: float | None = None,
+        retention: float | None = None,
+        max_attempts: int = 1,
+        retry_backoff: float = 1.0,
+        cancel_grace: float = 5.0,
+        lease_timeout: float = 30.0,
+        worker_id: str | None = None,
+        run_tasks: bool = True,
+        clock: Clock | None = None,
+    ) -> None:
+        for name, value in (
+            ("poll_interval", poll_interval), ("task_ttl", task_ttl), ("run_timeout", run_timeout),
+            ("queue_timeout", queue_timeout), ("retention", retention),
+            ("cancel_grace", cancel_grace), ("lease_timeout", lease_timeout),
+            ("retry_backoff", retry_backoff),
+        ):  # fmt: skip
+            if value is not None and (not isinstance(value, int | float) or value < 0):
+                raise InvalidInputError(f"{name} must be a number of seconds >= 0, not {value!r}")
+        if max_running is not None and max_running < 1:
+            raise InvalidInputError(f"max_running must be >= 1 or None, not {max_running!r}")
+        if max_attempts < 1:
+            raise InvalidInputError(f"max_attempts must be >= 1, not {max_attempts!r}")
+        self.clock: Clock = clock or SystemClock()
+        self.store = SQLiteEventStore(database, clock=self.clock.time)
+        self.max_running = max_running
+        self.limits = dict(limits or {})
+        self.poll_interval = poll_interval
+        self.task_ttl = task_ttl
+        self.run_timeout = run_timeout
+        self.queue_timeout = queue_timeout
+        self.retention = retention
+        self.max_attempts = max_attempts
+        self.retry_backoff = retry_backoff
+        self.cancel_grace = cancel_grace
+        self.lease_timeout = lease_timeout
+        self.host = socket.gethostname()
+        self.worker_id = worker_id or f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.run_tasks = run_tasks
+        self._runners: dict[str, Runner] = {}
+        self._running: dict[str, _Run] = {}
+        self._wake = asyncio.Event()
+        self._group: asyncio.TaskGroup | None = None
+        self._scheduler: asyncio.Task[None] | None = None
+        self._last_heartbeat = 0.0
+        self._last_recovery = 0.0
+        self._state: Literal["new", "open", "closed"] = "new"
+
+    # -- opening and closing ----------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._state != "new":
+            raise StoreClosedError("manager")
+        await self.store.open()
+        self._group = asyncio.TaskGroup()
+        await self._group.__aenter__()
+        self._state = "open"
+        if self.run_tasks:
+            await self.store.register_worker(self.worker_id, host=self.host, pid=os.getpid())
+            self._last_heartbeat = self._last_recovery = self.clock.time()
+            await self.recover()
+        self._scheduler = self._group.create_task(
+            self._schedule_forever(), name="tasktrail-scheduler"
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop: running attempts are cancelled and re-queued, never left ``running``.
+
+        Closing twice is harmless.
+        """
+        if self._state != "open":
+            self._state = "closed"
+            return
+        self._state = "closed"
+        assert self._group is not None
+        try:
+            if self._scheduler is not None:
+                self._scheduler.cancel()
+            runs = list(self._running.values())
+            for run in runs:
+                self._stop(run, "shutdown", "the worker is shutting down")
+            for run in runs:
+                await run.done.wait()
+            await self._group.__aexit__(None, None, None)
+            if self.run_tasks:
+                await self.store.stop_worker(self.worker_id)
+        finally:
+            await self.store.close()
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise StoreClosedError("manager")
+
+    # -- launching and reading -----------------------------------------------------------------
+
+    def register(self, agent: str, runner: Runner) -> None:
+        """Run tasks of ``agent`` with ``runner`` (``async def runner(ctx)``) in this manager."""
+        if not agent or not isinstance(agent, str):
+            raise InvalidInputError(f"agent must be a non-empty str, not {agent!r}")
+        if not callable(runner):
+            raise InvalidInputError(f"runner for {agent!r} is not callable: {runner!r}")
+        self._runners[agent] = runner
+        self._wake.set()
+
+    async def launch(
+        self,
+        agent: str,
+        prompt: str = "",
+        *,
+        description: str = "",
+        parent_id: str | None = None,
+        task_id: str | None = None,
+        session_id: str | None = None,
+        concurrency_key: str | None = None,
+        priority: int = 0,
+        max_attempts: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        actor: str = "user",
+    ) -> Task:
+        """Create a task and return it at once, ``pending``; a worker starts it later.
+
+        Raises TaskExistsError when ``task_id`` is taken (the existing task is untouched)
+        and TaskNotFoundError when ``parent_id`` names no task.
+        """
+        self._check_open()
+        if not agent or not isinstance(agent, str):
+            raise InvalidInputError(f"agent must be a non-empty str, not {agent!r}")
+        attempts = self.max_attempts if max_attempts is None else max_attempts
+        if attempts < 1:
+            raise InvalidInputError(f"max_attempts must be >= 1, not {attempts!r}")
+        if parent_id is not None and await self.store.get_task(parent_id) is None:
+            raise TaskNotFoundError(parent_id)
+        created = TaskCreated(
+            agent=agent, prompt=prompt, description=description, parent_id=parent_id,
+            session_id=session_id, concurrency_key=concurrency_key, priority=priority,
+            max_attempts=attempts, metadata=dict(metadata or {}),
+        )  # fmt: skip
+        new_id = task_id if task_id is not None else uuid.uuid4().hex
+        result = await self.store.append(
+            new_id, [NewEvent(created, actor=actor, correlation_id=parent_id)], expected_version=0
+        )
+        self._wake.set()
+        return result.task
+
+    async def get_task(self, task_id: str) -> Task | None:
+        """The task, or ``None`` when there is no task with this id."""
+        self._check_open()
+        return await self.store.get_task(task_id)
+
+    async def _require(self, task_id: str) -> Task:
+        task = await self.get_task(task_id)
+        if task is None:
+            raise TaskNotFoundError(task_id)
+        return task
+
+    async def list_tasks(self, state: TaskState | str | None = None) -> list[Task]:
+        """Every task (in ``state``, if given), oldest first; finished ones within retention."""
+        self._check_open()
+        tasks = await self.store.list_tasks(state=state)
+        if self.retention is None:
+            return tasks
+        horizon = self.clock.time() - self.retention
+        return [
+            t for t in tasks
+            if t.finished_at is None or t.finished_at.timestamp() >= horizon
+        ]  # fmt: skip
+
+    async def history(self, task_id: str) -> list[Any]:
+        """Every event of the task, in order."""
+        self._check_open()
+        return await self.store.history(task_id)
+
+    async def state_at(
+        self, task_id: str, version: int | None = None, at: Any = None
+    ) -> Task | None:
+        """The task as it was at ``version`` or time ``at`` (see the store's ``state_at``)."""
+        self._check_open()
+        return await self.store.state_at(task_id, version=version, at=at)
+
+    async def verify(self) -> Any:
+        """Recompute the log's hash chain (see the store's ``verify``)."""
+        self._check_open()
+        return await self.store.verify()
+
+    # -- waiting -----------------------------------------------------------------------------
+
+    async def _changed(self, seconds: float) -> None:
+        """Return on the next local commit, or after ``seconds`` of the clock."""
+        await _first(self.store.wait_for_commit(max(seconds, 0.0) + 1.0), self.clock.sleep(seconds))
+
+    async def wait(self, task_id: str, timeout: float | None = None) -> Task:
+        """Wait until the task is finished and return it.
+
+        Any number of callers may wait, in any process. A cancelled task is returned like
+        any other finished task. On timeout raises WaitTimeoutError (a TimeoutError).
+        """
+        task = await self._require(task_id)
+        deadline = None if timeout is None else self.clock.time() + timeout
+        while not task.is_terminal:
+            pause = self.poll_interval
+            if deadline is not None:
+                left = deadline - self.clock.time()
+                if left <= 0:
+                    raise WaitTimeoutError(task_id, timeout or 0.0)
+                pause = min(pause, left)
+            await self._changed(pause)
+            task = await self._require(task_id)
+        return task
+
+    async def get_output(
+        self, task_id: str, wait: bool = False, timeout: float | None = None
+    ) -> str:
+        """The task's output so far (or, with ``wait``, once it finished)."""
+        if wait:
+            await self.wait(task_id, timeout)
+        events = await self.history(task_id)
+        return "".join(e.payload.text for e in events if isinstance(e.payload, OutputAppended))
+
+    async def run(
+        self, agent: str, prompt: str = "", *, timeout: float | None = None, **options: Any
+    ) -> Any:
+        """Launch a task, wait for it, return its result.
+
+        Raises TaskFailedError (with the runner's error), TaskCancelledError, or
+        WaitTimeoutError after cancelling the task when ``timeout`` runs out.
+        """
+        task = await self.launch(agent, prompt, **options)
+        try:
+            done = await self.wait(task.id, timeout)
+        except WaitTimeoutError:
+            await self.cancel(task.id, force=True)
+            raise
+        if done.state is TaskState.COMPLETED:
+            return done.result
+        if done.state is TaskState.FAILED:
+            raise TaskFailedError(done.id, done.error, done.reason)
+        raise TaskCancelledError(done.id, done.reason)
+
+    # -- external control ------------------------------------------------------------------------
+
+    async def _append(
+        self, task_id: str, events: list[Event], reason: str | None = None, *,
+        actor: str | None = None, expected_version: int | None = None,
+    ) -> Task:  # fmt: skip
+        result = await self.store.append(
+            task_id,
+            [NewEvent(e, actor=actor or self.worker_id, reason=reason) for e in events],
+            expected_version=expected_version,
+        )
+        self._wake.set()
+        return result.task
+
+    async def complete_task(self, task_id: str, result: Any = None) -> Task:
+        """Mark a task completed from outside (its runner, if here, is stopped).
+
+        A pending or starting task is claimed and started in the same append, so its log
+        still shows a legal path. A finished task raises IllegalTransitionError.
+        """
+        return await self._finish_from_outside(task_id, TaskCompleted(result=result))
+
+    async def fail_task(self, task_id: str, error: str | BaseException) -> Task:
+        """Mark a task failed from outside. A finished task raises IllegalTransitionError."""
+        text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        return await self._finish_from_outside(task_id, TaskFailed(error=text))
+
+    async def _finish_from_outside(self, task_id: str, outcome: Event) -> Task:
+        while True:
+            task = await self._require(task_id)
+            events: list[Event] = [outcome]
+            if isinstance(outcome, TaskCompleted):
+                if task.state is TaskState.PENDING:
+                    events = [
+                        TaskClaimed(worker_id="external", attempt=task.attempt + 1),
+                        TaskStarted(),
+                        outcome,
+                    ]
+                elif task.state is TaskState.STARTING:
+                    events = [TaskStarted(), outcome]
+            try:
+                done = await self._append(
+                    task_id, events, "set from outside", actor="user", expected_version=task.version
+                )
+            except VersionConflictError:
+                continue
+            run = self._running.get(task_id)
+            if run is not None:
+                self._stop(run, "lost", "finished from outside")
+            return done
+
+    async def cancel(self, task_id: str, force: bool = False) -> Task:
+        """Cancel a task and all its descendants.
+
+        A pending task is cancelled at once; a starting or running one once its runner
+        stopped (within ``cancel_grace``), or at once with ``force``. A finished task is
+        returned unchanged. Returns the task as the cancel left it.
+        """
+        task = await self._require(task_id)
+        result = await self._cancel_one(task, force)
+        pending = [task_id]
+        while pending:
+            parent = pending.pop()
+            for child in await self.store.list_tasks(parent_id=parent):
+                pending.append(child.id)
+                await self._cancel_one(child, force)
+        return result
+
+    async def cancel_all(self, force: bool = False) -> list[Task]:
+        """Cancel every unfinished task; returns them as the cancel left them."""
+        self._check_open()
+        live = await self.store.list_tasks(state=_LIVE)
+        return [await self._cancel_one(task, force) for task in live]
+
+    async def _cancel_one(self, task: Task, force: bool) -> Task:
+        while not task.is_terminal:
+            at_once = force or task.state is TaskState.PENDING
+            events: list[Event] = [CancelRequested(force=force)]
+            if at_once:
+                events.append(TaskCancelled(forced=force))
+            elif task.cancel_requested:
+                break  # already requested; the runner is stopping
+            try:
+                task = await self._append(
+                    task.id, events, "cancel requested", actor="user", expected_version=task.version
+                )
+            except VersionConflictError:
+                task = await self._require(task.id)
+                continue
+            break
+        run = self._running.get(task.id)
+        if run is not None and not task.is_terminal:
+            self._request_stop(run, force)
+            await _first(run.done.wait(), self.clock.sleep(self.cancel_grace + self.poll_interval))
+            task = await self._require(task.id)
+        elif run is not None:
+            self._stop(run, "lost", "cancelled")
+        return task
+
+    # -- the scheduler ----------------------------------------------------------------------------
+
+    async def _schedule_forever(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self.tick()
+            except StoreClosedError:
+                return
+            except TasktrailError:
+                pass  # e.g. the database was busy: the next round tries again
+            await _first(self._wake.wait(), self.clock.sleep(self.poll_interval))
+
+    async def tick(self) -> None:
+        """One scheduler round: heartbeat, deadlines, cancels, recovery, starts.
+
+        The manager runs it every ``poll_interval`` and on every local change; tests with
+        a fake clock may call it directly.
+        """
+        now = self.clock.time()
+        if self.run_tasks and now - self._last_heartbeat >= self.lease_timeout / 3:
+            await self.store.heartbeat(self.worker_id)
+            self._last_heartbeat = now
+        live = await self.store.list_tasks(state=_LIVE)
+        live = await self._enforce_deadlines(live, now)
+        for task in live:
+            run = self._running.get(task.id)
+            if run is not None and task.cancel_requested and not run.ctx.cancel_requested:
+                self._request_stop(run, force=False)
+        for task_id, run in list(self._running.items()):
+            if run.ctx.flush_due():
+                with contextlib.suppress(TasktrailError):
+                    await run.ctx.flush()
+            if not any(t.id == task_id for t in live):
+                self._stop(run, "lost", "finished elsewhere")
+        if self.run_tasks:
+            if now - self._last_recovery >= self.lease_timeout / 2:
+                self._last_recovery = now
+                await self.recover()
+            await self._start_tasks(live, now)
+
+    async def _enforce_deadlines(self, live: list[Task], now: float) -> list[Task]:
+        """Fail or stop tasks past their TTL, queue timeout or run timeout."""
+        keep = []
+        for task in live:
+            age = now - task.created_at.timestamp()
+            run = self._running.get(task.id)
+            expired: str | None = None
+            if self.task_ttl is not None and age >= self.task_ttl:
+                expired = f"task TTL of {self.task_ttl:g} s expired"
+            elif (
+                self.queue_timeout is not None and task.state is TaskState.PENDING
+                and task.attempt == 0 and age >= self.queue_timeout
+            ):  # fmt: skip
+                expired = f"queue timeout of {self.queue_timeout:g} s expired"
+            if expired and (task.state is TaskState.PENDING or run is not None):
+                if run is not None:
+                    self._stop(run, "ttl", expired)
+                else:
+                    with contextlib.suppress(VersionConflictError, IllegalTransitionError):
+                        await self._append(
+                            task.id, [TaskFailed(error=expired)], expired, actor="system",
+                            expected_version=task.version,
+                        )  # fmt: skip
+                continue
+            if (
+                run is not None and self.run_timeout is not None
+                and task.started_at is not None
+                and now - task.started_at.timestamp() >= self.run_timeout
+                and run.stop is None
+            ):  # fmt: skip
+                self._stop(run, "timeout", f"run timeout of {self.run_timeout:g} s expired")
+            keep.append(task)
+        return keep
+
+    async def _start_tasks(self, live: list[Task], now: float) -> None:
+        active = [t for t in live if t.state is not TaskState.PENDING]
+        by_key: dict[str, int] = {}
+        for task in active:
+            key = task.concurrency_key or task.agent
+            by_key[key] = by_key.get(key, 0) + 1
+        queue = sorted(
+            (t for t in live if t.state is TaskState.PENDING and t.agent in self._runners
+             and not t.cancel_requested and (t.not_before is None or t.not_before <= now)),
+            key=lambda t: (-t.priority, t.created_at, t.id),
+        )  # fmt: skip
+        for task in queue:
+            if self.max_running is not None and len(self._running) >= self.max_running:
+                return
+            key = task.concurrency_key or task.agent
+            limit = self.limits.get(key)
+            if limit is not None and by_key.get(key, 0) >= limit:
+                continue
+            claim = TaskClaimed(worker_id=self.worker_id, attempt=task.attempt + 1)
+            try:
+                claimed = await self._append(task.id, [claim], expected_version=task.version)
+            except (VersionConflictError, IllegalTransitionError):
+                continue  # another worker was quicker, or the task was cancelled
+            by_key[key] = by_key.get(key, 0) + 1
+            self._spawn(claimed)
+
+    # -- running one attempt --------------------------------------------------------------------
+
+    def _spawn(self, task: Task) -> None:
+        assert self._group is not None
+
+        async def append(task_id: str, events: list[Event], reason: str | None) -> Task:
+            return await self._append(task_id, events, reason)
+
+        run = _Run(
+            RunContext(task, append=append, clock=self.clock, cancel_grace=self.cancel_grace)
+        )
+        self._running[task.id] = run
+        self._group.create_task(self._execute(run), name=f"tasktrail-run:{task.id}")
+
+    def _request_stop(self, run: _Run, force: bool) -> None:
+        """Tell the runner (``ctx.cancel_requested``) and cancel its asyncio task.
+
+        The runner receives ``CancelledError`` at its next ``await`` and may clean up
+        there (a subprocess runner terminates its process group, waiting up to
+        ``cancel_grace`` before killing it unless ``force``).
+        """
+        run.ctx.request_cancel(force=force)
+        self._stop(run, "cancel", "cancelled by request")
+
+    def _stop(self, run: _Run, why: StopReason, detail: str) -> None:
+        if run.stop is None:
+            run.stop, run.stop_detail = why, detail
+        if run.runner is not None:
+            run.runner.cancel()
+
+    async def _execute(self, run: _Run) -> None:
+        ctx = run.ctx
+        task = ctx.task
+        try:
+            outcome, reason = await self._attempt(run)
+            await self._record(run, outcome, reason)
+        except TasktrailError:
+            pass  # the task moved on without us (finished or cancelled elsewhere)
+        finally:
+            self._running.pop(task.id, None)
+            run.done.set()
+            self._wake.set()
+
+    async def _attempt(self, run: _Run) -> tuple[Event | None, str | None]:
+        """Run the runner; return the event that ends the attempt (None: nothing to record)."""
+        ctx = run.ctx
+        task = ctx.task
+        runner = self._runners.get(task.agent)
+        try:
+            if runner is None:
+                raise LookupError(f"no runner registered for agent {task.agent!r}")
+            if not getattr(runner, "manages_start", False):
+                await ctx.started()
+            run.runner = asyncio.ensure_future(runner(ctx))
+            if run.stop is not None:
+                run.runner.cancel()  # stopped while it was starting
+            result = await run.runner
+            await ctx.flush()
+        except asyncio.CancelledError:
+            this = asyncio.current_task()
+            if run.stop is None or (this is not None and this.cancelling()):
+                raise  # not ours: the manager itself is being cancelled
+            with contextlib.suppress(TasktrailError):
+                await ctx.flush()
+            return self._stopped(run)
+        except TasktrailError as err:
+            if isinstance(err, IllegalTransitionError | VersionConflictError):
+                raise  # the task moved on without us
+            with contextlib.suppress(TasktrailError):
+                await ctx.flush()
+            return self._failed(ctx.task, f"{type(err).__name__}: {err}")
+        except Exception as err:
+            with contextlib.suppress(TasktrailError):
+                await ctx.flush()
+            return self._failed(ctx.task, f"{type(err).__name__}: {err}")
+        if ctx.cancel_requested:
+            return TaskCancelled(forced=ctx.force), "the runner stopped after the cancel request"
+        return TaskCompleted(result=result), None
+
+    def _stopped(self, run: _Run) -> tuple[Event | None, str | None]:
+        task = run.ctx.task
+        if run.stop == "cancel":
+            return TaskCancelled(forced=run.ctx.force), run.stop_detail
+        if run.stop == "timeout":
+            return self._failed(task, run.stop_detail)
+        if run.stop == "ttl":
+            return TaskFailed(error=run.stop_detail), run.stop_detail
+        if run.stop == "shutdown":
+            return TaskRequeued(), run.stop_detail
+        return None, None  # lost: someone else finished it
+
+    def _failed(self, task: Task, error: str) -> tuple[Event, str]:
+        if task.attempt < task.max_attempts:
+            delay = self.retry_backoff * 2 ** (task.attempt - 1)
+            return (
+                TaskRequeued(not_before=self.clock.time() + delay),
+                f"attempt {task.attempt} of {task.max_attempts} failed: {error}; "
+                f"retry in {delay:g} s",
+            )
+        return TaskFailed(error=error), f"attempt {task.attempt} of {task.max_attempts} failed"
+
+    async def _record(self, run: _Run, outcome: Event | None, reason: str | None) -> None:
+        if outcome is None:
+            return
+        task_id = run.ctx.task.id
+        try:
+            await self._append(task_id, [outcome], reason)
+        except IllegalTransitionError:
+            current = await self.store.get_task(task_id)
+            if current is not None and current.cancel_requested and not current.is_terminal:
+                # A cancel was requested while the runner finished: acknowledge it.
+                await self._append(task_id, [TaskCancelled()], "cancel acknowledged")
+
+    # -- recovery ----------------------------------------------------------------------------------
+
+    async def recover(self) -> list[Task]:
+        """Record a decision for every live task whose owner is dead; return those tasks.
+
+        Runs on opening and on every scheduler round's schedule of ``lease_timeout``.
+        """
+        now = self.clock.time()
+        workers = {w.worker_id: w for w in await self.store.list_workers()}
+        decided = []
+        for task in await self.store.list_tasks(state=(TaskState.STARTING, TaskState.RUNNING)):
+            if task.id in self._running:
+                continue
+            if task.worker_id == self.worker_id:
+                why: str | None = "this worker restarted"
+            elif task.worker_id == "external":
+                continue
+            else:
+                worker = workers.get(task.worker_id or "")
+                why = owner_is_dead(
+                    worker, now=now, lease_timeout=self.lease_timeout, host=self.host
+                )
+            if why is None:
+                continue
+            decision = decide(task, why)
+            try:
+                result = await self.store.append(task.id, [decision], expected_version=task.version)
+            except (VersionConflictError, IllegalTransitionError):
+                continue  # someone else decided first
+            decided.append(result.task)
+        if decided:
+            self._wake.set()
+        return decided

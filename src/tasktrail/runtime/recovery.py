@@ -1,0 +1,70 @@
+"""Crash recovery: is a task's owner dead, and what to record for its task.
+
+Pure functions; the manager reads the workers and tasks and appends the decisions.
+"""
+
+from __future__ import annotations
+
+import os
+
+from tasktrail.events import NewEvent, TaskCancelled, TaskFailed, TaskRequeued
+from tasktrail.projection import Task
+from tasktrail.store._workers import WorkerInfo
+
+__all__ = ["WorkerInfo", "decide", "owner_is_dead", "pid_exists"]
+
+
+def pid_exists(pid: int) -> bool:
+    """Whether a process with this id exists on this host."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def owner_is_dead(
+    worker: WorkerInfo | None, *, now: float, lease_timeout: float, host: str
+) -> str | None:
+    """Why the owner counts as dead (a reason to log), or ``None`` while it may live.
+
+    Dead at once: unknown, stopped, or a process of this host that no longer exists.
+    Otherwise dead once its last heartbeat is older than ``lease_timeout``.
+    """
+    if worker is None:
+        return "its worker is unknown"
+    if worker.stopped_at is not None:
+        return f"worker {worker.worker_id} stopped"
+    if worker.host == host and not pid_exists(worker.pid):
+        return f"worker {worker.worker_id} (pid {worker.pid}) is gone"
+    if now - worker.heartbeat_at > lease_timeout:
+        return (
+            f"worker {worker.worker_id} sent no heartbeat for "
+            f"{now - worker.heartbeat_at:.0f} s (lease {lease_timeout:g} s)"
+        )
+    return None
+
+
+def decide(task: Task, why: str, *, not_before: float | None = None) -> NewEvent:
+    """The recovery decision for a live task whose owner died, as the event to append.
+
+    A requested cancel is acknowledged; otherwise the task is re-queued while attempts
+    remain, else failed.
+    """
+    if task.cancel_requested:
+        return NewEvent(TaskCancelled(), actor="system", reason=f"recovery: {why}")
+    if task.attempt < task.max_attempts:
+        return NewEvent(
+            TaskRequeued(not_before=not_before),
+            actor="system",
+            reason=f"recovery: {why}; attempt {task.attempt}/{task.max_attempts} lost, re-queued",
+        )
+    return NewEvent(
+        TaskFailed(error=f"owner died: {why}"),
+        actor="system",
+        reason=f"recovery: {why}; no attempts left ({task.attempt} of {task.max_attempts})",
+    )
