@@ -26,6 +26,7 @@ from tasktrail.errors import (
 )
 from tasktrail.events import (
     CancelRequested,
+    ChildFinished,
     Event,
     NewEvent,
     OutputAppended,
@@ -49,6 +50,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AppendResult",
     "CancelRequested",
+    "ChildFinished",
     "CorruptDatabaseError",
     "CorruptEventError",
     "Event",

@@ -26,6 +26,7 @@ from tasktrail.lifecycle import Trigger
 
 __all__ = [
     "CancelRequested",
+    "ChildFinished",
     "EVENT_TAGS",
     "EVENT_TYPES",
     "Event",
@@ -152,6 +153,21 @@ class ProgressReported(Event, frozen=True, kw_only=True, tag="task.progress"):
     message: str | None = None
 
 
+class ChildFinished(Event, frozen=True, kw_only=True, tag="task.child_finished"):
+    """A child task (``parent_id`` = this task) finished. Changes no state.
+
+    Appended to a live parent by the manager's notifier, with an event id derived from
+    the child's final event, so the notification is in the log exactly once.
+    """
+
+    trigger = Trigger.ANNOTATE
+
+    child_id: str
+    state: str
+    result: Any = None
+    error: str | None = None
+
+
 AnyEvent: TypeAlias = (
     TaskCreated
     | TaskClaimed
@@ -163,6 +179,7 @@ AnyEvent: TypeAlias = (
     | CancelRequested
     | OutputAppended
     | ProgressReported
+    | ChildFinished
 )
 
 EVENT_TYPES: Final[Mapping[str, type[Event]]] = {
@@ -178,6 +195,7 @@ EVENT_TYPES: Final[Mapping[str, type[Event]]] = {
         CancelRequested,
         OutputAppended,
         ProgressReported,
+        ChildFinished,
     )
 }
 """Every event type by its tag."""

@@ -44,12 +44,15 @@ from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task
 from tasktrail.runtime.clock import Clock, SystemClock
 from tasktrail.runtime.context import RunContext, Runner
+from tasktrail.runtime.notify import Callback, Notifier
 from tasktrail.runtime.recovery import decide, owner_is_dead
+from tasktrail.runtime.scheduler import deadline_breach, startable
 from tasktrail.store import SQLiteEventStore
 
 __all__ = ["TaskManager"]
 
 _LIVE = (TaskState.PENDING, TaskState.STARTING, TaskState.RUNNING)
+
 StopReason = Literal["cancel", "timeout", "ttl", "lost", "shutdown"]
 
 
@@ -154,6 +157,9 @@ class TaskManager:
         self._wake = asyncio.Event()
         self._group: asyncio.TaskGroup | None = None
         self._scheduler: asyncio.Task[None] | None = None
+        self._callbacks: dict[str, Callback] = {}
+        self._notifier = Notifier(self.store, self.clock, poll_interval)
+        self._loops: list[asyncio.Task[None]] = []
         self._last_heartbeat = 0.0
         self._last_recovery = 0.0
         self._state: Literal["new", "open", "closed"] = "new"
@@ -174,6 +180,14 @@ class TaskManager:
         self._scheduler = self._group.create_task(
             self._schedule_forever(), name="tasktrail-scheduler"
         )
+        if self.run_tasks:
+            self._loops.append(
+                self._group.create_task(
+                    self._notifier.notify_parents_forever(), name="notify:parents"
+                )
+            )
+        for name, callback in self._callbacks.items():
+            self._start_delivery(name, callback)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -190,8 +204,9 @@ class TaskManager:
         self._state = "closed"
         assert self._group is not None
         try:
-            if self._scheduler is not None:
-                self._scheduler.cancel()
+            for loop in [self._scheduler, *self._loops]:
+                if loop is not None:
+                    loop.cancel()
             runs = list(self._running.values())
             for run in runs:
                 self._stop(run, "shutdown", "the worker is shutting down")
@@ -493,63 +508,42 @@ class TaskManager:
             await self._start_tasks(live, now)
 
     async def _enforce_deadlines(self, live: list[Task], now: float) -> list[Task]:
-        """Fail or stop tasks past their TTL, queue timeout or run timeout."""
+        """Fail or stop tasks past a deadline; return the tasks still live after it.
+
+        Pending tasks anyone may fail (the append is optimistic); a running task only
+        its own manager stops. Tasks of other live workers are theirs to police.
+        """
         keep = []
         for task in live:
-            age = now - task.created_at.timestamp()
+            breach = deadline_breach(
+                task, now=now, task_ttl=self.task_ttl, queue_timeout=self.queue_timeout,
+                run_timeout=self.run_timeout,
+            )  # fmt: skip
             run = self._running.get(task.id)
-            expired: str | None = None
-            if self.task_ttl is not None and age >= self.task_ttl:
-                expired = f"task TTL of {self.task_ttl:g} s expired"
-            elif (
-                self.queue_timeout is not None and task.state is TaskState.PENDING
-                and task.attempt == 0 and age >= self.queue_timeout
-            ):  # fmt: skip
-                expired = f"queue timeout of {self.queue_timeout:g} s expired"
-            if expired and (task.state is TaskState.PENDING or run is not None):
-                if run is not None:
-                    self._stop(run, "ttl", expired)
-                else:
-                    with contextlib.suppress(VersionConflictError, IllegalTransitionError):
-                        await self._append(
-                            task.id, [TaskFailed(error=expired)], expired, actor="system",
-                            expected_version=task.version,
-                        )  # fmt: skip
+            if breach is not None and run is not None and run.stop is None:
+                kind, why = breach
+                self._stop(run, "ttl" if kind == "expired" else "timeout", why)
+            elif breach is not None and task.state is TaskState.PENDING:
+                with contextlib.suppress(VersionConflictError, IllegalTransitionError):
+                    await self._append(
+                        task.id, [TaskFailed(error=breach[1])], breach[1], actor="system",
+                        expected_version=task.version,
+                    )  # fmt: skip
                 continue
-            if (
-                run is not None and self.run_timeout is not None
-                and task.started_at is not None
-                and now - task.started_at.timestamp() >= self.run_timeout
-                and run.stop is None
-            ):  # fmt: skip
-                self._stop(run, "timeout", f"run timeout of {self.run_timeout:g} s expired")
             keep.append(task)
         return keep
 
     async def _start_tasks(self, live: list[Task], now: float) -> None:
-        active = [t for t in live if t.state is not TaskState.PENDING]
-        by_key: dict[str, int] = {}
-        for task in active:
-            key = task.concurrency_key or task.agent
-            by_key[key] = by_key.get(key, 0) + 1
-        queue = sorted(
-            (t for t in live if t.state is TaskState.PENDING and t.agent in self._runners
-             and not t.cancel_requested and (t.not_before is None or t.not_before <= now)),
-            key=lambda t: (-t.priority, t.created_at, t.id),
+        chosen = startable(
+            live, now=now, agents=self._runners.keys(), running_here=len(self._running),
+            max_running=self.max_running, limits=self.limits,
         )  # fmt: skip
-        for task in queue:
-            if self.max_running is not None and len(self._running) >= self.max_running:
-                return
-            key = task.concurrency_key or task.agent
-            limit = self.limits.get(key)
-            if limit is not None and by_key.get(key, 0) >= limit:
-                continue
+        for task in chosen:
             claim = TaskClaimed(worker_id=self.worker_id, attempt=task.attempt + 1)
             try:
                 claimed = await self._append(task.id, [claim], expected_version=task.version)
             except (VersionConflictError, IllegalTransitionError):
                 continue  # another worker was quicker, or the task was cancelled
-            by_key[key] = by_key.get(key, 0) + 1
             self._spawn(claimed)
 
     # -- running one attempt --------------------------------------------------------------------
@@ -664,6 +658,27 @@ class TaskManager:
             if current is not None and current.cancel_requested and not current.is_terminal:
                 # A cancel was requested while the runner finished: acknowledge it.
                 await self._append(task_id, [TaskCancelled()], "cancel acknowledged")
+
+    # -- notifications ----------------------------------------------------------------------------
+
+    def on_finished(self, callback: Callback, *, name: str = "default") -> None:
+        """Call ``await callback(task)`` for every task that finishes, at least once.
+
+        Deliveries follow the log from a durable checkpoint named ``name``, so a restart
+        neither loses nor repeats them: a redelivery after a crash between the callback and
+        the checkpoint is recognised and skipped. A callback that raises is retried every
+        ``poll_interval``. Register a name in one process only.
+        """
+        if name in self._callbacks:
+            raise InvalidInputError(f"a callback named {name!r} is already registered")
+        self._callbacks[name] = callback
+        if self._state == "open":
+            self._start_delivery(name, callback)
+
+    def _start_delivery(self, name: str, callback: Callback) -> None:
+        assert self._group is not None
+        loop = self._notifier.deliver_forever(name, callback)
+        self._loops.append(self._group.create_task(loop, name=f"notify:{name}"))
 
     # -- recovery ----------------------------------------------------------------------------------
 

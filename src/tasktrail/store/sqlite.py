@@ -522,6 +522,20 @@ class SQLiteEventStore:
         rows = await self._query("SELECT * FROM workers ORDER BY started_at")
         return [WorkerInfo(*row) for row in rows]
 
+    async def was_delivered(self, subscriber: str, event_id: str) -> bool:
+        """Whether ``subscriber`` already handed ``event_id`` to its callback."""
+        rows = await self._query(
+            "SELECT 1 FROM deliveries WHERE subscriber = ? AND event_id = ?", (subscriber, event_id)
+        )
+        return bool(list(rows))
+
+    async def mark_delivered(self, subscriber: str, event_id: str) -> None:
+        """Record that ``subscriber`` handed ``event_id`` to its callback."""
+        await self._write_row(
+            "INSERT OR IGNORE INTO deliveries VALUES (?, ?, ?)",
+            (subscriber, event_id, self._clock()),
+        )
+
     # -- subscribers -------------------------------------------------------------------------
 
     async def load_checkpoint(self, name: str) -> int:

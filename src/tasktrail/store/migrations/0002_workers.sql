@@ -1,4 +1,5 @@
--- tasktrail schema 2: the workers that claim tasks, with their heartbeats.
+-- tasktrail schema 2: the workers that claim tasks, with their heartbeats, and the
+-- notifications subscribers delivered.
 -- Not part of the log: a worker's liveness is operational state, and recovery records
 -- every decision it takes from it as events in the log.
 
@@ -13,3 +14,12 @@ CREATE TABLE workers (
 
 CREATE INDEX tasks_live_by_key ON tasks (state, concurrency_key, agent)
     WHERE state IN ('pending', 'starting', 'running');
+
+-- Events a named subscriber has handed to its callback: a redelivery after a crash
+-- between the callback and the checkpoint is recognised here and skipped.
+CREATE TABLE deliveries (
+    subscriber   TEXT NOT NULL,
+    event_id     TEXT NOT NULL,
+    delivered_at REAL NOT NULL,
+    PRIMARY KEY (subscriber, event_id)
+) WITHOUT ROWID;

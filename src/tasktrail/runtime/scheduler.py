@@ -1,0 +1,100 @@
+"""Which tasks to start, and which are past a deadline: pure decisions over the projection.
+
+Counting slots from the projection (every process's ``starting``/``running`` tasks),
+rather than from counters in memory, is what makes a leaked slot impossible: a crash, an
+exception or a cancel can only change the count by changing a task's state in the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from typing import Literal
+
+from tasktrail.lifecycle import TaskState
+from tasktrail.projection import Task
+
+__all__ = ["Breach", "deadline_breach", "limit_key", "startable"]
+
+Breach = tuple[Literal["expired", "timeout"], str]
+
+
+def limit_key(task: Task) -> str:
+    """The key a task's concurrency limit counts under: its concurrency key, else its agent."""
+    return task.concurrency_key or task.agent
+
+
+def deadline_breach(
+    task: Task,
+    *,
+    now: float,
+    task_ttl: float | None,
+    queue_timeout: float | None,
+    run_timeout: float | None,
+) -> Breach | None:
+    """The deadline a live task has passed, if any.
+
+    ``("expired", why)``: the task TTL (from creation) or the queue timeout (a task never
+    started, waiting since creation) ran out: the task fails. ``("timeout", why)``: the
+    running attempt exceeded the run timeout: it is stopped, then retried or failed.
+    """
+    age = now - task.created_at.timestamp()
+    if task_ttl is not None and age >= task_ttl:
+        return "expired", f"task TTL of {task_ttl:g} s expired"
+    if (
+        queue_timeout is not None
+        and task.state is TaskState.PENDING
+        and task.attempt == 0
+        and age >= queue_timeout
+    ):
+        return "expired", f"queue timeout of {queue_timeout:g} s expired"
+    if (
+        run_timeout is not None
+        and task.state is TaskState.RUNNING
+        and task.started_at is not None
+        and now - task.started_at.timestamp() >= run_timeout
+    ):
+        return "timeout", f"run timeout of {run_timeout:g} s expired"
+    return None
+
+
+def startable(
+    live: Iterable[Task],
+    *,
+    now: float,
+    agents: Collection[str],
+    running_here: int,
+    max_running: int | None,
+    limits: Mapping[str, int],
+) -> list[Task]:
+    """The pending tasks to claim now, in order.
+
+    Highest priority first, then first-in, first-out; only agents this manager runs;
+    never more than ``max_running`` here nor more than ``limits[key]`` anywhere.
+    """
+    live = list(live)
+    active: dict[str, int] = {}
+    for task in live:
+        if task.state is not TaskState.PENDING:
+            active[limit_key(task)] = active.get(limit_key(task), 0) + 1
+    queue = sorted(
+        (
+            t
+            for t in live
+            if t.state is TaskState.PENDING
+            and t.agent in agents
+            and not t.cancel_requested
+            and (t.not_before is None or t.not_before <= now)
+        ),
+        key=lambda t: (-t.priority, t.created_at, t.id),
+    )
+    chosen: list[Task] = []
+    for task in queue:
+        if max_running is not None and running_here + len(chosen) >= max_running:
+            break
+        key = limit_key(task)
+        limit = limits.get(key)
+        if limit is not None and active.get(key, 0) >= limit:
+            continue
+        active[key] = active.get(key, 0) + 1
+        chosen.append(task)
+    return chosen
