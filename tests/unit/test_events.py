@@ -31,6 +31,7 @@ STABLE_TAGS = {
     "task.cancel_requested",
     "task.output",
     "task.progress",
+    "task.child_finished",
 }
 
 
