@@ -13,7 +13,6 @@ import os
 import socket
 import uuid
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
 from tasktrail.errors import (
@@ -37,35 +36,21 @@ from tasktrail.events import (
     TaskCompleted,
     TaskCreated,
     TaskFailed,
-    TaskRequeued,
     TaskStarted,
 )
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task
+from tasktrail.runtime.attempt import Attempt
 from tasktrail.runtime.clock import Clock, SystemClock
 from tasktrail.runtime.context import RunContext, Runner
 from tasktrail.runtime.notify import Callback, Notifier
-from tasktrail.runtime.recovery import decide, owner_is_dead
+from tasktrail.runtime.recovery import recover_orphans
 from tasktrail.runtime.scheduler import deadline_breach, startable
 from tasktrail.store import SQLiteEventStore
 
 __all__ = ["TaskManager"]
 
 _LIVE = (TaskState.PENDING, TaskState.STARTING, TaskState.RUNNING)
-
-StopReason = Literal["cancel", "timeout", "ttl", "lost", "shutdown"]
-
-
-@dataclass(eq=False)
-class _Run:
-    """One attempt running in this manager."""
-
-    ctx: RunContext
-    runner: asyncio.Future[Any] | None = None
-    """The runner's own task while it runs; cancelling it stops the runner only."""
-    stop: StopReason | None = None
-    stop_detail: str = ""
-    done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 async def _first(*awaitables: Awaitable[Any]) -> None:
@@ -153,7 +138,7 @@ class TaskManager:
         self.worker_id = worker_id or f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.run_tasks = run_tasks
         self._runners: dict[str, Runner] = {}
-        self._running: dict[str, _Run] = {}
+        self._running: dict[str, Attempt] = {}
         self._wake = asyncio.Event()
         self._group: asyncio.TaskGroup | None = None
         self._scheduler: asyncio.Task[None] | None = None
@@ -209,7 +194,7 @@ class TaskManager:
                     loop.cancel()
             runs = list(self._running.values())
             for run in runs:
-                self._stop(run, "shutdown", "the worker is shutting down")
+                run.stop("shutdown", "the worker is shutting down")
             for run in runs:
                 await run.done.wait()
             await self._group.__aexit__(None, None, None)
@@ -415,7 +400,7 @@ class TaskManager:
                 continue
             run = self._running.get(task_id)
             if run is not None:
-                self._stop(run, "lost", "finished from outside")
+                run.stop("lost", "finished from outside")
             return done
 
     async def cancel(self, task_id: str, force: bool = False) -> Task:
@@ -463,7 +448,7 @@ class TaskManager:
             await _first(run.done.wait(), self.clock.sleep(self.cancel_grace + self.poll_interval))
             task = await self._require(task.id)
         elif run is not None:
-            self._stop(run, "lost", "cancelled")
+            run.stop("lost", "cancelled")
         return task
 
     # -- the scheduler ----------------------------------------------------------------------------
@@ -500,7 +485,7 @@ class TaskManager:
                 with contextlib.suppress(TasktrailError):
                     await run.ctx.flush()
             if not any(t.id == task_id for t in live):
-                self._stop(run, "lost", "finished elsewhere")
+                run.stop("lost", "finished elsewhere")
         if self.run_tasks:
             if now - self._last_recovery >= self.lease_timeout / 2:
                 self._last_recovery = now
@@ -520,9 +505,9 @@ class TaskManager:
                 run_timeout=self.run_timeout,
             )  # fmt: skip
             run = self._running.get(task.id)
-            if breach is not None and run is not None and run.stop is None:
+            if breach is not None and run is not None and run.stop_reason is None:
                 kind, why = breach
-                self._stop(run, "ttl" if kind == "expired" else "timeout", why)
+                run.stop("ttl" if kind == "expired" else "timeout", why)
             elif breach is not None and task.state is TaskState.PENDING:
                 with contextlib.suppress(VersionConflictError, IllegalTransitionError):
                     await self._append(
@@ -554,13 +539,13 @@ class TaskManager:
         async def append(task_id: str, events: list[Event], reason: str | None) -> Task:
             return await self._append(task_id, events, reason)
 
-        run = _Run(
+        run = Attempt(
             RunContext(task, append=append, clock=self.clock, cancel_grace=self.cancel_grace)
         )
         self._running[task.id] = run
         self._group.create_task(self._execute(run), name=f"tasktrail-run:{task.id}")
 
-    def _request_stop(self, run: _Run, force: bool) -> None:
+    def _request_stop(self, run: Attempt, force: bool) -> None:
         """Tell the runner (``ctx.cancel_requested``) and cancel its asyncio task.
 
         The runner receives ``CancelledError`` at its next ``await`` and may clean up
@@ -568,19 +553,14 @@ class TaskManager:
         ``cancel_grace`` before killing it unless ``force``).
         """
         run.ctx.request_cancel(force=force)
-        self._stop(run, "cancel", "cancelled by request")
+        run.stop("cancel", "cancelled by request")
 
-    def _stop(self, run: _Run, why: StopReason, detail: str) -> None:
-        if run.stop is None:
-            run.stop, run.stop_detail = why, detail
-        if run.runner is not None:
-            run.runner.cancel()
-
-    async def _execute(self, run: _Run) -> None:
+    async def _execute(self, run: Attempt) -> None:
         ctx = run.ctx
         task = ctx.task
         try:
-            outcome, reason = await self._attempt(run)
+            runner = self._runners.get(task.agent)
+            outcome, reason = await run.run(runner, clock=self.clock, backoff=self.retry_backoff)
             await self._record(run, outcome, reason)
         except TasktrailError:
             pass  # the task moved on without us (finished or cancelled elsewhere)
@@ -589,65 +569,7 @@ class TaskManager:
             run.done.set()
             self._wake.set()
 
-    async def _attempt(self, run: _Run) -> tuple[Event | None, str | None]:
-        """Run the runner; return the event that ends the attempt (None: nothing to record)."""
-        ctx = run.ctx
-        task = ctx.task
-        runner = self._runners.get(task.agent)
-        try:
-            if runner is None:
-                raise LookupError(f"no runner registered for agent {task.agent!r}")
-            if not getattr(runner, "manages_start", False):
-                await ctx.started()
-            run.runner = asyncio.ensure_future(runner(ctx))
-            if run.stop is not None:
-                run.runner.cancel()  # stopped while it was starting
-            result = await run.runner
-            await ctx.flush()
-        except asyncio.CancelledError:
-            this = asyncio.current_task()
-            if run.stop is None or (this is not None and this.cancelling()):
-                raise  # not ours: the manager itself is being cancelled
-            with contextlib.suppress(TasktrailError):
-                await ctx.flush()
-            return self._stopped(run)
-        except TasktrailError as err:
-            if isinstance(err, IllegalTransitionError | VersionConflictError):
-                raise  # the task moved on without us
-            with contextlib.suppress(TasktrailError):
-                await ctx.flush()
-            return self._failed(ctx.task, f"{type(err).__name__}: {err}")
-        except Exception as err:
-            with contextlib.suppress(TasktrailError):
-                await ctx.flush()
-            return self._failed(ctx.task, f"{type(err).__name__}: {err}")
-        if ctx.cancel_requested:
-            return TaskCancelled(forced=ctx.force), "the runner stopped after the cancel request"
-        return TaskCompleted(result=result), None
-
-    def _stopped(self, run: _Run) -> tuple[Event | None, str | None]:
-        task = run.ctx.task
-        if run.stop == "cancel":
-            return TaskCancelled(forced=run.ctx.force), run.stop_detail
-        if run.stop == "timeout":
-            return self._failed(task, run.stop_detail)
-        if run.stop == "ttl":
-            return TaskFailed(error=run.stop_detail), run.stop_detail
-        if run.stop == "shutdown":
-            return TaskRequeued(), run.stop_detail
-        return None, None  # lost: someone else finished it
-
-    def _failed(self, task: Task, error: str) -> tuple[Event, str]:
-        if task.attempt < task.max_attempts:
-            delay = self.retry_backoff * 2 ** (task.attempt - 1)
-            return (
-                TaskRequeued(not_before=self.clock.time() + delay),
-                f"attempt {task.attempt} of {task.max_attempts} failed: {error}; "
-                f"retry in {delay:g} s",
-            )
-        return TaskFailed(error=error), f"attempt {task.attempt} of {task.max_attempts} failed"
-
-    async def _record(self, run: _Run, outcome: Event | None, reason: str | None) -> None:
+    async def _record(self, run: Attempt, outcome: Event | None, reason: str | None) -> None:
         if outcome is None:
             return
         task_id = run.ctx.task.id
@@ -685,31 +607,12 @@ class TaskManager:
     async def recover(self) -> list[Task]:
         """Record a decision for every live task whose owner is dead; return those tasks.
 
-        Runs on opening and on every scheduler round's schedule of ``lease_timeout``.
+        Runs when the manager opens and then every ``lease_timeout / 2``.
         """
-        now = self.clock.time()
-        workers = {w.worker_id: w for w in await self.store.list_workers()}
-        decided = []
-        for task in await self.store.list_tasks(state=(TaskState.STARTING, TaskState.RUNNING)):
-            if task.id in self._running:
-                continue
-            if task.worker_id == self.worker_id:
-                why: str | None = "this worker restarted"
-            elif task.worker_id == "external":
-                continue
-            else:
-                worker = workers.get(task.worker_id or "")
-                why = owner_is_dead(
-                    worker, now=now, lease_timeout=self.lease_timeout, host=self.host
-                )
-            if why is None:
-                continue
-            decision = decide(task, why)
-            try:
-                result = await self.store.append(task.id, [decision], expected_version=task.version)
-            except (VersionConflictError, IllegalTransitionError):
-                continue  # someone else decided first
-            decided.append(result.task)
+        decided = await recover_orphans(
+            self.store, worker_id=self.worker_id, host=self.host, now=self.clock.time(),
+            lease_timeout=self.lease_timeout, running_here=self._running.keys(),
+        )  # fmt: skip
         if decided:
             self._wake.set()
         return decided

@@ -6,12 +6,16 @@ Pure functions; the manager reads the workers and tasks and appends the decision
 from __future__ import annotations
 
 import os
+from collections.abc import Container
 
+from tasktrail.errors import IllegalTransitionError, VersionConflictError
 from tasktrail.events import NewEvent, TaskCancelled, TaskFailed, TaskRequeued
+from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task
+from tasktrail.store import SQLiteEventStore
 from tasktrail.store._workers import WorkerInfo
 
-__all__ = ["WorkerInfo", "decide", "owner_is_dead", "pid_exists"]
+__all__ = ["WorkerInfo", "decide", "owner_is_dead", "pid_exists", "recover_orphans"]
 
 
 def pid_exists(pid: int) -> bool:
@@ -68,3 +72,38 @@ def decide(task: Task, why: str, *, not_before: float | None = None) -> NewEvent
         actor="system",
         reason=f"recovery: {why}; no attempts left ({task.attempt} of {task.max_attempts})",
     )
+
+
+async def recover_orphans(
+    store: SQLiteEventStore,
+    *,
+    worker_id: str,
+    host: str,
+    now: float,
+    lease_timeout: float,
+    running_here: Container[str],
+) -> list[Task]:
+    """Append a decision for every ``starting``/``running`` task whose owner is dead.
+
+    A task of this very worker id that is not running here belongs to an earlier life of
+    this worker. Each decision is an optimistic append, so when two processes recover at
+    once, one decides and the other skips. Returns the tasks as the decisions left them.
+    """
+    workers = {w.worker_id: w for w in await store.list_workers()}
+    decided = []
+    for task in await store.list_tasks(state=(TaskState.STARTING, TaskState.RUNNING)):
+        if task.id in running_here:
+            continue
+        if task.worker_id == worker_id:
+            why: str | None = "this worker restarted"
+        else:
+            worker = workers.get(task.worker_id or "")
+            why = owner_is_dead(worker, now=now, lease_timeout=lease_timeout, host=host)
+        if why is None:
+            continue
+        try:
+            result = await store.append(task.id, [decide(task, why)], expected_version=task.version)
+        except (VersionConflictError, IllegalTransitionError):
+            continue  # someone else decided first
+        decided.append(result.task)
+    return decided
