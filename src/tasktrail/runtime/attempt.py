@@ -60,7 +60,7 @@ class Attempt:
             if runner is None:
                 raise LookupError(f"no runner registered for agent {ctx.task.agent!r}")
             if not getattr(runner, "manages_start", False):
-                await ctx.started()
+                await ctx.started()  # no-op when the claim already recorded the start
             self.runner = asyncio.ensure_future(runner(ctx))
             if self.stop_reason is not None:
                 self.runner.cancel()  # stopped while it was starting

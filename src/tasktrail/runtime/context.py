@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from tasktrail.events import Event, OutputAppended, ProgressReported, TaskStarted
+from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task
 from tasktrail.runtime.clock import Clock
 
@@ -57,7 +58,7 @@ class RunContext:
         self._buffered = 0
         self._channel = "stdout"
         self._first_buffered_at = 0.0
-        self._started = False
+        self._started = task.state is TaskState.RUNNING
         self._cancel = asyncio.Event()
         self.force = False
         self._lock = asyncio.Lock()

@@ -147,6 +147,8 @@ class TaskManager:
         self._loops: list[asyncio.Task[None]] = []
         self._last_heartbeat = 0.0
         self._last_recovery = 0.0
+        self._last_sweep = 0.0
+        self._waiters: dict[str, list[asyncio.Future[Task]]] = {}
         self._state: Literal["new", "open", "closed"] = "new"
 
     # -- opening and closing ----------------------------------------------------------------
@@ -300,15 +302,13 @@ class TaskManager:
 
     # -- waiting -----------------------------------------------------------------------------
 
-    async def _changed(self, seconds: float) -> None:
-        """Return on the next local commit, or after ``seconds`` of the clock."""
-        await _first(self.store.wait_for_commit(max(seconds, 0.0) + 1.0), self.clock.sleep(seconds))
-
     async def wait(self, task_id: str, timeout: float | None = None) -> Task:
         """Wait until the task is finished and return it.
 
-        Any number of callers may wait, in any process. A cancelled task is returned like
-        any other finished task. On timeout raises WaitTimeoutError (a TimeoutError).
+        Any number of callers may wait, in any process: a finish recorded by this manager
+        wakes its waiters at once, one recorded elsewhere within ``poll_interval``. A
+        cancelled task is returned like any other finished task. On timeout raises
+        WaitTimeoutError (a TimeoutError).
         """
         task = await self._require(task_id)
         deadline = None if timeout is None else self.clock.time() + timeout
@@ -319,9 +319,26 @@ class TaskManager:
                 if left <= 0:
                     raise WaitTimeoutError(task_id, timeout or 0.0)
                 pause = min(pause, left)
-            await self._changed(pause)
-            task = await self._require(task_id)
+            finished: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
+            waiters = self._waiters.setdefault(task_id, [])
+            waiters.append(finished)
+            try:
+                await _first(finished, self.clock.sleep(pause))
+            finally:
+                waiters.remove(finished)
+                if not waiters:
+                    self._waiters.pop(task_id, None)
+            if finished.done() and not finished.cancelled():
+                task = finished.result()
+            else:
+                task = await self._require(task_id)
         return task
+
+    def _finished(self, task: Task) -> None:
+        """Wake this manager's waiters of a task that just finished."""
+        for waiter in self._waiters.get(task.id, ()):
+            if not waiter.done():
+                waiter.set_result(task)
 
     async def get_output(
         self, task_id: str, wait: bool = False, timeout: float | None = None
@@ -364,6 +381,8 @@ class TaskManager:
             expected_version=expected_version,
         )
         self._wake.set()
+        if result.task.is_terminal:
+            self._finished(result.task)
         return result.task
 
     async def complete_task(self, task_id: str, result: Any = None) -> Task:
@@ -465,7 +484,8 @@ class TaskManager:
             await _first(self._wake.wait(), self.clock.sleep(self.poll_interval))
 
     async def tick(self) -> None:
-        """One scheduler round: heartbeat, deadlines, cancels, recovery, starts.
+        """One scheduler round: heartbeat; every ``poll_interval`` a sweep (deadlines,
+        cancels from other processes, output flushes, recovery); then starts.
 
         The manager runs it every ``poll_interval`` and on every local change; tests with
         a fake clock may call it directly.
@@ -474,62 +494,83 @@ class TaskManager:
         if self.run_tasks and now - self._last_heartbeat >= self.lease_timeout / 3:
             await self.store.heartbeat(self.worker_id)
             self._last_heartbeat = now
-        live = await self.store.list_tasks(state=_LIVE)
-        live = await self._enforce_deadlines(live, now)
-        for task in live:
-            run = self._running.get(task.id)
-            if run is not None and task.cancel_requested and not run.ctx.cancel_requested:
-                self._request_stop(run, force=False)
-        for task_id, run in list(self._running.items()):
-            if run.ctx.flush_due():
-                with contextlib.suppress(TasktrailError):
-                    await run.ctx.flush()
-            if not any(t.id == task_id for t in live):
-                run.stop("lost", "finished elsewhere")
+        if now - self._last_sweep >= self.poll_interval or self._last_sweep == 0.0:
+            self._last_sweep = now
+            await self._sweep(now)
         if self.run_tasks:
-            if now - self._last_recovery >= self.lease_timeout / 2:
-                self._last_recovery = now
-                await self.recover()
-            await self._start_tasks(live, now)
+            await self._start_tasks(now)
 
-    async def _enforce_deadlines(self, live: list[Task], now: float) -> list[Task]:
-        """Fail or stop tasks past a deadline; return the tasks still live after it.
-
-        Pending tasks anyone may fail (the append is optimistic); a running task only
-        its own manager stops. Tasks of other live workers are theirs to police.
-        """
-        keep = []
-        for task in live:
-            breach = deadline_breach(
-                task, now=now, task_ttl=self.task_ttl, queue_timeout=self.queue_timeout,
-                run_timeout=self.run_timeout,
-            )  # fmt: skip
-            run = self._running.get(task.id)
-            if breach is not None and run is not None and run.stop_reason is None:
-                kind, why = breach
-                run.stop("ttl" if kind == "expired" else "timeout", why)
-            elif breach is not None and task.state is TaskState.PENDING:
-                with contextlib.suppress(VersionConflictError, IllegalTransitionError):
-                    await self._append(
-                        task.id, [TaskFailed(error=breach[1])], breach[1], actor="system",
-                        expected_version=task.version,
-                    )  # fmt: skip
-                continue
-            keep.append(task)
-        return keep
-
-    async def _start_tasks(self, live: list[Task], now: float) -> None:
-        chosen = startable(
-            live, now=now, agents=self._runners.keys(), running_here=len(self._running),
-            max_running=self.max_running, limits=self.limits,
+    def _breach(self, task: Task, now: float) -> tuple[str, str] | None:
+        return deadline_breach(
+            task, now=now, task_ttl=self.task_ttl, queue_timeout=self.queue_timeout,
+            run_timeout=self.run_timeout,
         )  # fmt: skip
-        for task in chosen:
-            claim = TaskClaimed(worker_id=self.worker_id, attempt=task.attempt + 1)
-            try:
-                claimed = await self._append(task.id, [claim], expected_version=task.version)
-            except (VersionConflictError, IllegalTransitionError):
+
+    async def _sweep(self, now: float) -> None:
+        """Deadlines, cancel requests and finishes from elsewhere, output flushes, recovery.
+
+        Pending tasks past a deadline anyone may fail (the append is optimistic); a running
+        task only its own manager stops. Tasks of other live workers are theirs to police.
+        """
+        horizons = [t for t in (self.task_ttl, self.queue_timeout) if t is not None]
+        if horizons:
+            overdue = await self.store.queued_tasks(limit=1000, created_before=now - min(horizons))
+            for task in overdue:
+                breach = self._breach(task, now)
+                if breach is not None:
+                    with contextlib.suppress(VersionConflictError, IllegalTransitionError):
+                        await self._append(
+                            task.id, [TaskFailed(error=breach[1])], breach[1], actor="system",
+                            expected_version=task.version,
+                        )  # fmt: skip
+        if self._running:
+            current = {t.id: t for t in await self.store.get_tasks(list(self._running))}
+            for task_id, run in list(self._running.items()):
+                mine = current.get(task_id)
+                if mine is None or mine.is_terminal:
+                    run.stop("lost", "finished elsewhere")
+                    continue
+                if mine.cancel_requested and not run.ctx.cancel_requested:
+                    self._request_stop(run, force=False)
+                breach = self._breach(mine, now)
+                if breach is not None and run.stop_reason is None:
+                    run.stop("ttl" if breach[0] == "expired" else "timeout", breach[1])
+                if run.ctx.flush_due():
+                    with contextlib.suppress(TasktrailError):
+                        await run.ctx.flush()
+        if self.run_tasks and now - self._last_recovery >= self.lease_timeout / 2:
+            self._last_recovery = now
+            await self.recover()
+
+    async def _start_tasks(self, now: float) -> None:
+        room = 256 if self.max_running is None else self.max_running - len(self._running)
+        if room <= 0 or not self._runners:
+            return
+        queue = await self.store.queued_tasks(limit=room * 4 + 16, agents=self._runners.keys())
+        if not queue:
+            return
+        chosen = startable(
+            queue, now=now, active=await self.store.active_counts(),
+            running_here=len(self._running), max_running=self.max_running, limits=self.limits,
+        )  # fmt: skip
+        claims = [self._claim(task) for task in chosen]  # sent together: one commit
+        errors = []
+        for outcome in await asyncio.gather(*claims, return_exceptions=True):
+            if isinstance(outcome, VersionConflictError | IllegalTransitionError):
                 continue  # another worker was quicker, or the task was cancelled
-            self._spawn(claimed)
+            if isinstance(outcome, BaseException):
+                errors.append(outcome)
+            else:
+                self._spawn(outcome)
+        if errors:
+            raise errors[0]
+
+    async def _claim(self, task: Task) -> Task:
+        """Claim a pending task for this worker; a plain function runner starts at once."""
+        events: list[Event] = [TaskClaimed(worker_id=self.worker_id, attempt=task.attempt + 1)]
+        if not getattr(self._runners.get(task.agent), "manages_start", False):
+            events.append(TaskStarted())
+        return await self._append(task.id, events, expected_version=task.version)
 
     # -- running one attempt --------------------------------------------------------------------
 
@@ -613,6 +654,9 @@ class TaskManager:
             self.store, worker_id=self.worker_id, host=self.host, now=self.clock.time(),
             lease_timeout=self.lease_timeout, running_here=self._running.keys(),
         )  # fmt: skip
+        for task in decided:
+            if task.is_terminal:
+                self._finished(task)
         if decided:
             self._wake.set()
         return decided

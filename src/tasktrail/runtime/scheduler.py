@@ -7,7 +7,7 @@ exception or a cancel can only change the count by changing a task's state in th
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Literal
 
 from tasktrail.lifecycle import TaskState
@@ -58,43 +58,33 @@ def deadline_breach(
 
 
 def startable(
-    live: Iterable[Task],
+    queue: Iterable[Task],
     *,
     now: float,
-    agents: Collection[str],
+    active: Mapping[str, int],
     running_here: int,
     max_running: int | None,
     limits: Mapping[str, int],
 ) -> list[Task]:
-    """The pending tasks to claim now, in order.
+    """The tasks of ``queue`` (pending, in start order) to claim now.
 
-    Highest priority first, then first-in, first-out; only agents this manager runs;
-    never more than ``max_running`` here nor more than ``limits[key]`` anywhere.
+    Skips tasks backing off (``not_before``) or with a cancel requested; never more than
+    ``max_running`` here, nor more than ``limits[key]`` anywhere (``active`` counts the
+    ``starting``/``running`` tasks of every process per key).
     """
-    live = list(live)
-    active: dict[str, int] = {}
-    for task in live:
-        if task.state is not TaskState.PENDING:
-            active[limit_key(task)] = active.get(limit_key(task), 0) + 1
-    queue = sorted(
-        (
-            t
-            for t in live
-            if t.state is TaskState.PENDING
-            and t.agent in agents
-            and not t.cancel_requested
-            and (t.not_before is None or t.not_before <= now)
-        ),
-        key=lambda t: (-t.priority, t.created_at, t.id),
-    )
+    counts = dict(active)
     chosen: list[Task] = []
     for task in queue:
         if max_running is not None and running_here + len(chosen) >= max_running:
             break
+        if task.state is not TaskState.PENDING or task.cancel_requested:
+            continue
+        if task.not_before is not None and task.not_before > now:
+            continue
         key = limit_key(task)
         limit = limits.get(key)
-        if limit is not None and active.get(key, 0) >= limit:
+        if limit is not None and counts.get(key, 0) >= limit:
             continue
-        active[key] = active.get(key, 0) + 1
+        counts[key] = counts.get(key, 0) + 1
         chosen.append(task)
     return chosen

@@ -51,7 +51,7 @@ from tasktrail.store._plan import (
     TaskRow,
     task_row,
 )
-from tasktrail.store._sqlite_commit import UPSERT_TASK, GroupCommitter, decode_task
+from tasktrail.store._sqlite_commit import UPSERT_TASK, GroupCommitter, chunks, decode_task, marks
 from tasktrail.store._sqlite_errors import translating
 from tasktrail.store._sqlite_open import connect, init_schema
 from tasktrail.store._validate import check_actor, check_task_id
@@ -343,6 +343,49 @@ class SQLiteEventStore:
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [decode_task(row[0]) for row in await self._query(sql, params)]
+
+    async def get_tasks(self, task_ids: Iterable[str]) -> list[Task]:
+        """The current state of each task that exists among ``task_ids``."""
+        ids = [check_task_id(task_id) for task_id in task_ids]
+        tasks: list[Task] = []
+        for chunk in chunks(ids):
+            rows = await self._query(
+                f"SELECT record FROM tasks WHERE id IN ({marks(len(chunk))})", chunk
+            )
+            tasks.extend(decode_task(row[0]) for row in rows)
+        return tasks
+
+    async def queued_tasks(
+        self,
+        *,
+        limit: int,
+        agents: Iterable[str] | None = None,
+        created_before: float | None = None,
+    ) -> list[Task]:
+        """Pending tasks in start order: highest priority first, then first in, first out.
+
+        Only tasks of ``agents`` if given, and created before ``created_before`` if given.
+        """
+        sql = "SELECT record FROM tasks WHERE state = 'pending'"
+        params: list[float | int | str] = []
+        if agents is not None:
+            names = list(agents)
+            sql += f" AND agent IN ({marks(len(names))})"
+            params.extend(names)
+        if created_before is not None:
+            sql += " AND created_at < ?"
+            params.append(created_before)
+        sql += " ORDER BY priority DESC, created_at, id LIMIT ?"
+        params.append(limit)
+        return [decode_task(row[0]) for row in await self._query(sql, params)]
+
+    async def active_counts(self) -> dict[str, int]:
+        """Tasks in ``starting``/``running`` per limit key (concurrency key, else agent)."""
+        rows = await self._query(
+            "SELECT coalesce(concurrency_key, agent), count(*) FROM tasks "
+            "WHERE state IN ('starting', 'running') GROUP BY 1"
+        )
+        return {str(key): int(count) for key, count in rows}
 
     async def history(self, task_id: str) -> list[RecordedEvent]:
         """Every event of a task, in order. Raises TaskNotFoundError for an unknown id."""

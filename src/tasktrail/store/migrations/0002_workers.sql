@@ -12,8 +12,8 @@ CREATE TABLE workers (
     stopped_at   REAL                        -- set by a clean shutdown
 );
 
-CREATE INDEX tasks_live_by_key ON tasks (state, concurrency_key, agent)
-    WHERE state IN ('pending', 'starting', 'running');
+-- The start queue, in the order tasks start: highest priority, then first in.
+CREATE INDEX tasks_queue ON tasks (priority DESC, created_at, id) WHERE state = 'pending';
 
 -- Events a named subscriber has handed to its callback: a redelivery after a crash
 -- between the callback and the checkpoint is recognised here and skipped.
