@@ -9,7 +9,11 @@ from tasktrail.errors import (
     InvalidInputError,
     InvalidTaskIdError,
     PayloadTooLargeError,
+    ProcessFailedError,
+    ProcessStartError,
     ReadOnlyStorageError,
+    RunnerError,
+    SessionFailedError,
     StorageBusyError,
     StorageError,
     StorageFullError,
@@ -42,12 +46,19 @@ from tasktrail.events import (
 )
 from tasktrail.lifecycle import TaskState, Trigger
 from tasktrail.projection import Task, fold
-from tasktrail.runtime import RunContext, TaskManager
+from tasktrail.runtime import (
+    AgentSessionRunner,
+    RunContext,
+    ScriptedSession,
+    SubprocessRunner,
+    TaskManager,
+)
 from tasktrail.store import AppendResult, EventStore, SQLiteEventStore, Subscription, VerifyReport
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AgentSessionRunner",
     "AppendResult",
     "CancelRequested",
     "ChildFinished",
@@ -63,15 +74,21 @@ __all__ = [
     "NewEvent",
     "OutputAppended",
     "PayloadTooLargeError",
+    "ProcessFailedError",
+    "ProcessStartError",
     "ProgressReported",
     "ReadOnlyStorageError",
     "RecordedEvent",
     "RunContext",
+    "RunnerError",
     "SQLiteEventStore",
+    "ScriptedSession",
+    "SessionFailedError",
     "StorageBusyError",
     "StorageError",
     "StorageFullError",
     "StoreClosedError",
+    "SubprocessRunner",
     "Subscription",
     "TamperedLogError",
     "Task",

@@ -23,6 +23,10 @@ The whole tree, so a caller can pick the level it cares about::
     ├── TamperedLogError
     ├── TaskFailedError
     ├── TaskCancelledError
+    ├── RunnerError
+    │   ├── ProcessStartError
+    │   ├── ProcessFailedError
+    │   └── SessionFailedError
     └── WaitTimeoutError             (also TimeoutError)
 
 Every error carries its facts as attributes (``task_id``, ``sequence`` ...), and every
@@ -31,6 +35,10 @@ while talking to the database are chained (``raise ... from``) to the driver's e
 """
 
 from __future__ import annotations
+
+import shlex
+import signal
+from collections.abc import Sequence
 
 __all__ = [
     "CorruptDatabaseError",
@@ -41,7 +49,11 @@ __all__ = [
     "InvalidInputError",
     "InvalidTaskIdError",
     "PayloadTooLargeError",
+    "ProcessFailedError",
+    "ProcessStartError",
     "ReadOnlyStorageError",
+    "RunnerError",
+    "SessionFailedError",
     "StorageBusyError",
     "StorageError",
     "StorageFullError",
@@ -234,6 +246,71 @@ class TaskCancelledError(TasktrailError):
         self.reason = reason
         why = f": {reason}" if reason else ""
         super().__init__(f"task {task_id!r} was cancelled{why}")
+
+
+def _show(argv: Sequence[str], limit: int = 120) -> str:
+    """A command line, shell-quoted and shortened for a message."""
+    text = shlex.join(argv)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _signal_name(number: int) -> str:
+    """A signal's name and number, e.g. ``SIGTERM (15)``."""
+    try:
+        return f"{signal.Signals(number).name} ({number})"
+    except ValueError:
+        return str(number)
+
+
+class RunnerError(TasktrailError):
+    """A runner could not do its work; the attempt fails (or is retried) with this text."""
+
+
+class ProcessFailedError(RunnerError):
+    """The command exited with a non-zero code or was killed by a signal.
+
+    ``exit_code`` is the process's return code as :mod:`subprocess` reports it (``-N``
+    when signal ``N`` killed it), ``signal`` the signal number (or ``None``), ``stderr_tail``
+    the last non-empty line the process wrote to stderr.
+    """
+
+    def __init__(self, command: Sequence[str], exit_code: int, stderr_tail: str = "") -> None:
+        self.command = list(command)
+        self.exit_code = exit_code
+        self.signal = -exit_code if exit_code < 0 else None
+        self.stderr_tail = stderr_tail
+        if self.signal is not None:
+            what = f"was killed by signal {_signal_name(self.signal)}"
+        else:
+            what = f"exited with code {exit_code}"
+        detail = f": {stderr_tail}" if stderr_tail else " (nothing on stderr)"
+        super().__init__(f"command {_show(command)} {what}{detail}")
+
+
+class ProcessStartError(RunnerError):
+    """The command could not be started: executable missing or not executable, bad cwd."""
+
+    def __init__(self, command: Sequence[str], cause: OSError) -> None:
+        self.command = list(command)
+        self.errno = cause.errno
+        self.filename = cause.filename
+        what = cause.strerror or type(cause).__name__
+        where = f": {cause.filename!r}" if cause.filename is not None else ""
+        super().__init__(
+            f"cannot start command {_show(command)} ({what}{where}); "
+            "check the executable, the PATH and the working directory"
+        )
+
+
+class SessionFailedError(RunnerError):
+    """The agent session reported an error status."""
+
+    def __init__(self, session_id: str, status: str, detail: str | None = None) -> None:
+        self.session_id = session_id
+        self.status = status
+        self.detail = detail
+        text = f": {detail}" if detail else " (no error text given)"
+        super().__init__(f"agent session {session_id!r} ended with status {status!r}{text}")
 
 
 class WaitTimeoutError(TasktrailError, TimeoutError):

@@ -3,5 +3,18 @@
 from tasktrail.runtime.clock import Clock, FakeClock, SystemClock
 from tasktrail.runtime.context import RunContext, Runner
 from tasktrail.runtime.manager import TaskManager
+from tasktrail.runtime.session import AgentSession, AgentSessionRunner, ScriptedSession
+from tasktrail.runtime.subprocess import SubprocessRunner
 
-__all__ = ["Clock", "FakeClock", "RunContext", "Runner", "SystemClock", "TaskManager"]
+__all__ = [
+    "AgentSession",
+    "AgentSessionRunner",
+    "Clock",
+    "FakeClock",
+    "RunContext",
+    "Runner",
+    "ScriptedSession",
+    "SubprocessRunner",
+    "SystemClock",
+    "TaskManager",
+]

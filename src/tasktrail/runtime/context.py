@@ -52,6 +52,8 @@ class RunContext:
         """Seconds a runner may take to stop after a (non-forced) cancel."""
         self._append = append
         self._clock = clock
+        self.clock = clock
+        """The manager's clock: runners that poll or wait should use it."""
         self._flush_bytes = flush_bytes
         self._flush_interval = flush_interval
         self._buffer: list[str] = []
@@ -95,18 +97,19 @@ class RunContext:
             return
         if not isinstance(text, str):
             raise TypeError(f"write() takes str, not {type(text).__name__}")
-        if channel != self._channel and self._buffer:
-            await self.flush()
-        if not self._buffer:
-            self._first_buffered_at = self._clock.time()
-        self._channel = channel
-        self._buffer.append(text)
-        self._buffered += len(text)
-        if (
-            self._buffered >= self._flush_bytes
-            or self._clock.time() - self._first_buffered_at >= self._flush_interval
-        ):
-            await self.flush()
+        async with self._lock:
+            if channel != self._channel and self._buffer:
+                await self._flush_locked()
+            if not self._buffer:
+                self._first_buffered_at = self._clock.time()
+            self._channel = channel
+            self._buffer.append(text)
+            self._buffered += len(text)
+            if (
+                self._buffered >= self._flush_bytes
+                or self._clock.time() - self._first_buffered_at >= self._flush_interval
+            ):
+                await self._flush_locked()
 
     async def progress(
         self, current: float, total: float | None = None, message: str | None = None
@@ -120,12 +123,15 @@ class RunContext:
     async def flush(self) -> None:
         """Write buffered output now."""
         async with self._lock:
-            if not self._buffer:
-                return
-            text, self._buffer, self._buffered = "".join(self._buffer), [], 0
-            await self._ensure_started()
-            event = OutputAppended(text=text, channel=self._channel)
-            self.task = await self._append(self.task.id, [event], None)
+            await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
+        if not self._buffer:
+            return
+        text, self._buffer, self._buffered = "".join(self._buffer), [], 0
+        await self._ensure_started()
+        event = OutputAppended(text=text, channel=self._channel)
+        self.task = await self._append(self.task.id, [event], None)
 
     def flush_due(self) -> bool:
         """Whether buffered output has waited ``flush_interval`` (checked by the manager)."""

@@ -467,6 +467,7 @@ class TaskManager:
             await _first(run.done.wait(), self.clock.sleep(self.cancel_grace + self.poll_interval))
             task = await self._require(task.id)
         elif run is not None:
+            run.ctx.request_cancel(force=force)
             run.stop("lost", "cancelled")
         return task
 

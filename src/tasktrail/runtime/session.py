@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, TypeAlias
 
-from tasktrail.errors import InvalidInputError, TasktrailError
+from tasktrail.errors import InvalidInputError, SessionFailedError
 from tasktrail.projection import Task
 from tasktrail.runtime.context import RunContext
 
@@ -31,7 +31,6 @@ __all__ = [
     "ScriptedReply",
     "ScriptedSessionState",
     "ScriptedSession",
-    "SessionFailedError",
     "SessionStatus",
 ]
 
@@ -69,17 +68,6 @@ class AgentSession(Protocol):
     async def abort(self, session_id: str) -> None:
         """Stop the session's work."""
         ...
-
-
-class SessionFailedError(TasktrailError):
-    """The agent session reported an error status."""
-
-    def __init__(self, session_id: str, status: str, detail: str | None = None) -> None:
-        self.session_id = session_id
-        self.status = status
-        self.detail = detail
-        text = f": {detail}" if detail else " (no error text given)"
-        super().__init__(f"agent session {session_id!r} ended with status {status!r}{text}")
 
 
 def _error_text(value: Any) -> str | None:

@@ -25,11 +25,15 @@ import subprocess
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, ClassVar, Self
 
-from tasktrail.errors import InvalidInputError, TasktrailError
+from tasktrail.errors import (
+    InvalidInputError,
+    ProcessFailedError,
+    ProcessStartError,
+)
 from tasktrail.projection import Task
 from tasktrail.runtime.context import RunContext
 
-__all__ = ["ProcessFailedError", "ProcessStartError", "SubprocessRunner"]
+__all__ = ["SubprocessRunner"]
 
 _PLACEHOLDER = re.compile(r"\{(prompt|task_id|agent|attempt)\}")
 _HIGH_WATER = 1 << 20
@@ -40,54 +44,6 @@ _POLL = 0.05
 """Seconds between checks whether a process group that was signalled is gone."""
 _TAIL = 4096
 """Characters of stderr kept for the error message."""
-
-
-def _show(argv: Sequence[str], limit: int = 120) -> str:
-    text = shlex.join(argv)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return f"{signal.Signals(number).name} ({number})"
-    except ValueError:
-        return str(number)
-
-
-class ProcessFailedError(TasktrailError):
-    """The command exited with a non-zero code or was killed by a signal.
-
-    ``exit_code`` is the process's return code as :mod:`subprocess` reports it (``-N``
-    when signal ``N`` killed it), ``signal`` the signal number (or ``None``), ``stderr_tail``
-    the last non-empty line the process wrote to stderr.
-    """
-
-    def __init__(self, command: Sequence[str], exit_code: int, stderr_tail: str = "") -> None:
-        self.command = list(command)
-        self.exit_code = exit_code
-        self.signal = -exit_code if exit_code < 0 else None
-        self.stderr_tail = stderr_tail
-        if self.signal is not None:
-            what = f"was killed by signal {_signal_name(self.signal)}"
-        else:
-            what = f"exited with code {exit_code}"
-        detail = f": {stderr_tail}" if stderr_tail else " (nothing on stderr)"
-        super().__init__(f"command {_show(command)} {what}{detail}")
-
-
-class ProcessStartError(TasktrailError):
-    """The command could not be started: executable missing or not executable, bad cwd."""
-
-    def __init__(self, command: Sequence[str], cause: OSError) -> None:
-        self.command = list(command)
-        self.errno = cause.errno
-        self.filename = cause.filename
-        what = cause.strerror or type(cause).__name__
-        where = f": {cause.filename!r}" if cause.filename is not None else ""
-        super().__init__(
-            f"cannot start command {_show(command)} ({what}{where}); "
-            "check the executable, the PATH and the working directory"
-        )
 
 
 class _Pipes(asyncio.SubprocessProtocol):
