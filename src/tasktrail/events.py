@@ -339,5 +339,5 @@ def decode_payload(
                 )
         raw["type"] = event_type
         return msgspec.convert(raw, cls)
-    except (msgspec.DecodeError, msgspec.ValidationError) as err:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as err:
         raise CorruptEventError(sequence, str(err)) from err

@@ -36,6 +36,7 @@ from tasktrail.events import (
     TaskCompleted,
     TaskCreated,
     TaskFailed,
+    TaskRequeued,
     TaskStarted,
 )
 from tasktrail.lifecycle import TaskState
@@ -117,6 +118,8 @@ class TaskManager:
         ):  # fmt: skip
             if value is not None and (not isinstance(value, int | float) or value < 0):
                 raise InvalidInputError(f"{name} must be a number of seconds >= 0, not {value!r}")
+        if poll_interval <= 0:
+            raise InvalidInputError(f"poll_interval must be > 0 seconds, not {poll_interval!r}")
         if max_running is not None and max_running < 1:
             raise InvalidInputError(f"max_running must be >= 1 or None, not {max_running!r}")
         if max_attempts < 1:
@@ -167,6 +170,7 @@ class TaskManager:
         self._scheduler = self._group.create_task(
             self._schedule_forever(), name="tasktrail-scheduler"
         )
+        self._loops.append(self._group.create_task(self._watch_forever(), name="watch"))
         if self.run_tasks:
             self._loops.append(
                 self._group.create_task(
@@ -201,9 +205,26 @@ class TaskManager:
                 await run.done.wait()
             await self._group.__aexit__(None, None, None)
             if self.run_tasks:
+                await self.store.drain()  # a claim sent before the scheduler stopped
+                await self._requeue_unstarted()
                 await self.store.stop_worker(self.worker_id)
         finally:
             await self.store.close()
+
+    async def _requeue_unstarted(self) -> None:
+        """Re-queue tasks this worker claimed but never ran (a claim committed while the
+        manager was closing); they must not wait for recovery."""
+        mine = [
+            t for t in await self.store.list_tasks(state=(TaskState.STARTING, TaskState.RUNNING))
+            if t.worker_id == self.worker_id
+        ]  # fmt: skip
+        for task in mine:
+            event: Event = TaskCancelled() if task.cancel_requested else TaskRequeued()
+            with contextlib.suppress(VersionConflictError, IllegalTransitionError):
+                await self._append(
+                    task.id, [event], "the worker shut down before the attempt began",
+                    actor="system", expected_version=task.version,
+                )  # fmt: skip
 
     def _check_open(self) -> None:
         if self._state != "open":
@@ -306,33 +327,41 @@ class TaskManager:
         """Wait until the task is finished and return it.
 
         Any number of callers may wait, in any process: a finish recorded by this manager
-        wakes its waiters at once, one recorded elsewhere within ``poll_interval``. A
-        cancelled task is returned like any other finished task. On timeout raises
-        WaitTimeoutError (a TimeoutError).
+        wakes its waiters at once, one recorded elsewhere within ``poll_interval`` (one
+        query per round for all waiters). A cancelled task is returned like any other
+        finished task. On timeout raises WaitTimeoutError (a TimeoutError).
         """
         task = await self._require(task_id)
-        deadline = None if timeout is None else self.clock.time() + timeout
-        while not task.is_terminal:
-            pause = self.poll_interval
-            if deadline is not None:
-                left = deadline - self.clock.time()
-                if left <= 0:
-                    raise WaitTimeoutError(task_id, timeout or 0.0)
-                pause = min(pause, left)
-            finished: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
-            waiters = self._waiters.setdefault(task_id, [])
-            waiters.append(finished)
-            try:
-                await _first(finished, self.clock.sleep(pause))
-            finally:
-                waiters.remove(finished)
-                if not waiters:
-                    self._waiters.pop(task_id, None)
+        if task.is_terminal:
+            return task
+        finished: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
+        waiters = self._waiters.setdefault(task_id, [])
+        waiters.append(finished)
+        try:
+            task = await self._require(task_id)  # it may have finished before we listened
+            if task.is_terminal:
+                return task
+            if timeout is None:
+                return await finished
+            await _first(finished, self.clock.sleep(timeout))
             if finished.done() and not finished.cancelled():
-                task = finished.result()
-            else:
-                task = await self._require(task_id)
-        return task
+                return finished.result()
+            raise WaitTimeoutError(task_id, timeout)
+        finally:
+            waiters.remove(finished)
+            if not waiters:
+                self._waiters.pop(task_id, None)
+
+    async def _watch_forever(self) -> None:
+        """Every ``poll_interval``, look up all waited-for tasks at once (finishes recorded
+        by other processes) and wake the waiters of those that finished."""
+        while True:
+            await self.clock.sleep(self.poll_interval)
+            if self._waiters:
+                with contextlib.suppress(TasktrailError):
+                    for task in await self.store.get_tasks(list(self._waiters)):
+                        if task.is_terminal:
+                            self._finished(task)
 
     def _finished(self, task: Task) -> None:
         """Wake this manager's waiters of a task that just finished."""
@@ -443,7 +472,7 @@ class TaskManager:
         """Cancel every unfinished task; returns them as the cancel left them."""
         self._check_open()
         live = await self.store.list_tasks(state=_LIVE)
-        return [await self._cancel_one(task, force) for task in live]
+        return list(await asyncio.gather(*(self._cancel_one(task, force) for task in live)))
 
     async def _cancel_one(self, task: Task, force: bool) -> Task:
         while not task.is_terminal:
@@ -579,7 +608,7 @@ class TaskManager:
         assert self._group is not None
 
         async def append(task_id: str, events: list[Event], reason: str | None) -> Task:
-            return await self._append(task_id, events, reason)
+            return await self._append_owned(run, events, reason)
 
         run = Attempt(
             RunContext(task, append=append, clock=self.clock, cancel_grace=self.cancel_grace)
@@ -603,25 +632,61 @@ class TaskManager:
         try:
             runner = self._runners.get(task.agent)
             outcome, reason = await run.run(runner, clock=self.clock, backoff=self.retry_backoff)
-            await self._record(run, outcome, reason)
+            if outcome is not None:
+                await self._append_owned(run, [outcome], reason)
         except TasktrailError:
-            pass  # the task moved on without us (finished or cancelled elsewhere)
+            # The attempt could not record its end: the task moved on without it (finished
+            # elsewhere, taken over), a cancel overtook it, or the result was unstorable.
+            with contextlib.suppress(TasktrailError):
+                await self._settle(run)
         finally:
             self._running.pop(task.id, None)
             run.done.set()
             self._wake.set()
 
-    async def _record(self, run: Attempt, outcome: Event | None, reason: str | None) -> None:
-        if outcome is None:
+    async def _append_owned(self, run: Attempt, events: list[Event], reason: str | None) -> Task:
+        """Append for a running attempt, only while the task is still this attempt's.
+
+        The append expects the version this attempt last saw; when someone else appended
+        meanwhile (a cancel request, a user), the task is re-read and the append retried
+        only if this worker still owns this attempt, so a worker whose lease expired and
+        whose task was taken over can never record an outcome.
+        """
+        expected = run.ctx.task.version
+        while True:
+            try:
+                return await self._append(
+                    run.ctx.task.id, events, reason, expected_version=expected
+                )
+            except VersionConflictError:
+                current = await self._require(run.ctx.task.id)
+                if (
+                    current.is_terminal
+                    or current.worker_id != self.worker_id
+                    or current.attempt != run.ctx.task.attempt
+                ):
+                    raise IllegalTransitionError(
+                        current.id,
+                        current.state,
+                        "continue its attempt",
+                        detail=f"attempt {run.ctx.task.attempt} of {self.worker_id} was taken over",
+                    ) from None
+                expected = current.version
+
+    async def _settle(self, run: Attempt) -> None:
+        """After an attempt could not record its outcome, leave the task in a legal end."""
+        current = await self.store.get_task(run.ctx.task.id)
+        if current is None or current.is_terminal or current.worker_id != self.worker_id:
             return
-        task_id = run.ctx.task.id
-        try:
-            await self._append(task_id, [outcome], reason)
-        except IllegalTransitionError:
-            current = await self.store.get_task(task_id)
-            if current is not None and current.cancel_requested and not current.is_terminal:
-                # A cancel was requested while the runner finished: acknowledge it.
-                await self._append(task_id, [TaskCancelled()], "cancel acknowledged")
+        if current.attempt != run.ctx.task.attempt:
+            return
+        if current.cancel_requested:
+            event: Event = TaskCancelled()
+            reason = "cancel acknowledged"
+        else:
+            event = TaskFailed(error="the attempt's outcome could not be recorded")
+            reason = "the runner's result or output could not be stored"
+        await self._append(current.id, [event], reason, expected_version=current.version)
 
     # -- notifications ----------------------------------------------------------------------------
 

@@ -33,7 +33,8 @@ class Notifier:
         """(event id, task as that event left it) for every final event, following the log."""
         async for event in self.store.subscribe(subscriber, poll_interval=self.poll_interval):
             if event.type in _FINAL_EVENTS:
-                task = await self.store.state_at(event.stream_id, version=event.version)
+                # A final state is absorbing: the task now is the task as that event left it.
+                task = await self.store.get_task(event.stream_id)
                 if task is not None:
                     yield event.event_id, task
 

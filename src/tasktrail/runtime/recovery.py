@@ -5,6 +5,7 @@ Pure functions; the manager reads the workers and tasks and appends the decision
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Container
 
@@ -90,7 +91,7 @@ async def recover_orphans(
     once, one decides and the other skips. Returns the tasks as the decisions left them.
     """
     workers = {w.worker_id: w for w in await store.list_workers()}
-    decided = []
+    decisions = []
     for task in await store.list_tasks(state=(TaskState.STARTING, TaskState.RUNNING)):
         if task.id in running_here:
             continue
@@ -99,11 +100,15 @@ async def recover_orphans(
         else:
             worker = workers.get(task.worker_id or "")
             why = owner_is_dead(worker, now=now, lease_timeout=lease_timeout, host=host)
-        if why is None:
-            continue
-        try:
-            result = await store.append(task.id, [decide(task, why)], expected_version=task.version)
-        except (VersionConflictError, IllegalTransitionError):
+        if why is not None:
+            decisions.append(
+                store.append(task.id, [decide(task, why)], expected_version=task.version)
+            )
+    decided = []
+    for outcome in await asyncio.gather(*decisions, return_exceptions=True):  # one commit
+        if isinstance(outcome, VersionConflictError | IllegalTransitionError):
             continue  # someone else decided first
-        decided.append(result.task)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        decided.append(outcome.task)
     return decided

@@ -167,6 +167,8 @@ def _plan_one(
         if task is None:  # pragma: no cover - the log and projection disagree
             raise TaskNotFoundError(stream_id)
         return AppendResult(stream_id, stored[0], stored[1], task, duplicate=True)
+    if task is not None and request.events[0].payload.trigger is Trigger.CREATE:
+        raise TaskExistsError(stream_id)
     version = task.version if task is not None else 0
     if request.expected_version is not None and request.expected_version != version:
         raise VersionConflictError(stream_id, request.expected_version, version)

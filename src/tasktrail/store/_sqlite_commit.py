@@ -10,6 +10,7 @@ commit form the next batch, so many concurrent callers share one fsync.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Callable, Iterable
 from typing import Final
@@ -17,7 +18,7 @@ from typing import Final
 import aiosqlite
 import msgspec
 
-from tasktrail.errors import TasktrailError
+from tasktrail.errors import CorruptDatabaseError, TasktrailError
 from tasktrail.projection import Task
 from tasktrail.store._chain import GENESIS
 from tasktrail.store._plan import AppendResult, BatchPlan, PendingAppend, plan_batch
@@ -33,7 +34,18 @@ UPSERT_TASK: Final = (
 )
 _CHUNK: Final = 500  # ids per "IN (...)" query
 _CACHE_LIMIT: Final = 50_000  # live tasks kept between commits
-decode_task = msgspec.json.Decoder(Task).decode
+_decode_task = msgspec.json.Decoder(Task).decode
+
+
+def decode_task(record: str | bytes) -> Task:
+    """A ``tasks.record`` as a Task; a damaged record is a CorruptDatabaseError."""
+    try:
+        return _decode_task(record)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as err:
+        raise CorruptDatabaseError(
+            f"a row of the tasks projection is damaged ({err}); run rebuild() to recreate "
+            "the projection from the log"
+        ) from err
 
 
 def chunks(items: list[str]) -> Iterable[list[str]]:
@@ -75,6 +87,7 @@ class GroupCommitter:
         self.max_batch_events = max_batch_events
         self._queue: list[_Queued] = []
         self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
         self._closing = False
         self._committed = asyncio.Event()
         self._live_tasks: dict[str, Task] = {}
@@ -103,10 +116,11 @@ class GroupCommitter:
     async def wait_for_commit(self, timeout: float) -> None:
         """Return when this committer commits events, or after ``timeout`` seconds."""
         signal = self._committed
-        try:
-            await asyncio.wait_for(signal.wait(), timeout)
-        except TimeoutError:
-            return
+        # asyncio.timeout, not wait_for: in 3.11 wait_for can lose a cancellation that
+        # arrives while it cancels its inner wait, and then never returns.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await signal.wait()
 
     async def _run_commit_loop(self) -> None:
         while True:
@@ -118,8 +132,18 @@ class GroupCommitter:
                     await self._commit(batch)
                 except Exception as err:  # a bug must fail its callers, not stop the loop
                     self._fail(batch, err)
+            self._idle.set()
             if self._closing:
                 return
+
+    async def drain(self) -> None:
+        """Return once every append queued so far is committed (or failed)."""
+        if self._queue:
+            self._idle.clear()
+            self._wakeup.set()
+            await self._idle.wait()
+        async with self._write_lock:  # a batch being written holds the lock
+            pass
 
     def _take_batch(self) -> list[_Queued]:
         """The oldest queued appends, up to ``max_batch_events`` events (at least one)."""

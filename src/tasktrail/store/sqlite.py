@@ -239,6 +239,12 @@ class SQLiteEventStore:
             data.append(encoded)
         return PendingAppend(stream_id, list(events), data, expected_version)
 
+    async def drain(self) -> None:
+        """Return once every append already queued is committed (or failed)."""
+        self._check_open()
+        assert self._committer is not None
+        await self._committer.drain()
+
     async def wait_for_commit(self, timeout: float) -> None:
         """Return when this store commits events, or after ``timeout`` seconds.
 
@@ -339,7 +345,7 @@ class SQLiteEventStore:
             params.append(parent_id)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         order = "DESC" if newest_first else "ASC"
-        sql = f"SELECT record FROM tasks {where} ORDER BY created_at {order}, id {order}"
+        sql = f"SELECT record FROM tasks {where} ORDER BY created_at {order}, rowid {order}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [decode_task(row[0]) for row in await self._query(sql, params)]
@@ -375,7 +381,7 @@ class SQLiteEventStore:
         if created_before is not None:
             sql += " AND created_at < ?"
             params.append(created_before)
-        sql += " ORDER BY priority DESC, created_at, id LIMIT ?"
+        sql += " ORDER BY priority DESC, created_at, rowid LIMIT ?"
         params.append(limit)
         return [decode_task(row[0]) for row in await self._query(sql, params)]
 

@@ -12,8 +12,9 @@ CREATE TABLE workers (
     stopped_at   REAL                        -- set by a clean shutdown
 );
 
--- The start queue, in the order tasks start: highest priority, then first in.
-CREATE INDEX tasks_queue ON tasks (priority DESC, created_at, id) WHERE state = 'pending';
+-- The start queue, in the order tasks start: highest priority, then first in (rowid, the
+-- order in which tasks were created, breaks ties between tasks created in one commit).
+CREATE INDEX tasks_queue ON tasks (priority DESC, created_at) WHERE state = 'pending';
 
 -- Events a named subscriber has handed to its callback: a redelivery after a crash
 -- between the callback and the checkpoint is recognised here and skipped.
