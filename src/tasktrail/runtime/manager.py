@@ -142,6 +142,7 @@ class TaskManager:
         self.run_tasks = run_tasks
         self._runners: dict[str, Runner] = {}
         self._running: dict[str, Attempt] = {}
+        self._claiming: set[str] = set()
         self._wake = asyncio.Event()
         self._group: asyncio.TaskGroup | None = None
         self._scheduler: asyncio.Task[None] | None = None
@@ -194,6 +195,10 @@ class TaskManager:
             return
         self._state = "closed"
         assert self._group is not None
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(StoreClosedError("manager"))
         try:
             for loop in [self._scheduler, *self._loops]:
                 if loop is not None:
@@ -329,7 +334,8 @@ class TaskManager:
         Any number of callers may wait, in any process: a finish recorded by this manager
         wakes its waiters at once, one recorded elsewhere within ``poll_interval`` (one
         query per round for all waiters). A cancelled task is returned like any other
-        finished task. On timeout raises WaitTimeoutError (a TimeoutError).
+        finished task. On timeout raises WaitTimeoutError (a TimeoutError); when the
+        manager closes first, StoreClosedError.
         """
         task = await self._require(task_id)
         if task.is_terminal:
@@ -585,7 +591,12 @@ class TaskManager:
         )  # fmt: skip
         claims = [self._claim(task) for task in chosen]  # sent together: one commit
         errors = []
-        for outcome in await asyncio.gather(*claims, return_exceptions=True):
+        self._claiming.update(task.id for task in chosen)  # recovery must leave these alone
+        try:
+            outcomes = await asyncio.gather(*claims, return_exceptions=True)
+        finally:
+            self._claiming.difference_update(task.id for task in chosen)
+        for outcome in outcomes:
             if isinstance(outcome, VersionConflictError | IllegalTransitionError):
                 continue  # another worker was quicker, or the task was cancelled
             if isinstance(outcome, BaseException):
@@ -718,7 +729,7 @@ class TaskManager:
         """
         decided = await recover_orphans(
             self.store, worker_id=self.worker_id, host=self.host, now=self.clock.time(),
-            lease_timeout=self.lease_timeout, running_here=self._running.keys(),
+            lease_timeout=self.lease_timeout, running_here=self._running.keys() | self._claiming,
         )  # fmt: skip
         for task in decided:
             if task.is_terminal:
