@@ -1,6 +1,7 @@
 """tasktrail: durable background tasks on an append-only, hash-chained event log."""
 
 from tasktrail.errors import (
+    ConcurrencyLimitError,
     CorruptDatabaseError,
     CorruptEventError,
     EventIdConflictError,
@@ -62,6 +63,7 @@ __all__ = [
     "AppendResult",
     "CancelRequested",
     "ChildFinished",
+    "ConcurrencyLimitError",
     "CorruptDatabaseError",
     "CorruptEventError",
     "Event",

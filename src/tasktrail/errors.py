@@ -7,6 +7,7 @@ The whole tree, so a caller can pick the level it cares about::
     ├── TaskExistsError
     ├── IllegalTransitionError
     ├── VersionConflictError
+    ├── ConcurrencyLimitError
     ├── EventIdConflictError
     ├── InvalidInputError            (also ValueError)
     │   ├── InvalidTaskIdError
@@ -41,6 +42,7 @@ import signal
 from collections.abc import Sequence
 
 __all__ = [
+    "ConcurrencyLimitError",
     "CorruptDatabaseError",
     "CorruptEventError",
     "EventIdConflictError",
@@ -118,6 +120,23 @@ class VersionConflictError(TasktrailError):
         super().__init__(
             f"task {task_id!r} is at version {actual}, not the expected {expected}; "
             "nothing was written: read it again and retry"
+        )
+
+
+class ConcurrencyLimitError(TasktrailError):
+    """A claim would exceed its concurrency limit; nothing was written.
+
+    Checked under the database's write lock, so workers in different processes can never
+    together start more tasks of one key than its limit.
+    """
+
+    def __init__(self, task_id: str, key: str, limit: int) -> None:
+        self.task_id = task_id
+        self.key = key
+        self.limit = limit
+        super().__init__(
+            f"task {task_id!r} cannot start: {limit} task(s) of {key!r} are already "
+            "starting or running; nothing was written"
         )
 
 

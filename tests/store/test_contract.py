@@ -350,3 +350,27 @@ async def test_state_at_stops_at_the_first_later_event(open_store) -> None:
         exact = await store.state_at("t1", at=events[1].recorded_at)
         assert exact is not None
         assert exact.version == 3  # 150.0 <= 200.0 follows it at once
+
+
+async def test_claims_never_exceed_a_limit(backend_store) -> None:
+    """Claims with a limit are checked under the write lock: never more than the limit start."""
+    from tasktrail import ConcurrencyLimitError
+
+    for name in ("a", "b", "c"):
+        await backend_store.append(name, [NewEvent(TaskCreated(agent="x", concurrency_key="k"))])
+    claims = [
+        backend_store.append(
+            name, [new(Trigger.CLAIM), new(Trigger.START)], expected_version=1, limit=1
+        )
+        for name in ("a", "b", "c")
+    ]
+    results = await asyncio.gather(*claims, return_exceptions=True)
+    assert sum(not isinstance(r, BaseException) for r in results) == 1
+    assert sum(isinstance(r, ConcurrencyLimitError) for r in results) == 2
+    winner = next(r for r in results if not isinstance(r, BaseException))
+    await backend_store.append(winner.stream_id, [new(Trigger.COMPLETE)])
+    loser = next(n for n in ("a", "b", "c") if n != winner.stream_id)
+    started = await backend_store.append(
+        loser, [new(Trigger.CLAIM), new(Trigger.START)], expected_version=1, limit=1
+    )
+    assert started.task.state is TaskState.RUNNING

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Mapping
 from typing import Any, Literal, Self
 
 from tasktrail.errors import (
+    ConcurrencyLimitError,
     IllegalTransitionError,
     InvalidInputError,
     StoreClosedError,
@@ -46,7 +47,7 @@ from tasktrail.runtime.clock import Clock, SystemClock
 from tasktrail.runtime.context import RunContext, Runner
 from tasktrail.runtime.notify import Callback, Notifier
 from tasktrail.runtime.recovery import recover_orphans
-from tasktrail.runtime.scheduler import deadline_breach, startable
+from tasktrail.runtime.scheduler import deadline_breach, limit_key, startable
 from tasktrail.store import SQLiteEventStore
 
 __all__ = ["TaskManager"]
@@ -597,8 +598,10 @@ class TaskManager:
         finally:
             self._claiming.difference_update(task.id for task in chosen)
         for outcome in outcomes:
-            if isinstance(outcome, VersionConflictError | IllegalTransitionError):
-                continue  # another worker was quicker, or the task was cancelled
+            if isinstance(
+                outcome, VersionConflictError | IllegalTransitionError | ConcurrencyLimitError
+            ):
+                continue  # another worker was quicker, the task was cancelled, or no slot
             if isinstance(outcome, BaseException):
                 errors.append(outcome)
             else:
@@ -611,7 +614,13 @@ class TaskManager:
         events: list[Event] = [TaskClaimed(worker_id=self.worker_id, attempt=task.attempt + 1)]
         if not getattr(self._runners.get(task.agent), "manages_start", False):
             events.append(TaskStarted())
-        return await self._append(task.id, events, expected_version=task.version)
+        result = await self.store.append(
+            task.id,
+            [NewEvent(e, actor=self.worker_id) for e in events],
+            expected_version=task.version,
+            limit=self.limits.get(limit_key(task)),
+        )
+        return result.task
 
     # -- running one attempt --------------------------------------------------------------------
 

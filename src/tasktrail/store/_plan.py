@@ -16,6 +16,7 @@ from typing import TypeAlias
 import msgspec
 
 from tasktrail.errors import (
+    ConcurrencyLimitError,
     EventIdConflictError,
     IllegalTransitionError,
     TaskExistsError,
@@ -75,6 +76,9 @@ class PendingAppend:
     events: Sequence[NewEvent]
     data: Sequence[bytes]
     expected_version: int | None
+    limit: int | None = None
+    """At most this many tasks of the task's limit key may be starting or running after
+    the append (checked only when the append starts the task)."""
 
 
 @dataclass(slots=True)
@@ -139,17 +143,35 @@ def plan_batch(
     last_sequence: int,
     last_hash: str,
     timestamp: float,
+    active: dict[str, int] | None = None,
 ) -> BatchPlan:
     """Plan one commit. ``tasks`` (current projection of every stream in the batch) and
-    ``known_ids`` (stored events among the batch's event ids) are updated in place."""
+    ``known_ids`` (stored events among the batch's event ids) are updated in place, and
+    so is ``active`` (starting/running tasks per limit key), needed when a request has a
+    ``limit``."""
     plan = BatchPlan(last_sequence=last_sequence, last_hash=last_hash)
     table = transition_table()
     for request in requests:
         try:
-            plan.outcomes.append(_plan_one(request, plan, tasks, known_ids, timestamp, table))
+            before = tasks.get(request.stream_id)
+            result = _plan_one(request, plan, tasks, known_ids, timestamp, table, active)
+            if active is not None and not result.duplicate:
+                _count(active, before, -1)
+                _count(active, result.task, +1)
+            plan.outcomes.append(result)
         except TasktrailError as err:
             plan.outcomes.append(err)
     return plan
+
+
+def _is_active(task: Task | None) -> bool:
+    return task is not None and task.state in (TaskState.STARTING, TaskState.RUNNING)
+
+
+def _count(active: dict[str, int], task: Task | None, step: int) -> None:
+    if task is not None and _is_active(task):
+        key = task.concurrency_key or task.agent
+        active[key] = active.get(key, 0) + step
 
 
 def _plan_one(
@@ -159,6 +181,7 @@ def _plan_one(
     known_ids: dict[str, tuple[str, int, int]],
     timestamp: float,
     table: Mapping[TransitionKey, TaskState],
+    active: dict[str, int] | None,
 ) -> AppendResult:
     stream_id = request.stream_id
     task = tasks.get(stream_id)
@@ -200,6 +223,10 @@ def _plan_one(
         rows.append((*header, data.decode(), previous))
     if current is None:
         raise ValueError("an append needs at least one event")
+    if request.limit is not None and active is not None and not _is_active(task):
+        key = current.concurrency_key or current.agent
+        if _is_active(current) and active.get(key, 0) >= request.limit:
+            raise ConcurrencyLimitError(stream_id, key, request.limit)
     plan.event_rows.extend(rows)
     plan.task_rows[stream_id] = task_row(current, sequence)
     plan.last_sequence, plan.last_hash = sequence, previous

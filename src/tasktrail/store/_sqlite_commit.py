@@ -261,11 +261,15 @@ class GroupCommitter:
         initial = dict(tasks)
         timestamp = self._clock()
 
+        limited = any(item.request.limit is not None for item in batch)
+        counts = await self._active_counts() if limited else None
+
         def plan(known: dict[str, tuple[str, int, int]]) -> BatchPlan:
             tasks.clear()
             tasks.update(initial)
             return plan_batch(
                 (item.request for item in batch),
+                active=None if counts is None else dict(counts),
                 tasks=tasks,
                 known_ids=known,
                 last_sequence=last_sequence,
@@ -286,6 +290,14 @@ class GroupCommitter:
         if refused and (known := await self._known_ids(db, refused)):
             return plan(known), tasks
         return first, tasks
+
+    async def _active_counts(self) -> dict[str, int]:
+        """Starting/running tasks per limit key, read under the write lock."""
+        rows = await self._db.execute_fetchall(
+            "SELECT coalesce(concurrency_key, agent), count(*) FROM tasks "
+            "WHERE state IN ('starting', 'running') GROUP BY 1"
+        )
+        return {str(key): int(count) for key, count in rows}
 
     @staticmethod
     async def _known_ids(

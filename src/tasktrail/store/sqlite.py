@@ -194,13 +194,17 @@ class SQLiteEventStore:
         events: Sequence[NewEvent],
         *,
         expected_version: int | None = None,
+        limit: int | None = None,
     ) -> AppendResult:
         """Append ``events`` to the task ``stream_id``, atomically; return after commit.
 
         ``expected_version`` is the stream's version the caller based its decision on
         (0: the task must not exist yet); ``None`` skips that check. Every event is
         checked against the lifecycle. Appending the same :class:`NewEvent` objects again
-        returns the stored result with ``duplicate=True`` and writes nothing.
+        returns the stored result with ``duplicate=True`` and writes nothing. With
+        ``limit``, an append that starts the task (pending to starting/running) is refused
+        with ConcurrencyLimitError when ``limit`` tasks of its limit key (concurrency key,
+        else agent) are already starting or running, checked under the write lock.
 
         Raises VersionConflictError, IllegalTransitionError, TaskExistsError,
         TaskNotFoundError, EventIdConflictError, InvalidInputError or StorageError; in
@@ -208,7 +212,9 @@ class SQLiteEventStore:
         """
         self._check_open()
         assert self._committer is not None
-        return await self._committer.submit(self._prepare(stream_id, events, expected_version))
+        request = self._prepare(stream_id, events, expected_version)
+        request.limit = limit
+        return await self._committer.submit(request)
 
     def _prepare(
         self, stream_id: str, events: Sequence[NewEvent], expected_version: int | None
