@@ -13,6 +13,7 @@ import os
 import socket
 import uuid
 from collections.abc import Awaitable, Mapping
+from datetime import datetime
 from typing import Any, Literal, Self
 
 from tasktrail.errors import (
@@ -32,6 +33,7 @@ from tasktrail.events import (
     Event,
     NewEvent,
     OutputAppended,
+    RecordedEvent,
     TaskCancelled,
     TaskClaimed,
     TaskCompleted,
@@ -48,7 +50,7 @@ from tasktrail.runtime.context import RunContext, Runner
 from tasktrail.runtime.notify import Callback, Notifier
 from tasktrail.runtime.recovery import recover_orphans
 from tasktrail.runtime.scheduler import deadline_breach, limit_key, startable
-from tasktrail.store import SQLiteEventStore
+from tasktrail.store import SQLiteEventStore, VerifyReport
 
 __all__ = ["TaskManager"]
 
@@ -310,19 +312,19 @@ class TaskManager:
             if t.finished_at is None or t.finished_at.timestamp() >= horizon
         ]  # fmt: skip
 
-    async def history(self, task_id: str) -> list[Any]:
+    async def history(self, task_id: str) -> list[RecordedEvent]:
         """Every event of the task, in order."""
         self._check_open()
         return await self.store.history(task_id)
 
     async def state_at(
-        self, task_id: str, version: int | None = None, at: Any = None
+        self, task_id: str, version: int | None = None, at: datetime | float | None = None
     ) -> Task | None:
         """The task as it was at ``version`` or time ``at`` (see the store's ``state_at``)."""
         self._check_open()
         return await self.store.state_at(task_id, version=version, at=at)
 
-    async def verify(self) -> Any:
+    async def verify(self) -> VerifyReport:
         """Recompute the log's hash chain (see the store's ``verify``)."""
         self._check_open()
         return await self.store.verify()
