@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
 from tasktrail import (
     CancelRequested,
     Event,
     NewEvent,
     OutputAppended,
+    Task,
     TaskCancelled,
     TaskClaimed,
     TaskCompleted,
     TaskCreated,
     TaskFailed,
+    TaskManager,
     TaskRequeued,
     TaskStarted,
     TaskState,
@@ -45,3 +53,28 @@ PATH_TO: dict[TaskState, list[Trigger]] = {
 def new(trigger: Trigger, **envelope: str) -> NewEvent:
     """A NewEvent carrying the representative event of ``trigger``."""
     return NewEvent(EVENT_FOR[trigger], **envelope)
+
+
+@asynccontextmanager
+async def open_manager(db_path: Path, **settings: Any) -> AsyncIterator[TaskManager]:
+    """An open manager polling every 20 ms, closed on exit (a hung close fails the test)."""
+    settings.setdefault("poll_interval", 0.02)
+    tm = TaskManager(db_path, **settings)
+    await tm.__aenter__()
+    try:
+        yield tm
+    finally:
+        try:
+            async with asyncio.timeout(10):  # a hang guard, not a timing claim
+                await tm.close()
+        except TimeoutError:
+            raise AssertionError("TaskManager.close() did not return") from None
+
+
+async def finished(tm: TaskManager, task_id: str) -> Task:
+    """``tm.wait(task_id)``, failing instead of hanging if the task never finishes."""
+    try:
+        async with asyncio.timeout(10):  # a hang guard, not a timing claim
+            return await tm.wait(task_id)
+    except TimeoutError:
+        raise AssertionError(f"task {task_id} never finished") from None

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from helpers import finished
+from helpers import open_manager as manager
 from tasktrail import (
     CancelRequested,
     IllegalTransitionError,
@@ -38,18 +39,6 @@ from tasktrail import (
 from tasktrail.testing import FakeClock
 
 TERMINAL = (TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED)
-
-
-@asynccontextmanager
-async def manager(db_path: Path, **settings: Any) -> AsyncIterator[TaskManager]:
-    """An open manager polling every 20 ms, closed on exit (a hung close fails the test)."""
-    settings.setdefault("poll_interval", 0.02)
-    tm = TaskManager(db_path, **settings)
-    await tm.__aenter__()
-    try:
-        yield tm
-    finally:
-        await closed(tm)
 
 
 async def closed(tm: TaskManager) -> None:
@@ -93,15 +82,6 @@ class Gate:
             self.running -= 1
             self.by_key[key] -= 1
         return self.result
-
-
-async def finished(tm: TaskManager, task_id: str) -> Task:
-    """``tm.wait(task_id)``, failing instead of hanging if the task never finishes."""
-    try:
-        async with asyncio.timeout(10):  # a hang guard, not a timing claim
-            return await tm.wait(task_id)
-    except TimeoutError:
-        raise AssertionError(f"task {task_id} never finished") from None
 
 
 async def eventually(check: Callable[[], bool | Awaitable[bool]], tm: TaskManager) -> None:

@@ -9,13 +9,13 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from helpers import finished
+from helpers import open_manager as manager
 from tasktrail import (
     CancelRequested,
     NewEvent,
@@ -34,31 +34,6 @@ from tasktrail import (
 from tasktrail.testing import FakeClock
 
 HOST = socket.gethostname()
-
-
-@asynccontextmanager
-async def manager(db_path: Path, **settings: Any) -> AsyncIterator[TaskManager]:
-    """An open manager polling every 20 ms, closed on exit (a hung close fails the test)."""
-    settings.setdefault("poll_interval", 0.02)
-    tm = TaskManager(db_path, **settings)
-    await tm.__aenter__()
-    try:
-        yield tm
-    finally:
-        try:
-            async with asyncio.timeout(10):  # a hang guard, not a timing claim
-                await tm.close()
-        except TimeoutError:
-            raise AssertionError("TaskManager.close() did not return") from None
-
-
-async def finished(tm: TaskManager, task_id: str) -> Task:
-    """``tm.wait(task_id)``, failing instead of hanging if the task never finishes."""
-    try:
-        async with asyncio.timeout(10):  # a hang guard, not a timing claim
-            return await tm.wait(task_id)
-    except TimeoutError:
-        raise AssertionError(f"task {task_id} never finished") from None
 
 
 def dead_pid() -> int:
