@@ -140,6 +140,9 @@ class ManagerMachine(RuleBasedStateMachine):
                     self.run(guarded(self.tm.close()))
             finally:
                 self.runner.close()
+                for _, waiter in self.waiters:  # answered by close(): nothing left unretrieved
+                    if waiter.done() and not waiter.cancelled():
+                        waiter.exception()
                 shutil.rmtree(self.directory, ignore_errors=True)
 
     # -- the fake runners -------------------------------------------------------------------

@@ -376,7 +376,7 @@ class SQLiteEventStore:
     ) -> list[Task]:
         """Pending tasks in start order: highest priority first, then first in, first out.
 
-        Only tasks of ``agents`` if given, and created before ``created_before`` if given.
+        Only tasks of ``agents`` if given, and created at or before ``created_before`` if given.
         """
         sql = "SELECT record FROM tasks WHERE state = 'pending'"
         params: list[float | int | str] = []
@@ -385,7 +385,7 @@ class SQLiteEventStore:
             sql += f" AND agent IN ({marks(len(names))})"
             params.extend(names)
         if created_before is not None:
-            sql += " AND created_at < ?"
+            sql += " AND created_at <= ?"
             params.append(created_before)
         sql += " ORDER BY priority DESC, created_at, rowid LIMIT ?"
         params.append(limit)
