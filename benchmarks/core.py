@@ -160,9 +160,13 @@ def timed(run: Callable[[], int]) -> tuple[float, int]:
     return time.perf_counter() - start, result
 
 
+DIGITS: Final = {"tasks/s": 0, "events/s": 0, "ms": 2, "s": 3}
+"""Decimals shown per unit."""
+
+
 @dataclass(frozen=True, slots=True)
 class Figure:
-    """One measured rate over the repetitions."""
+    """One measured quantity over the repetitions."""
 
     label: str
     unit: str
@@ -174,9 +178,10 @@ class Figure:
 
     def show(self) -> str:
         """``median (min..max) unit``; the range only when there are several samples."""
-        text = f"{self.median:,.0f}"
+        digits = DIGITS.get(self.unit, 0)
+        text = f"{self.median:,.{digits}f}"
         if len(self.samples) > 1:
-            text += f" ({min(self.samples):,.0f}..{max(self.samples):,.0f})"
+            text += f" ({min(self.samples):,.{digits}f}..{max(self.samples):,.{digits}f})"
         return f"{text} {self.unit}"
 
     def as_json(self) -> dict[str, Any]:

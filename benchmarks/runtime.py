@@ -77,7 +77,6 @@ import os
 import shutil
 import socket
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -91,7 +90,17 @@ from typing import Any, Final
 
 import msgspec
 
-from core import _INSERT_EVENT, _UPSERT_TASK, EventRow, environment, raw_connect, raw_lifecycle
+from core import (
+    _INSERT_EVENT,
+    _UPSERT_TASK,
+    Comparison,
+    EventRow,
+    Figure,
+    environment,
+    markdown_table,
+    raw_connect,
+    raw_lifecycle,
+)
 from core import Config as CoreConfig
 from tasktrail import (
     NewEvent,
@@ -141,55 +150,6 @@ def percentile(samples: Sequence[float], fraction: float) -> float:
     """The nearest-rank percentile (``fraction`` of 1) of ``samples``."""
     ordered = sorted(samples)
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
-
-
-_DIGITS: Final = {"tasks/s": 0, "events/s": 0, "ms": 2, "s": 3}
-
-
-@dataclass(frozen=True, slots=True)
-class Figure:
-    """One measured quantity over the repetitions."""
-
-    label: str
-    unit: str
-    samples: tuple[float, ...]
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.samples)
-
-    def show(self) -> str:
-        """``median (min..max) unit``; the range only when there are several samples."""
-        digits = _DIGITS[self.unit]
-        text = f"{self.median:,.{digits}f}"
-        if len(self.samples) > 1:
-            text += f" ({min(self.samples):,.{digits}f}..{max(self.samples):,.{digits}f})"
-        return f"{text} {self.unit}"
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "unit": self.unit,
-            "samples": list(self.samples),
-            "median": self.median,
-            "min": min(self.samples),
-            "max": max(self.samples),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Comparison:
-    """A tasktrail figure beside its baseline."""
-
-    key: str
-    scenario: str
-    tasktrail: Figure
-    baseline: Figure
-
-    @property
-    def ratio(self) -> float:
-        """tasktrail's median over the baseline's."""
-        return self.tasktrail.median / self.baseline.median
 
 
 # -- reading a log back ----------------------------------------------------------------------
@@ -774,20 +734,6 @@ def _short(count: int) -> str:
         if count >= size:
             return f"{count / size:.3g}{suffix}"
     return str(count)
-
-
-def markdown_table(comparisons: Sequence[Comparison]) -> str:
-    """The results as a Markdown table: median (min..max) of each side and the ratio."""
-    lines = [
-        "| Scenario | tasktrail | Baseline | Baseline figure | tasktrail / baseline |",
-        "| --- | ---: | --- | ---: | ---: |",
-    ]
-    lines.extend(
-        f"| {c.scenario} | {c.tasktrail.show()} | {c.baseline.label} | {c.baseline.show()} "
-        f"| {c.ratio:.2f} |"
-        for c in comparisons
-    )
-    return "\n".join(lines)
 
 
 def _load(loadavg: Sequence[float] | None) -> str:
