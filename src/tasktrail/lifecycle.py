@@ -21,6 +21,7 @@ from typing import Any, Final, TypeAlias
 from transitions import Machine, MachineError
 
 __all__ = [
+    "ACTIVE_STATES",
     "TERMINAL_STATES",
     "TRANSITIONS",
     "TaskState",
@@ -59,6 +60,8 @@ class Trigger(enum.StrEnum):
 
 
 TERMINAL_STATES: Final = frozenset({TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED})
+ACTIVE_STATES: Final = frozenset({TaskState.STARTING, TaskState.RUNNING})
+"""The states that hold a concurrency slot."""
 
 # The pseudo state of a task that does not exist yet. Never stored, never shown.
 _NEW: Final = "new"

@@ -31,7 +31,7 @@ from tasktrail.events import (
     TaskRequeued,
     TaskStarted,
 )
-from tasktrail.lifecycle import TaskState
+from tasktrail.lifecycle import ACTIVE_STATES, TERMINAL_STATES, TaskState
 
 __all__ = ["Task", "fold", "fold_all"]
 
@@ -72,7 +72,17 @@ class Task(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     @property
     def is_terminal(self) -> bool:
         """Whether the task has reached ``completed``, ``failed`` or ``cancelled``."""
-        return self.state in (TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED)
+        return self.state in TERMINAL_STATES
+
+    @property
+    def is_active(self) -> bool:
+        """Whether the task holds a concurrency slot (``starting`` or ``running``)."""
+        return self.state in ACTIVE_STATES
+
+    @property
+    def limit_key(self) -> str:
+        """The key its concurrency limit counts under: its concurrency key, else its agent."""
+        return self.concurrency_key or self.agent
 
 
 @functools.lru_cache(maxsize=256)

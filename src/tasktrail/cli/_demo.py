@@ -264,9 +264,7 @@ async def _crash_and_recover(store: SQLiteEventStore, path: Path, console: Conso
         f"[{'green' if missing == 0 else 'red'}]{missing}[/]"
     )
     orphans = [
-        t
-        for t in await store.list_tasks()
-        if t.worker_id == "doomed-worker" and t.state in (TaskState.STARTING, TaskState.RUNNING)
+        t for t in await store.list_tasks() if t.worker_id == "doomed-worker" and t.is_active
     ]
     for task in orphans:  # the recovery decision the runtime records for a dead owner
         await store.append(

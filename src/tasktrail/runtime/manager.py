@@ -42,14 +42,14 @@ from tasktrail.events import (
     TaskRequeued,
     TaskStarted,
 )
-from tasktrail.lifecycle import TaskState
+from tasktrail.lifecycle import ACTIVE_STATES, TaskState
 from tasktrail.projection import Task
 from tasktrail.runtime.attempt import Attempt
 from tasktrail.runtime.clock import Clock, SystemClock
 from tasktrail.runtime.context import RunContext, Runner
 from tasktrail.runtime.notify import Callback, Notifier
 from tasktrail.runtime.recovery import recover_orphans
-from tasktrail.runtime.scheduler import deadline_breach, limit_key, startable
+from tasktrail.runtime.scheduler import deadline_breach, startable
 from tasktrail.store import SQLiteEventStore, VerifyReport
 
 __all__ = ["TaskManager"]
@@ -223,7 +223,7 @@ class TaskManager:
         """Re-queue tasks this worker claimed but never ran (a claim committed while the
         manager was closing); they must not wait for recovery."""
         mine = [
-            t for t in await self.store.list_tasks(state=(TaskState.STARTING, TaskState.RUNNING))
+            t for t in await self.store.list_tasks(state=ACTIVE_STATES)
             if t.worker_id == self.worker_id
         ]  # fmt: skip
         for task in mine:
@@ -412,11 +412,13 @@ class TaskManager:
     async def _append(
         self, task_id: str, events: list[Event], reason: str | None = None, *,
         actor: str | None = None, expected_version: int | None = None,
+        limit: int | None = None,
     ) -> Task:  # fmt: skip
         result = await self.store.append(
             task_id,
             [NewEvent(e, actor=actor or self.worker_id, reason=reason) for e in events],
             expected_version=expected_version,
+            limit=limit,
         )
         self._wake.set()
         if result.task.is_terminal:
@@ -616,13 +618,9 @@ class TaskManager:
         events: list[Event] = [TaskClaimed(worker_id=self.worker_id, attempt=task.attempt + 1)]
         if not getattr(self._runners.get(task.agent), "manages_start", False):
             events.append(TaskStarted())
-        result = await self.store.append(
-            task.id,
-            [NewEvent(e, actor=self.worker_id) for e in events],
-            expected_version=task.version,
-            limit=self.limits.get(limit_key(task)),
+        return await self._append(
+            task.id, events, expected_version=task.version, limit=self.limits.get(task.limit_key)
         )
-        return result.task
 
     # -- running one attempt --------------------------------------------------------------------
 

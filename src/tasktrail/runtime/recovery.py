@@ -11,7 +11,7 @@ from collections.abc import Container
 
 from tasktrail.errors import IllegalTransitionError, VersionConflictError
 from tasktrail.events import NewEvent, TaskCancelled, TaskFailed, TaskRequeued
-from tasktrail.lifecycle import TaskState
+from tasktrail.lifecycle import ACTIVE_STATES
 from tasktrail.projection import Task
 from tasktrail.store import SQLiteEventStore
 from tasktrail.store._workers import WorkerInfo
@@ -92,7 +92,7 @@ async def recover_orphans(
     """
     workers = {w.worker_id: w for w in await store.list_workers()}
     decisions = []
-    for task in await store.list_tasks(state=(TaskState.STARTING, TaskState.RUNNING)):
+    for task in await store.list_tasks(state=ACTIVE_STATES):
         if task.id in running_here:
             continue
         if task.worker_id == worker_id:

@@ -13,14 +13,9 @@ from typing import Literal
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task
 
-__all__ = ["Breach", "deadline_breach", "limit_key", "startable"]
+__all__ = ["Breach", "deadline_breach", "startable"]
 
 Breach = tuple[Literal["expired", "timeout"], str]
-
-
-def limit_key(task: Task) -> str:
-    """The key a task's concurrency limit counts under: its concurrency key, else its agent."""
-    return task.concurrency_key or task.agent
 
 
 def deadline_breach(
@@ -81,7 +76,7 @@ def startable(
             continue
         if task.not_before is not None and task.not_before > now:
             continue
-        key = limit_key(task)
+        key = task.limit_key
         limit = limits.get(key)
         if limit is not None and counts.get(key, 0) >= limit:
             continue

@@ -164,14 +164,9 @@ def plan_batch(
     return plan
 
 
-def _is_active(task: Task | None) -> bool:
-    return task is not None and task.state in (TaskState.STARTING, TaskState.RUNNING)
-
-
 def _count(active: dict[str, int], task: Task | None, step: int) -> None:
-    if task is not None and _is_active(task):
-        key = task.concurrency_key or task.agent
-        active[key] = active.get(key, 0) + step
+    if task is not None and task.is_active:
+        active[task.limit_key] = active.get(task.limit_key, 0) + step
 
 
 def _plan_one(
@@ -223,9 +218,10 @@ def _plan_one(
         rows.append((*header, data.decode(), previous))
     if current is None:
         raise ValueError("an append needs at least one event")
-    if request.limit is not None and active is not None and not _is_active(task):
-        key = current.concurrency_key or current.agent
-        if _is_active(current) and active.get(key, 0) >= request.limit:
+    starts = current.is_active and (task is None or not task.is_active)
+    if request.limit is not None and active is not None and starts:
+        key = current.limit_key
+        if active.get(key, 0) >= request.limit:
             raise ConcurrencyLimitError(stream_id, key, request.limit)
     plan.event_rows.extend(rows)
     plan.task_rows[stream_id] = task_row(current, sequence)

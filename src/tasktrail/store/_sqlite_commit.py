@@ -24,7 +24,7 @@ from tasktrail.store._chain import GENESIS
 from tasktrail.store._plan import AppendResult, BatchPlan, PendingAppend, plan_batch
 from tasktrail.store._sqlite_errors import translate
 
-__all__ = ["GroupCommitter", "UPSERT_TASK", "chunks", "decode_task", "marks"]
+__all__ = ["ACTIVE_COUNTS", "GroupCommitter", "UPSERT_TASK", "chunks", "decode_task", "marks"]
 
 INSERT_EVENT: Final = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 UPSERT_TASK: Final = (
@@ -32,6 +32,11 @@ UPSERT_TASK: Final = (
     "state = excluded.state, version = excluded.version, last_seq = excluded.last_seq, "
     "updated_at = excluded.updated_at, record = excluded.record"
 )
+ACTIVE_COUNTS: Final = (
+    "SELECT coalesce(concurrency_key, agent), count(*) FROM tasks "
+    "WHERE state IN ('starting', 'running') GROUP BY 1"
+)
+"""Tasks holding a slot (starting/running) per limit key (concurrency key, else agent)."""
 _CHUNK: Final = 500  # ids per "IN (...)" query
 _CACHE_LIMIT: Final = 50_000  # live tasks kept between commits
 _decode_task = msgspec.json.Decoder(Task).decode
@@ -293,10 +298,7 @@ class GroupCommitter:
 
     async def _active_counts(self) -> dict[str, int]:
         """Starting/running tasks per limit key, read under the write lock."""
-        rows = await self._db.execute_fetchall(
-            "SELECT coalesce(concurrency_key, agent), count(*) FROM tasks "
-            "WHERE state IN ('starting', 'running') GROUP BY 1"
-        )
+        rows = await self._db.execute_fetchall(ACTIVE_COUNTS)
         return {str(key): int(count) for key, count in rows}
 
     @staticmethod

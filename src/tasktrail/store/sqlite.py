@@ -51,7 +51,14 @@ from tasktrail.store._plan import (
     TaskRow,
     task_row,
 )
-from tasktrail.store._sqlite_commit import UPSERT_TASK, GroupCommitter, chunks, decode_task, marks
+from tasktrail.store._sqlite_commit import (
+    ACTIVE_COUNTS,
+    UPSERT_TASK,
+    GroupCommitter,
+    chunks,
+    decode_task,
+    marks,
+)
 from tasktrail.store._sqlite_errors import translating
 from tasktrail.store._sqlite_open import connect, init_schema
 from tasktrail.store._validate import check_actor, check_task_id
@@ -393,10 +400,7 @@ class SQLiteEventStore:
 
     async def active_counts(self) -> dict[str, int]:
         """Tasks in ``starting``/``running`` per limit key (concurrency key, else agent)."""
-        rows = await self._query(
-            "SELECT coalesce(concurrency_key, agent), count(*) FROM tasks "
-            "WHERE state IN ('starting', 'running') GROUP BY 1"
-        )
+        rows = await self._query(ACTIVE_COUNTS)
         return {str(key): int(count) for key, count in rows}
 
     async def history(self, task_id: str) -> list[RecordedEvent]:
