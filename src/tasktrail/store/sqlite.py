@@ -21,7 +21,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Final, Literal, Self
+from typing import Any, Literal, Self
 
 import aiosqlite
 
@@ -30,7 +30,6 @@ from tasktrail.errors import (
     PayloadTooLargeError,
     StorageError,
     StoreClosedError,
-    TamperedLogError,
     TaskNotFoundError,
 )
 from tasktrail.events import (
@@ -44,12 +43,9 @@ from tasktrail.events import (
 )
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task, fold
-from tasktrail.store._chain import GENESIS, event_hash
 from tasktrail.store._plan import (
     AppendResult,
     PendingAppend,
-    TaskRow,
-    task_row,
 )
 from tasktrail.store._sqlite_commit import (
     ACTIVE_COUNTS,
@@ -61,6 +57,7 @@ from tasktrail.store._sqlite_commit import (
 )
 from tasktrail.store._sqlite_errors import translating
 from tasktrail.store._sqlite_open import connect, init_schema
+from tasktrail.store._sqlite_scan import EVENT_COLUMNS, fold_log, verify_chain
 from tasktrail.store._validate import check_actor, check_task_id
 from tasktrail.store._workers import WorkerInfo
 from tasktrail.store.base import VerifyReport
@@ -69,12 +66,6 @@ from tasktrail.store.subscription import Subscription
 __all__ = ["SQLiteEventStore"]
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
-
-_EVENT_COLUMNS: Final = (
-    "seq, event_id, stream_id, version, type, schema_version, recorded_at, actor, reason, "
-    "correlation_id, CAST(data AS BLOB), hash"
-)
-_APPEND_ONLY_TRIGGERS: Final = frozenset({"events_append_only_update", "events_append_only_delete"})
 
 
 class SQLiteEventStore:
@@ -304,7 +295,7 @@ class SQLiteEventStore:
         """The events of one task with ``after_version < version <= to_version``."""
         check_task_id(stream_id)
         rows = await self._query(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE stream_id = ? AND version > ? "
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? AND version > ? "
             "AND version <= ? ORDER BY version",
             (stream_id, after_version, to_version if to_version is not None else 2**62),
         )
@@ -313,7 +304,7 @@ class SQLiteEventStore:
     async def read_all(self, *, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """Up to ``limit`` events of the whole log with a sequence number above ``after``."""
         rows = await self._query(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
             (after, limit),
         )
         return [self._event(row) for row in rows]
@@ -445,21 +436,6 @@ class SQLiteEventStore:
 
     # -- checking and rebuilding -----------------------------------------------------------
 
-    async def _scan(self, db: aiosqlite.Connection, chunk: int = 20_000) -> Any:
-        """Yield raw event rows in sequence order, in chunks."""
-        after = 0
-        while True:
-            rows = list(
-                await db.execute_fetchall(
-                    f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (after, chunk),
-                )
-            )
-            if not rows:
-                return
-            yield rows
-            after = rows[-1][0]
-
     async def verify(self) -> VerifyReport:
         """Recompute the hash chain over the whole log.
 
@@ -467,42 +443,8 @@ class SQLiteEventStore:
         number whose stored hash, position or content does not match.
         """
         db = self._read_db()
-        previous, expected, count = GENESIS, 1, 0
         with translating(self.path):
-            async for rows in self._scan(db):
-                for row in rows:
-                    sequence = row[0]
-                    if sequence != expected:
-                        raise TamperedLogError(expected, "this event is missing from the log")
-                    digest = event_hash(previous, row[:10], row[10])
-                    if digest != row[11]:
-                        raise TamperedLogError(
-                            sequence, "its stored hash does not match its content"
-                        )
-                    previous, expected = digest, sequence + 1
-                count += len(rows)
-            triggers = {
-                row[0]
-                for row in await db.execute_fetchall(
-                    "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'"
-                )
-            }
-        return VerifyReport(
-            events=count,
-            head_sequence=expected - 1,
-            head_hash=previous,
-            append_only=triggers >= _APPEND_ONLY_TRIGGERS,
-        )
-
-    async def _fold_log(self, db: aiosqlite.Connection) -> dict[str, TaskRow]:
-        tasks: dict[str, Task] = {}
-        last: dict[str, int] = {}
-        async for rows in self._scan(db):
-            for row in rows:
-                event = self._event(row)
-                tasks[event.stream_id] = fold(tasks.get(event.stream_id), event)
-                last[event.stream_id] = event.sequence
-        return {task_id: task_row(task, last[task_id]) for task_id, task in tasks.items()}
+            return await verify_chain(db)
 
     async def rebuild(self) -> int:
         """Drop the task projection and replay it from the log; returns the task count.
@@ -518,7 +460,7 @@ class SQLiteEventStore:
             with translating(self.path):
                 await db.execute("BEGIN IMMEDIATE")
                 try:
-                    rows = await self._fold_log(db)
+                    rows = await fold_log(db, self._event)
                     await db.execute("DELETE FROM tasks")
                     await db.executemany(UPSERT_TASK, rows.values())
                     await db.execute("COMMIT")
@@ -533,7 +475,7 @@ class SQLiteEventStore:
         with translating(self.path):
             await db.execute("BEGIN")  # one snapshot for both reads
             try:
-                expected = await self._fold_log(db)
+                expected = await fold_log(db, self._event)
                 live = {
                     row[0]: tuple(row) for row in await db.execute_fetchall("SELECT * FROM tasks")
                 }

@@ -1,0 +1,81 @@
+"""Whole-log passes over an SQLite event log: chain verification and folding."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Final
+
+import aiosqlite
+
+from tasktrail.errors import TamperedLogError
+from tasktrail.events import RecordedEvent
+from tasktrail.projection import Task, fold
+from tasktrail.store._chain import GENESIS, event_hash
+from tasktrail.store._plan import TaskRow, task_row
+from tasktrail.store.base import VerifyReport
+
+__all__ = ["EVENT_COLUMNS", "fold_log", "scan", "verify_chain"]
+
+EVENT_COLUMNS: Final = (
+    "seq, event_id, stream_id, version, type, schema_version, recorded_at, actor, reason, "
+    "correlation_id, CAST(data AS BLOB), hash"
+)
+"""The columns of an event row, in the order the hash covers them, payload as bytes."""
+_APPEND_ONLY_TRIGGERS: Final = frozenset({"events_append_only_update", "events_append_only_delete"})
+
+
+async def scan(db: aiosqlite.Connection, chunk: int = 20_000) -> AsyncIterator[list[Any]]:
+    """Every event row in sequence order, in chunks."""
+    after = 0
+    while True:
+        rows = list(
+            await db.execute_fetchall(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, chunk),
+            )
+        )
+        if not rows:
+            return
+        yield rows
+        after = rows[-1][0]
+
+
+async def verify_chain(db: aiosqlite.Connection) -> VerifyReport:
+    """Recompute the hash chain; raise TamperedLogError at the first bad or missing event."""
+    previous, expected, count = GENESIS, 1, 0
+    async for rows in scan(db):
+        for row in rows:
+            sequence = row[0]
+            if sequence != expected:
+                raise TamperedLogError(expected, "this event is missing from the log")
+            digest = event_hash(previous, row[:10], row[10])
+            if digest != row[11]:
+                raise TamperedLogError(sequence, "its stored hash does not match its content")
+            previous, expected = digest, sequence + 1
+        count += len(rows)
+    triggers = {
+        row[0]
+        for row in await db.execute_fetchall(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'"
+        )
+    }
+    return VerifyReport(
+        events=count,
+        head_sequence=expected - 1,
+        head_hash=previous,
+        append_only=triggers >= _APPEND_ONLY_TRIGGERS,
+    )
+
+
+async def fold_log(
+    db: aiosqlite.Connection, to_event: Callable[[Sequence[Any]], RecordedEvent]
+) -> dict[str, TaskRow]:
+    """The projection row of every task, folded from the whole log, in creation order."""
+    tasks: dict[str, Task] = {}
+    last: dict[str, int] = {}
+    async for rows in scan(db):
+        for row in rows:
+            event = to_event(row)
+            tasks[event.stream_id] = fold(tasks.get(event.stream_id), event)
+            last[event.stream_id] = event.sequence
+    return {task_id: task_row(task, last[task_id]) for task_id, task in tasks.items()}
