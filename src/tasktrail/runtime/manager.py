@@ -50,7 +50,7 @@ from tasktrail.runtime.context import RunContext, Runner
 from tasktrail.runtime.notify import Callback, Notifier
 from tasktrail.runtime.recovery import recover_orphans
 from tasktrail.runtime.scheduler import deadline_breach, startable
-from tasktrail.store import SQLiteEventStore, VerifyReport
+from tasktrail.store import VerifyReport, open_store
 
 __all__ = ["TaskManager"]
 
@@ -128,7 +128,7 @@ class TaskManager:
         if max_attempts < 1:
             raise InvalidInputError(f"max_attempts must be >= 1, not {max_attempts!r}")
         self.clock: Clock = clock or SystemClock()
-        self.store = SQLiteEventStore(database, clock=self.clock.time)
+        self.store = open_store(database, clock=self.clock.time)
         self.max_running = max_running
         self.limits = dict(limits or {})
         self.poll_interval = poll_interval
