@@ -160,7 +160,7 @@ def timed(run: Callable[[], int]) -> tuple[float, int]:
     return time.perf_counter() - start, result
 
 
-DIGITS: Final = {"tasks/s": 0, "events/s": 0, "ms": 2, "s": 3}
+DIGITS: Final = {"tasks/s": 0, "events/s": 0, "ms": 2, "s": 3, "x": 2, "MB": 1}
 """Decimals shown per unit."""
 
 
