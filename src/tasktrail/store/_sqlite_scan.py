@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final
 
@@ -12,6 +16,7 @@ from tasktrail.events import RecordedEvent
 from tasktrail.projection import Task, fold
 from tasktrail.store._chain import GENESIS, event_hash
 from tasktrail.store._plan import TaskRow, task_row
+from tasktrail.store._verify_range import RangeResult, check_range
 from tasktrail.store.base import VerifyReport
 
 __all__ = ["EVENT_COLUMNS", "fold_log", "scan", "verify_chain"]
@@ -22,6 +27,9 @@ EVENT_COLUMNS: Final = (
 )
 """The columns of an event row, in the order the hash covers them, payload as bytes."""
 _APPEND_ONLY_TRIGGERS: Final = frozenset({"events_append_only_update", "events_append_only_delete"})
+PARALLEL_MIN_EVENTS: Final = 250_000
+"""A log at least this long is verified in ranges, one per core (up to 4): below it, starting
+a process costs more than the second core saves."""
 
 
 async def scan(db: aiosqlite.Connection, chunk: int = 20_000) -> AsyncIterator[list[Any]]:
@@ -40,8 +48,37 @@ async def scan(db: aiosqlite.Connection, chunk: int = 20_000) -> AsyncIterator[l
         after = rows[-1][0]
 
 
-async def verify_chain(db: aiosqlite.Connection) -> VerifyReport:
-    """Recompute the hash chain; raise TamperedLogError at the first bad or missing event."""
+async def verify_chain(db: aiosqlite.Connection, path: str | None = None) -> VerifyReport:
+    """Recompute the hash chain; raise TamperedLogError at the first bad or missing event.
+
+    With the database file's ``path``, a log of ``PARALLEL_MIN_EVENTS`` or more is checked
+    in ranges side by side, in this process and in helper processes
+    (:mod:`tasktrail.store._verify_range`); the verdict is the same as one pass's.
+    """
+    row = await (await db.execute("SELECT coalesce(max(seq), 0) FROM events")).fetchone()
+    head: int = row[0] if row is not None else 0
+    cores = min(os.cpu_count() or 1, 4)
+    if path and path != ":memory:" and cores > 1 and head >= PARALLEL_MIN_EVENTS:
+        count, last_hash = await _verify_ranges(path, head, cores)
+        expected = head + 1
+    else:
+        count, last_hash, expected = await _verify_scan(db)
+    triggers = {
+        row[0]
+        for row in await db.execute_fetchall(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'"
+        )
+    }
+    return VerifyReport(
+        events=count,
+        head_sequence=expected - 1,
+        head_hash=last_hash,
+        append_only=triggers >= _APPEND_ONLY_TRIGGERS,
+    )
+
+
+async def _verify_scan(db: aiosqlite.Connection) -> tuple[int, str, int]:
+    """One pass over the whole log: (events, head hash, next expected sequence)."""
     previous, expected, count = GENESIS, 1, 0
     async for rows in scan(db):
         for row in rows:
@@ -53,18 +90,45 @@ async def verify_chain(db: aiosqlite.Connection) -> VerifyReport:
                 raise TamperedLogError(sequence, "its stored hash does not match its content")
             previous, expected = digest, sequence + 1
         count += len(rows)
-    triggers = {
-        row[0]
-        for row in await db.execute_fetchall(
-            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'"
-        )
-    }
-    return VerifyReport(
-        events=count,
-        head_sequence=expected - 1,
-        head_hash=previous,
-        append_only=triggers >= _APPEND_ONLY_TRIGGERS,
+    return count, previous, expected
+
+
+async def _verify_ranges(path: str, head: int, parts: int) -> tuple[int, str]:
+    """Check ``1..head`` in ``parts`` ranges at once: the first here (in a thread), the
+    others in helper processes; a helper that cannot run is replaced by a thread."""
+    step = -(-head // parts)
+    bounds = [(first, min(first + step - 1, head)) for first in range(1, head + 1, step)]
+    results = await asyncio.gather(
+        asyncio.to_thread(check_range, path, *bounds[0]),
+        *(_check_elsewhere(path, first, last) for first, last in bounds[1:]),
     )
+    count = 0
+    for result in results:
+        if result.bad is not None:
+            raise TamperedLogError(result.bad, result.why or "")
+        count += result.good
+    return count, results[-1].last_hash
+
+
+async def _check_elsewhere(path: str, first: int, last: int) -> RangeResult:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tasktrail.store._verify_range", path, str(first), str(last),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=env,
+        )  # fmt: skip
+        try:
+            out, _ = await process.communicate()
+        except BaseException:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            raise
+        if process.returncode == 0:
+            return RangeResult(**json.loads(out))
+    except (OSError, ValueError, TypeError):
+        pass
+    return await asyncio.to_thread(check_range, path, first, last)
 
 
 async def fold_log(

@@ -444,7 +444,7 @@ class SQLiteEventStore:
         """
         db = self._read_db()
         with translating(self.path):
-            return await verify_chain(db)
+            return await verify_chain(db, self.path)
 
     async def rebuild(self) -> int:
         """Drop the task projection and replay it from the log; returns the task count.
