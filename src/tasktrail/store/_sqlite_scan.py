@@ -33,19 +33,21 @@ a process costs more than the second core saves."""
 
 
 async def scan(db: aiosqlite.Connection, chunk: int = 20_000) -> AsyncIterator[list[Any]]:
-    """Every event row in sequence order, in chunks."""
-    after = 0
-    while True:
-        rows = list(
-            await db.execute_fetchall(
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after, chunk),
-            )
-        )
-        if not rows:
-            return
-        yield rows
-        after = rows[-1][0]
+    """Every event row in sequence order, in chunks.
+
+    The next chunk is read (on the connection's thread) while the caller works on this
+    one, so reading and decoding overlap on a second core.
+    """
+    query = f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
+    rows = list(await db.execute_fetchall(query, (0, chunk)))
+    while rows:
+        following = asyncio.ensure_future(db.execute_fetchall(query, (rows[-1][0], chunk)))
+        try:
+            yield rows
+        except BaseException:
+            following.cancel()
+            raise
+        rows = list(await following)
 
 
 async def verify_chain(db: aiosqlite.Connection, path: str | None = None) -> VerifyReport:
