@@ -340,14 +340,11 @@ class TaskManager:
         finished task. On timeout raises WaitTimeoutError (a TimeoutError); when the
         manager closes first, StoreClosedError.
         """
-        task = await self._require(task_id)
-        if task.is_terminal:
-            return task
         finished: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
         waiters = self._waiters.setdefault(task_id, [])
         waiters.append(finished)
         try:
-            task = await self._require(task_id)  # it may have finished before we listened
+            task = await self._require(task_id)  # read after listening: no finish is missed
             if task.is_terminal:
                 return task
             if timeout is None:
