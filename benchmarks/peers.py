@@ -264,7 +264,6 @@ def run_dbos(path: Path, tasks: int, concurrency: int) -> dict[str, Any]:
         config={
             "name": "tasktrail-bench",
             "system_database_url": f"sqlite:///{path}",
-            "run_admin_server": False,
         }
     )
 

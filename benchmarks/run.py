@@ -75,7 +75,7 @@ def settings(args: argparse.Namespace) -> Settings:
         )  # fmt: skip
     return Settings(
         quick=False, repeat=args.repeat or 3, lifecycle_tasks=20_000, callers=200,
-        runtime_tasks=10_000, max_running=200, samples=500, append_events=10_000,
+        runtime_tasks=10_000, max_running=200, samples=500, append_events=5_000,
         append_batches=(1, 10, 100), append_callers=(1, 10, 100), peers=peers,
         sweep_tasks=1_000, sweep_levels=(1, 8, 64), replay_tasks=5_000, live=10_000,
         histories=(100_000, 1_000_000, 10_000_000), directory=args.dir, cache=cache,
