@@ -424,8 +424,10 @@ def tasktrail_recovery(template: Path, path: Path, live: int, concurrency: int) 
 
 def raw_recovery(template: Path, path: Path, live: int, check: bool) -> float:
     """Seconds to record, with stdlib sqlite3, the decision for every running task of a
-    dead worker on a copy of ``template`` (``check``: verify the result with the store)."""
-    _copy(template, path)
+    dead worker on a copy of ``template`` (``check``: verify the result with the store);
+    ``path`` may be ``template`` itself, then nothing is copied."""
+    if path != template:
+        _copy(template, path)
     host = socket.gethostname()
     gc.collect()
     start = time.perf_counter()
