@@ -5,7 +5,7 @@ A log of H events is mostly finished tasks (``TaskCreated``, ``TaskClaimed``,
 ``running``. The finished tasks are written with stdlib ``sqlite3`` straight into the real
 schema (tasktrail's own migrations), through the library's own functions: payloads from
 ``tasktrail.events.encode_payload``, hashes from ``tasktrail.store._chain.event_hash``
-(one chain from the genesis), event ids random like the store's, task rows from
+(one chain from the genesis), event ids from ``tasktrail.events.new_event_id``, task rows from
 ``tasktrail.store._plan.task_row`` of a ``fold``-ed task. The live tasks are appended
 through ``SQLiteEventStore`` itself, and the finished file passes ``store.verify()``.
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
 import queue
 import shutil
 import socket
@@ -47,7 +46,7 @@ from tasktrail import (
     TaskStarted,
     fold,
 )
-from tasktrail.events import EVENT_TAGS, Event, encode_payload
+from tasktrail.events import EVENT_TAGS, Event, encode_payload, new_event_id
 from tasktrail.projection import Task
 from tasktrail.runtime.recovery import pid_exists
 from tasktrail.store._chain import GENESIS, event_hash
@@ -58,7 +57,7 @@ AGENT: Final = "bench"
 DEAD_WORKER: Final = "dead-worker"
 CHUNK_TASKS: Final = 25_000
 """Finished tasks per generated chunk (and per insert transaction)."""
-FORMAT: Final = 1
+FORMAT: Final = 2
 """Bumped whenever what a built file holds changes, so an old cache is not reused."""
 
 _INSERT_EVENT: Final = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -86,7 +85,7 @@ def finished_rows(tasks: int, start_time: float) -> Iterator[tuple[list[EventRow
             TaskCompleted(result=None),
         )
     ]
-    previous, sequence, urandom = GENESIS, 0, os.urandom
+    previous, sequence = GENESIS, 0
     for first in range(0, tasks, CHUNK_TASKS):
         events: list[EventRow] = []
         rows: list[TaskRow] = []
@@ -99,7 +98,7 @@ def finished_rows(tasks: int, start_time: float) -> Iterator[tuple[list[EventRow
             ):
                 sequence += 1
                 header = (
-                    sequence, urandom(16).hex(), stream, version, tag, payload.schema_version,
+                    sequence, new_event_id(), stream, version, tag, payload.schema_version,
                     start_time + sequence * 1e-5, "old-worker", None, None,
                 )  # fmt: skip
                 previous = event_hash(previous, header, data)
