@@ -48,9 +48,11 @@ from tasktrail.runtime.attempt import Attempt
 from tasktrail.runtime.clock import Clock, SystemClock
 from tasktrail.runtime.context import RunContext, Runner
 from tasktrail.runtime.notify import Callback, Notifier
+from tasktrail.runtime.reads import ReadBatcher
 from tasktrail.runtime.recovery import recover_orphans
 from tasktrail.runtime.scheduler import deadline_breach, startable
 from tasktrail.store import VerifyReport, open_store
+from tasktrail.store._validate import check_task_id
 
 __all__ = ["TaskManager"]
 
@@ -156,6 +158,7 @@ class TaskManager:
         self._last_recovery = 0.0
         self._last_sweep = 0.0
         self._waiters: dict[str, list[asyncio.Future[Task]]] = {}
+        self._reads = ReadBatcher(self.store.get_tasks)
         self._state: Literal["new", "open", "closed"] = "new"
 
     # -- opening and closing ----------------------------------------------------------------
@@ -344,7 +347,7 @@ class TaskManager:
         waiters = self._waiters.setdefault(task_id, [])
         waiters.append(finished)
         try:
-            task = await self._require(task_id)  # read after listening: no finish is missed
+            task = await self._read_listening(task_id)  # after listening: no finish missed
             if task.is_terminal:
                 return task
             if timeout is None:
@@ -357,6 +360,15 @@ class TaskManager:
             waiters.remove(finished)
             if not waiters:
                 self._waiters.pop(task_id, None)
+
+    async def _read_listening(self, task_id: str) -> Task:
+        """Read a waited-for task; the reads of all callers waiting at once share a query."""
+        self._check_open()
+        assert self._group is not None
+        task = await self._reads.read(check_task_id(task_id), self._group.create_task)
+        if task is None:
+            raise TaskNotFoundError(task_id)
+        return task
 
     async def _watch_forever(self) -> None:
         """Every ``poll_interval``, look up all waited-for tasks at once (finishes recorded
