@@ -19,7 +19,7 @@ from tasktrail.store._plan import TaskRow, task_row
 from tasktrail.store._verify_range import RangeResult, check_range
 from tasktrail.store.base import VerifyReport
 
-__all__ = ["EVENT_COLUMNS", "fold_log", "scan", "verify_chain"]
+__all__ = ["EVENT_COLUMNS", "fold_log", "fold_tasks", "scan", "verify_chain"]
 
 EVENT_COLUMNS: Final = (
     "seq, event_id, stream_id, version, type, schema_version, recorded_at, actor, reason, "
@@ -133,10 +133,11 @@ async def _check_elsewhere(path: str, first: int, last: int) -> RangeResult:
     return await asyncio.to_thread(check_range, path, first, last)
 
 
-async def fold_log(
+async def fold_tasks(
     db: aiosqlite.Connection, to_event: Callable[[Sequence[Any]], RecordedEvent]
-) -> dict[str, TaskRow]:
-    """The projection row of every task, folded from the whole log, in creation order."""
+) -> tuple[dict[str, Task], dict[str, int]]:
+    """Every task folded from the whole log, in creation order, and the sequence number of
+    its last event."""
     tasks: dict[str, Task] = {}
     last: dict[str, int] = {}
     async for rows in scan(db):
@@ -144,4 +145,12 @@ async def fold_log(
             event = to_event(row)
             tasks[event.stream_id] = fold(tasks.get(event.stream_id), event)
             last[event.stream_id] = event.sequence
+    return tasks, last
+
+
+async def fold_log(
+    db: aiosqlite.Connection, to_event: Callable[[Sequence[Any]], RecordedEvent]
+) -> dict[str, TaskRow]:
+    """The projection row of every task, folded from the whole log, in creation order."""
+    tasks, last = await fold_tasks(db, to_event)
     return {task_id: task_row(task, last[task_id]) for task_id, task in tasks.items()}

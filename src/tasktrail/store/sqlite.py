@@ -46,6 +46,7 @@ from tasktrail.projection import Task, fold
 from tasktrail.store._plan import (
     AppendResult,
     PendingAppend,
+    task_row,
 )
 from tasktrail.store._sqlite_commit import (
     ACTIVE_COUNTS,
@@ -57,13 +58,16 @@ from tasktrail.store._sqlite_commit import (
 )
 from tasktrail.store._sqlite_errors import translating
 from tasktrail.store._sqlite_open import connect, init_schema
-from tasktrail.store._sqlite_scan import EVENT_COLUMNS, fold_log, verify_chain
+from tasktrail.store._sqlite_scan import EVENT_COLUMNS, fold_log, fold_tasks, verify_chain
 from tasktrail.store._validate import check_actor, check_task_id
 from tasktrail.store._workers import WorkerInfo
 from tasktrail.store.base import VerifyReport
 from tasktrail.store.subscription import Subscription
 
 __all__ = ["SQLiteEventStore"]
+
+_REBUILD_CHUNK = 2_000
+"""Task rows per write of ``rebuild()``."""
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
@@ -459,15 +463,27 @@ class SQLiteEventStore:
                 self._committer.forget()
             with translating(self.path):
                 await db.execute("BEGIN IMMEDIATE")
+                writing: asyncio.Future[Any] | None = None
                 try:
-                    rows = await fold_log(db, self._event)
+                    tasks, last = await fold_tasks(db, self._event)
                     await db.execute("DELETE FROM tasks")
-                    await db.executemany(UPSERT_TASK, rows.values())
+                    # Encode the next rows while the database thread writes these.
+                    ids = list(tasks)
+                    for start in range(0, len(ids), _REBUILD_CHUNK):
+                        chunk = ids[start : start + _REBUILD_CHUNK]
+                        rows = [task_row(tasks[i], last[i]) for i in chunk]
+                        if writing is not None:
+                            await writing
+                        writing = asyncio.ensure_future(db.executemany(UPSERT_TASK, rows))
+                    if writing is not None:
+                        await writing
                     await db.execute("COMMIT")
                 except BaseException:
+                    if writing is not None and not writing.done():
+                        writing.cancel()
                     await db.execute("ROLLBACK")
                     raise
-        return len(rows)
+        return len(tasks)
 
     async def check_projection(self) -> list[str]:
         """Ids of tasks whose projection row differs from a fold of the log (sorted)."""
