@@ -2,7 +2,7 @@
 
 ::
 
-    python benchmarks/run.py            # the full suite (about 12 to 15 minutes)
+    python benchmarks/run.py            # the full suite (about 8 minutes, 11 the first time)
     python benchmarks/run.py --quick    # every scenario once with tiny sizes (CI)
 
 Writes ``results.md`` (the table) and ``results.json`` (versions, machine notes, every
@@ -74,8 +74,8 @@ def settings(args: argparse.Namespace) -> Settings:
             histories=(2_000, 20_000, 100_000), directory=args.dir, cache=cache,
         )  # fmt: skip
     return Settings(
-        quick=False, repeat=args.repeat or 3, lifecycle_tasks=20_000, callers=200,
-        runtime_tasks=10_000, max_running=200, samples=500, append_events=5_000,
+        quick=False, repeat=args.repeat or 5, lifecycle_tasks=20_000, callers=200,
+        runtime_tasks=10_000, max_running=200, samples=500, append_events=10_000,
         append_batches=(1, 10, 100), append_callers=(1, 10, 100), peers=peers,
         sweep_tasks=1_000, sweep_levels=(1, 8, 64), replay_tasks=5_000, live=10_000,
         histories=(100_000, 1_000_000, 10_000_000), directory=args.dir, cache=cache,
@@ -157,7 +157,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         description="tasktrail's benchmark suite: seven scenarios beside their baselines."
     )
     parser.add_argument("--quick", action="store_true", help="every scenario once, tiny sizes")
-    parser.add_argument("--repeat", type=int, help="repetitions (default 3; --quick: 1)")
+    parser.add_argument("--repeat", type=int, help="repetitions (default 5; --quick: 1)")
     parser.add_argument(
         "--only", action="append", choices=SCENARIOS, help="run only these parts (repeatable)"
     )
