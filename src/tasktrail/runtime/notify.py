@@ -30,11 +30,25 @@ class Notifier:
         self.poll_interval = poll_interval
 
     async def _finished_tasks(self, subscriber: str) -> AsyncIterator[tuple[str, Task]]:
-        """(event id, task as that event left it) for every final event, following the log."""
-        async for event in self.store.subscribe(subscriber, poll_interval=self.poll_interval):
-            if event.type in _FINAL_EVENTS:
-                # A final state is absorbing: the task now is the task as that event left it.
-                task = await self.store.get_task(event.stream_id)
+        """(event id, task as that event left it) for every final event, following the log.
+
+        The tasks that finished in one batch of the log are read in one query; the batch
+        counts as handled (its checkpoint is saved) only when the next one is read.
+        """
+        subscription = self.store.subscribe(subscriber, poll_interval=self.poll_interval)
+        while True:
+            events = await subscription.poll()
+            if not events:
+                await self.store.wait_for_commit(self.poll_interval)
+                continue
+            finals = [event for event in events if event.type in _FINAL_EVENTS]
+            if not finals:
+                continue
+            # A final state is absorbing: the task now is the task as that event left it.
+            found = await self.store.get_tasks(list(dict.fromkeys(e.stream_id for e in finals)))
+            tasks = {task.id: task for task in found}
+            for event in finals:
+                task = tasks.get(event.stream_id)
                 if task is not None:
                     yield event.event_id, task
 
