@@ -7,11 +7,9 @@ from typing import Any, Final
 
 import aiosqlite
 
-from tasktrail.errors import TamperedLogError
 from tasktrail.events import RecordedEvent
-from tasktrail.projection import Task, fold
-from tasktrail.store._chain import GENESIS, event_hash
-from tasktrail.store._plan import TaskRow, task_row
+from tasktrail.store._plan import TaskRow
+from tasktrail.store._scan import check_chain, fold_rows
 from tasktrail.store.base import VerifyReport
 
 __all__ = ["EVENT_COLUMNS", "fold_log", "scan", "verify_chain"]
@@ -42,17 +40,7 @@ async def scan(db: aiosqlite.Connection, chunk: int = 20_000) -> AsyncIterator[l
 
 async def verify_chain(db: aiosqlite.Connection) -> VerifyReport:
     """Recompute the hash chain; raise TamperedLogError at the first bad or missing event."""
-    previous, expected, count = GENESIS, 1, 0
-    async for rows in scan(db):
-        for row in rows:
-            sequence = row[0]
-            if sequence != expected:
-                raise TamperedLogError(expected, "this event is missing from the log")
-            digest = event_hash(previous, row[:10], row[10])
-            if digest != row[11]:
-                raise TamperedLogError(sequence, "its stored hash does not match its content")
-            previous, expected = digest, sequence + 1
-        count += len(rows)
+    count, head, head_hash = await check_chain(scan(db))
     triggers = {
         row[0]
         for row in await db.execute_fetchall(
@@ -61,8 +49,8 @@ async def verify_chain(db: aiosqlite.Connection) -> VerifyReport:
     }
     return VerifyReport(
         events=count,
-        head_sequence=expected - 1,
-        head_hash=previous,
+        head_sequence=head,
+        head_hash=head_hash,
         append_only=triggers >= _APPEND_ONLY_TRIGGERS,
     )
 
@@ -71,11 +59,4 @@ async def fold_log(
     db: aiosqlite.Connection, to_event: Callable[[Sequence[Any]], RecordedEvent]
 ) -> dict[str, TaskRow]:
     """The projection row of every task, folded from the whole log, in creation order."""
-    tasks: dict[str, Task] = {}
-    last: dict[str, int] = {}
-    async for rows in scan(db):
-        for row in rows:
-            event = to_event(row)
-            tasks[event.stream_id] = fold(tasks.get(event.stream_id), event)
-            last[event.stream_id] = event.sequence
-    return {task_id: task_row(task, last[task_id]) for task_id, task in tasks.items()}
+    return await fold_rows(scan(db), to_event)
