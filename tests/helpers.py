@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,6 +15,7 @@ from tasktrail import (
     Event,
     NewEvent,
     OutputAppended,
+    SQLiteEventStore,
     Task,
     TaskCancelled,
     TaskClaimed,
@@ -55,8 +58,22 @@ def new(trigger: Trigger, **envelope: str) -> NewEvent:
     return NewEvent(EVENT_FOR[trigger], **envelope)
 
 
+async def raw_fetch(store: Any, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` read by a separate raw connection (sqlite3 or asyncpg), not the store."""
+    if isinstance(store, SQLiteEventStore):
+        with contextlib.closing(sqlite3.connect(store.path)) as raw:
+            return [tuple(row) for row in raw.execute(sql).fetchall()]
+    import asyncpg
+
+    conn = await asyncpg.connect(store.url)
+    try:
+        return [tuple(row) for row in await conn.fetch(sql)]
+    finally:
+        await conn.close()
+
+
 @asynccontextmanager
-async def open_manager(db_path: Path, **settings: Any) -> AsyncIterator[TaskManager]:
+async def open_manager(db_path: Path | str, **settings: Any) -> AsyncIterator[TaskManager]:
     """An open manager polling every 20 ms, closed on exit (a hung close fails the test)."""
     settings.setdefault("poll_interval", 0.02)
     tm = TaskManager(db_path, **settings)

@@ -13,7 +13,7 @@ from tasktrail.errors import IllegalTransitionError, VersionConflictError
 from tasktrail.events import NewEvent, TaskCancelled, TaskFailed, TaskRequeued
 from tasktrail.lifecycle import ACTIVE_STATES
 from tasktrail.projection import Task
-from tasktrail.store import SQLiteEventStore
+from tasktrail.store import EventStore
 from tasktrail.store._workers import WorkerInfo
 
 __all__ = ["WorkerInfo", "decide", "owner_is_dead", "pid_exists", "recover_orphans"]
@@ -76,7 +76,7 @@ def decide(task: Task, why: str, *, not_before: float | None = None) -> NewEvent
 
 
 async def recover_orphans(
-    store: SQLiteEventStore,
+    store: EventStore,
     *,
     worker_id: str,
     host: str,
