@@ -1,4 +1,5 @@
-"""TaskManager with real runners on a real SQLite file: the seed API and its guarantees."""
+"""TaskManager with real runners on a real database (SQLite file, PostgreSQL server): the seed
+API and its guarantees."""
 
 from __future__ import annotations
 
@@ -120,6 +121,12 @@ async def fail(ctx: RunContext) -> Any:
 
 async def echo(ctx: RunContext) -> Any:
     return ctx.task.prompt
+
+
+@pytest.fixture
+def db_path(database: str) -> str:
+    """A new database of each backend (SQLite file, PostgreSQL schema) for every test."""
+    return database
 
 
 # -- launching and reading ---------------------------------------------------------------------
