@@ -57,6 +57,9 @@ def is_transient(err: BaseException) -> bool:
         return True
     if isinstance(err, asyncpg.InterfaceError):
         return "closed" in str(err) or "connection" in str(err).lower()
+    if isinstance(err, asyncpg.InternalClientError):
+        # the protocol lost track of a connection the server ended while it was idle
+        return "in progress" in str(err)
     return isinstance(err, OSError | asyncio.TimeoutError | asyncpg.ConnectionDoesNotExistError)
 
 
@@ -113,7 +116,13 @@ async def retrying(
             return await operation()
         except TasktrailError:
             raise
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as err:
+        except (
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,
+            OSError,
+            TimeoutError,
+        ) as err:
             if not is_transient(err) or time.monotonic() + delay > deadline:
                 raise translate(err, where) from err
             if on_retry is not None:

@@ -38,7 +38,7 @@ from tasktrail.store._pg_commit import (
     PgGroupCommitter,
     columns,
 )
-from tasktrail.store._pg_errors import retrying
+from tasktrail.store._pg_errors import is_transient, retrying
 from tasktrail.store._pg_open import init_schema, lock_keys
 from tasktrail.store._plan import AppendResult, TaskRow
 from tasktrail.store._scan import check_chain, fold_rows
@@ -276,7 +276,12 @@ class PostgresEventStore:
 
         async def once() -> T:
             async with pool.acquire() as conn:
-                return await operation(conn)
+                try:
+                    return await operation(conn)
+                except BaseException as err:
+                    if is_transient(err):
+                        conn.terminate()  # the pool replaces it
+                    raise
 
         return await retrying(once, where=self.where, timeout=self.retry_timeout)
 
