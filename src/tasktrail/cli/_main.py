@@ -35,7 +35,7 @@ from tasktrail.errors import (
 )
 from tasktrail.events import RecordedEvent
 from tasktrail.projection import Task
-from tasktrail.store import SQLiteEventStore
+from tasktrail.store import POSTGRES_SCHEMES, EventStore, SQLiteEventStore, open_store
 
 __all__ = ["EXIT_CODES", "main"]
 
@@ -86,8 +86,10 @@ def _db_path(db: str | None) -> str:
     return db or os.environ.get("TASKTRAIL_DB") or DEFAULT_DB
 
 
-def _open_existing(db: str | None) -> SQLiteEventStore:
+def _open_existing(db: str | None) -> EventStore:
     path = _db_path(db)
+    if path.startswith(POSTGRES_SCHEMES):
+        return open_store(path)  # a postgresql:// URL: the PostgreSQL backend
     if not Path(path).exists():
         raise StorageError(f"no database at {path}; pass --db PATH or set TASKTRAIL_DB")
     return SQLiteEventStore(path)
