@@ -22,9 +22,9 @@ import asyncio
 import contextlib
 import time
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import asyncpg
 
@@ -40,12 +40,13 @@ from tasktrail.store._pg_commit import (
 )
 from tasktrail.store._pg_errors import is_transient, retrying
 from tasktrail.store._pg_open import init_schema, lock_keys
+from tasktrail.store._pg_ops import OperationalTables
+from tasktrail.store._pg_scan import EVENT_COLUMNS, live_rows, scan, verify_chain
 from tasktrail.store._plan import AppendResult, TaskRow
-from tasktrail.store._scan import check_chain, fold_rows
+from tasktrail.store._scan import fold_rows
 from tasktrail.store._shared import check_state_at, prepare_append, replay, state_values
 from tasktrail.store._sqlite_commit import decode_task
 from tasktrail.store._validate import check_task_id, redact_url
-from tasktrail.store._workers import WorkerInfo
 from tasktrail.store.base import VerifyReport
 from tasktrail.store.subscription import Subscription
 
@@ -53,20 +54,8 @@ __all__ = ["PostgresEventStore"]
 
 T = TypeVar("T")
 
-EVENT_COLUMNS: Final = (
-    "seq, event_id, stream_id, version, type, schema_version, recorded_at, actor, reason, "
-    "correlation_id, convert_to(data, 'UTF8'), hash"
-)
-"""The columns of an event row, in the order the hash covers them, payload as bytes."""
-_TASK_COLUMNS: Final = (
-    "id, state, agent, parent_id, concurrency_key, priority, version, last_seq, created_at, "
-    "updated_at, record"
-)
-_APPEND_ONLY_TRIGGERS: Final = frozenset({"events_append_only_update", "events_append_only_delete"})
-_SCAN_CHUNK: Final = 20_000
 
-
-class PostgresEventStore:
+class PostgresEventStore(OperationalTables):
     """The event log and task projection in a PostgreSQL database.
 
     Args:
@@ -222,6 +211,9 @@ class PostgresEventStore:
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         if self._opened and not self._closing:
             _warn(f"PostgresEventStore({self.where!r}) was never closed", ResourceWarning)
+
+    def _now(self) -> float:
+        return self._clock()
 
     def _check_open(self) -> PgGroupCommitter:
         if not self._opened or self._closing or self._committer is None:
@@ -417,20 +409,6 @@ class PostgresEventStore:
 
     # -- checking and rebuilding -----------------------------------------------------------
 
-    @staticmethod
-    async def _scan(conn: asyncpg.Connection) -> AsyncIterator[list[Any]]:
-        after = 0
-        while True:
-            rows = await conn.fetch(
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
-                after,
-                _SCAN_CHUNK,
-            )
-            if not rows:
-                return
-            yield [tuple(row) for row in rows]
-            after = rows[-1][0]
-
     async def _snapshot(self, operation: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run ``operation`` in one read-only snapshot of the database."""
 
@@ -447,23 +425,7 @@ class PostgresEventStore:
         number whose stored hash, position or content does not match.
         """
 
-        async def run(conn: asyncpg.Connection) -> VerifyReport:
-            count, head, head_hash = await check_chain(self._scan(conn))
-            triggers = {
-                row[0]
-                for row in await conn.fetch(
-                    "SELECT tgname FROM pg_trigger WHERE tgrelid = 'events'::regclass "
-                    "AND tgenabled <> 'D'"
-                )
-            }
-            return VerifyReport(
-                events=count,
-                head_sequence=head,
-                head_hash=head_hash,
-                append_only=triggers >= _APPEND_ONLY_TRIGGERS,
-            )
-
-        return await self._snapshot(run)
+        return await self._snapshot(verify_chain)
 
     async def rebuild(self) -> int:
         """Drop the task projection and replay it from the log; returns the task count.
@@ -473,7 +435,7 @@ class PostgresEventStore:
         committer = self._check_open()
 
         async def run(conn: asyncpg.Connection) -> int:
-            rows = await fold_rows(self._scan(conn), self._event)
+            rows = await fold_rows(scan(conn), self._event)
             await conn.execute("DELETE FROM tasks")
             if rows:
                 await conn.execute(INSERT_TASKS, *columns(rows.values(), 11))
@@ -487,85 +449,13 @@ class PostgresEventStore:
         """Ids of tasks whose projection row differs from a fold of the log (sorted)."""
 
         async def run(conn: asyncpg.Connection) -> tuple[dict[str, TaskRow], dict[str, Any]]:
-            expected = await fold_rows(self._scan(conn), self._event)
-            live = {
-                row[0]: tuple(row) for row in await conn.fetch(f"SELECT {_TASK_COLUMNS} FROM tasks")
-            }
-            return expected, live
+            return await fold_rows(scan(conn), self._event), await live_rows(conn)
 
         expected, live = await self._snapshot(run)
         return sorted(
             task_id
             for task_id in expected.keys() | live.keys()
             if expected.get(task_id) != live.get(task_id)
-        )
-
-    # -- workers -------------------------------------------------------------------------------
-
-    async def register_worker(self, worker_id: str, *, host: str, pid: int) -> None:
-        """Record a worker as alive now (insert, or revive a reused id)."""
-        now = self._clock()
-        await self._execute(
-            "INSERT INTO workers VALUES ($1, $2, $3, $4, $5, NULL) ON CONFLICT (worker_id) "
-            "DO UPDATE SET host = excluded.host, pid = excluded.pid, "
-            "started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, "
-            "stopped_at = NULL",
-            worker_id, host, pid, now, now,
-        )  # fmt: skip
-
-    async def heartbeat(self, worker_id: str) -> None:
-        """Extend a worker's lease."""
-        await self._execute(
-            "UPDATE workers SET heartbeat_at = $1 WHERE worker_id = $2", self._clock(), worker_id
-        )
-
-    async def stop_worker(self, worker_id: str) -> None:
-        """Record a clean shutdown: the worker's tasks may be recovered at once."""
-        await self._execute(
-            "UPDATE workers SET stopped_at = $1 WHERE worker_id = $2", self._clock(), worker_id
-        )
-
-    async def list_workers(self) -> list[WorkerInfo]:
-        """Every worker ever registered in this database."""
-        rows = await self._fetch(
-            "SELECT worker_id, host, pid, started_at, heartbeat_at, stopped_at FROM workers "
-            "ORDER BY started_at"
-        )
-        return [WorkerInfo(*row) for row in rows]
-
-    async def was_delivered(self, subscriber: str, event_id: str) -> bool:
-        """Whether ``subscriber`` already handed ``event_id`` to its callback."""
-        rows = await self._fetch(
-            "SELECT 1 FROM deliveries WHERE subscriber = $1 AND event_id = $2",
-            subscriber,
-            event_id,
-        )
-        return bool(rows)
-
-    async def mark_delivered(self, subscriber: str, event_id: str) -> None:
-        """Record that ``subscriber`` handed ``event_id`` to its callback."""
-        await self._execute(
-            "INSERT INTO deliveries VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            subscriber,
-            event_id,
-            self._clock(),
-        )
-
-    # -- subscribers -------------------------------------------------------------------------
-
-    async def load_checkpoint(self, name: str) -> int:
-        """The saved position of subscriber ``name`` (0 if it never saved one)."""
-        rows = await self._fetch("SELECT position FROM checkpoints WHERE name = $1", name)
-        return int(rows[0][0]) if rows else 0
-
-    async def save_checkpoint(self, name: str, position: int) -> None:
-        """Durably record that subscriber ``name`` has handled every event up to ``position``."""
-        await self._execute(
-            "INSERT INTO checkpoints VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE "
-            "SET position = excluded.position, updated_at = excluded.updated_at",
-            name,
-            position,
-            self._clock(),
         )
 
     def subscribe(
