@@ -602,10 +602,13 @@ class TaskManager:
         finally:
             self._claiming.difference_update(task.id for task in chosen)
         for outcome in outcomes:
-            if isinstance(
-                outcome, VersionConflictError | IllegalTransitionError | ConcurrencyLimitError
-            ):
-                continue  # another worker was quicker, the task was cancelled, or no slot
+            if isinstance(outcome, VersionConflictError):
+                # another worker (process, host) was quicker: look at the queue again at
+                # once, rather than a poll interval later, and claim the next tasks
+                self._wake.set()
+                continue
+            if isinstance(outcome, IllegalTransitionError | ConcurrencyLimitError):
+                continue  # the task was cancelled meanwhile, or no slot is free
             if isinstance(outcome, BaseException):
                 errors.append(outcome)
             else:
