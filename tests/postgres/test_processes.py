@@ -30,7 +30,8 @@ from tasktrail import TaskManager
 async def main(url, worker_id):
     async def job(ctx):
         print("ran", ctx.task.id, ctx.attempt, worker_id, flush=True)
-        await asyncio.sleep(random.random() * 0.05)
+        # w0, the worker to be killed, is slow: it always has tasks in flight
+        await asyncio.sleep(0.3 if worker_id == "w0" else random.random() * 0.05)
         return ctx.task.prompt
 
     async with TaskManager(url, poll_interval=0.02, worker_id=worker_id, lease_timeout=2.0,
@@ -71,7 +72,7 @@ class Worker:
             words = raw.decode().split()
             if words == ["ready"]:
                 self.ready.set()
-            elif words[:1] == ["ran"]:
+            elif words[:1] == ["ran"] and len(words) == 4:  # not a line cut by SIGKILL
                 self.ran.append((words[1], int(words[2])))
 
     async def kill(self) -> None:
@@ -112,10 +113,13 @@ async def test_workers_killed_and_disconnected_lose_nothing(pg_url: str) -> None
                     await client.launch("job", f"p{i}", max_attempts=5) for i in range(TASKS)
                 ]
                 deadline = time.monotonic() + 60
-                while sum(len(w.ran) for w in workers) < TASKS // 4:
+                while sum(len(w.ran) for w in workers) < TASKS // 4 or not [
+                    t for t in await client.list_tasks(state=TaskState.RUNNING)
+                    if t.worker_id == "w0"
+                ]:  # fmt: skip
                     assert time.monotonic() < deadline, "the workers never got going"
                     await asyncio.sleep(0.02)
-                await workers[0].kill()
+                await workers[0].kill()  # with tasks running
                 cut = 0
                 for _ in range(3):
                     cut += await terminate(raw, "w1")

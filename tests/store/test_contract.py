@@ -102,6 +102,17 @@ async def test_retry_is_idempotent(backend_store) -> None:
     assert await backend_store.head() == 3
 
 
+async def test_retried_annotation_is_written_once(backend_store) -> None:
+    """An event legal twice (output on a running task) sent again is stored only once."""
+    await backend_store.append("t1", [new(t) for t in (Trigger.CREATE, Trigger.CLAIM)])
+    await backend_store.append("t1", [new(Trigger.START)])
+    output = new(Trigger.ANNOTATE)
+    first = await backend_store.append("t1", [output])
+    again = await backend_store.append("t1", [output])  # no expected_version: legal as new
+    assert (again.duplicate, again.version, again.sequence) == (True, 4, first.sequence)
+    assert [e.version for e in await backend_store.read_stream("t1")] == [1, 2, 3, 4]
+
+
 async def test_partly_stored_retry_is_refused(backend_store) -> None:
     """Reusing one stored event id beside new events raises EventIdConflictError."""
     created = new(Trigger.CREATE)

@@ -21,7 +21,7 @@ from typing import Any, Final, TypeVar
 
 import asyncpg
 
-from tasktrail.errors import TasktrailError
+from tasktrail.errors import StorageError, TasktrailError
 from tasktrail.projection import Task
 from tasktrail.store import _commit
 from tasktrail.store._chain import GENESIS
@@ -35,27 +35,43 @@ __all__ = ["ACTIVE_COUNTS", "INSERT_TASKS", "PgGroupCommitter", "columns"]
 
 T = TypeVar("T")
 
-INSERT_EVENTS: Final = (
-    "INSERT INTO events SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], "
-    "$4::int[], $5::text[], $6::int[], $7::float8[], $8::text[], $9::text[], $10::text[], "
-    "$11::text[], $12::text[])"
-)
+_EVENT_TYPES: Final = (
+    "bigint", "text", "text", "int", "text", "int", "float8", "text", "text", "text", "text",
+    "text",
+)  # fmt: skip
+_TASK_TYPES: Final = (
+    "text", "text", "text", "text", "text", "int", "int", "bigint", "float8", "float8", "text",
+)  # fmt: skip
 _TASK_COLUMNS: Final = (
     "id, state, agent, parent_id, concurrency_key, priority, version, last_seq, created_at, "
     "updated_at, record"
 )
-INSERT_TASKS: Final = (
-    f"INSERT INTO tasks ({_TASK_COLUMNS}) SELECT {_TASK_COLUMNS} FROM unnest($1::text[], "
-    "$2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::bigint[], "
-    "$9::float8[], $10::float8[], $11::text[]) WITH ORDINALITY "
-    f"AS u({_TASK_COLUMNS}, n) ORDER BY n"
-)
-"""Insert projection rows in the given order (their ``ord`` is the creation order)."""
-UPSERT_TASKS: Final = (
-    INSERT_TASKS + " ON CONFLICT (id) DO UPDATE SET state = excluded.state, "
+
+
+def _unnest(types: Sequence[str], first: int) -> str:
+    """``unnest($first::type, ...)``: one array parameter per column."""
+    return "unnest(" + ", ".join(f"${first + i}::{t}[]" for i, t in enumerate(types)) + ")"
+
+
+def _insert_tasks(first: int) -> str:
+    """Insert projection rows in the given order (their ``ord`` is the creation order)."""
+    return (
+        f"INSERT INTO tasks ({_TASK_COLUMNS}) SELECT {_TASK_COLUMNS} FROM "
+        f"{_unnest(_TASK_TYPES, first)} WITH ORDINALITY AS u({_TASK_COLUMNS}, n) ORDER BY n"
+    )
+
+
+INSERT_TASKS: Final = _insert_tasks(1)
+"""Insert projection rows ($1..$11: one array per column) in the given order."""
+WRITE_BATCH: Final = (
+    f"WITH e AS (INSERT INTO events SELECT * FROM {_unnest(_EVENT_TYPES, 1)}), "
+    f"t AS ({_insert_tasks(13)} ON CONFLICT (id) DO UPDATE SET state = excluded.state, "
     "version = excluded.version, last_seq = excluded.last_seq, "
-    "updated_at = excluded.updated_at, record = excluded.record"
+    "updated_at = excluded.updated_at, record = excluded.record) "
+    "SELECT pg_notify($24, $25)"
 )
+"""One statement, one round trip: the events ($1..$12), the projection rows ($13..$23),
+and the wake-up NOTIFY ($24 channel, $25 last sequence)."""
 ACTIVE_COUNTS: Final = (
     "SELECT coalesce(concurrency_key, agent), count(*) FROM tasks "
     "WHERE state IN ('starting', 'running') GROUP BY 1"
@@ -156,13 +172,7 @@ class PgGroupCommitter(_commit.GroupCommitter):
         careful = False
 
         async def write(conn: asyncpg.Connection) -> tuple[BatchPlan, dict[str, Task | None]]:
-            nonlocal careful
-            try:
-                async with conn.transaction():  # a savepoint: the fast path may fail
-                    return await self._write(conn, batch, careful=careful)
-            except asyncpg.UniqueViolationError:
-                careful = True  # a retried append whose event ids are already stored
-                return await self._write(conn, batch, careful=True)
+            return await self._write(conn, batch, careful=careful)
 
         def doubt(err: BaseException) -> None:
             nonlocal careful
@@ -171,7 +181,15 @@ class PgGroupCommitter(_commit.GroupCommitter):
 
         try:
             async with self._write_lock:
-                plan, tasks = await self.run_locked(write, on_retry=doubt)
+                try:
+                    plan, tasks = await self.run_locked(write, on_retry=doubt)
+                except StorageError as err:
+                    if not isinstance(err.__cause__, asyncpg.UniqueViolationError):
+                        raise
+                    # The fast path met an event id already stored (a retried append):
+                    # plan again, looking every id up, so it is answered as stored.
+                    careful = True
+                    plan, tasks = await self.run_locked(write, on_retry=doubt)
         except TasktrailError as err:
             self._fail(batch, err)
             return
@@ -185,9 +203,13 @@ class PgGroupCommitter(_commit.GroupCommitter):
     ) -> tuple[BatchPlan, dict[str, Task | None]]:
         plan, tasks = await self._plan(conn, batch, careful=careful)
         if plan.event_rows:
-            await conn.execute(INSERT_EVENTS, *columns(plan.event_rows, 12))
-            await conn.execute(UPSERT_TASKS, *columns(plan.task_rows.values(), 11))
-            await conn.execute("SELECT pg_notify($1, $2)", self._channel, str(plan.last_sequence))
+            await conn.execute(
+                WRITE_BATCH,
+                *columns(plan.event_rows, 12),
+                *columns(plan.task_rows.values(), 11),
+                self._channel,
+                str(plan.last_sequence),
+            )
         return plan, tasks
 
     async def _tail(self, db: asyncpg.Connection) -> tuple[int, str]:
