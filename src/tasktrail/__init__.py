@@ -2,6 +2,7 @@
 
 from tasktrail.errors import (
     ConcurrencyLimitError,
+    ConfigError,
     CorruptDatabaseError,
     CorruptEventError,
     EventIdConflictError,
@@ -64,6 +65,7 @@ __all__ = [
     "CancelRequested",
     "ChildFinished",
     "ConcurrencyLimitError",
+    "ConfigError",
     "CorruptDatabaseError",
     "CorruptEventError",
     "Event",
