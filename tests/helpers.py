@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -78,3 +79,12 @@ async def finished(tm: TaskManager, task_id: str) -> Task:
             return await tm.wait(task_id)
     except TimeoutError:
         raise AssertionError(f"task {task_id} never finished") from None
+
+
+CliRun = Callable[..., tuple[int, str, str]]
+"""Invokes the CLI in-process: ``cli(*args, input=None, db=True) -> (code, stdout, stderr)``."""
+
+
+def json_lines(text: str) -> list[Any]:
+    """Each non-empty line of ``text`` decoded as JSON."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -66,7 +66,8 @@ def age(moment: datetime, now: datetime | None = None) -> str:
 def task_table(tasks: Iterable[Task], title: str | None = None) -> Table:
     """A table of tasks, one row each."""
     table = Table(title=title)
-    for column in ("id", "state", "agent", "attempt", "worker", "created", "description"):
+    table.add_column("id", no_wrap=True)
+    for column in ("state", "agent", "attempt", "worker", "created", "description"):
         table.add_column(column, overflow="fold")
     for task in tasks:
         table.add_row(

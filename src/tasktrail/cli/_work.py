@@ -30,12 +30,14 @@ from tasktrail.errors import (
     InvalidInputError,
     TaskCancelledError,
     TaskFailedError,
+    TasktrailError,
     WaitTimeoutError,
 )
 from tasktrail.events import RecordedEvent
 from tasktrail.lifecycle import ACTIVE_STATES, TaskState
 from tasktrail.projection import Task
 from tasktrail.runtime.manager import TaskManager
+from tasktrail.store import open_store
 
 __all__ = ["run_exit_code"]
 
@@ -60,6 +62,11 @@ def launch_options(fn: F) -> F:
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def new_task_id() -> str:
+    """A fresh task id: 12 hex digits, short enough to type (``--id`` picks your own)."""
+    return uuid.uuid4().hex[:12]
 
 
 def read_prompt(words: tuple[str, ...]) -> str:
@@ -112,8 +119,8 @@ async def submit(
         database(db), run_tasks=False, max_attempts=settings.worker.max_attempts
     ) as tm:
         task = await tm.launch(
-            agent, text, task_id=task_id, description=description, parent_id=parent,
-            priority=priority, concurrency_key=key, max_attempts=max_attempts,
+            agent, text, task_id=task_id or new_task_id(), description=description,
+            parent_id=parent, priority=priority, concurrency_key=key, max_attempts=max_attempts,
         )  # fmt: skip
     if as_json:
         emit_json(task)
@@ -201,7 +208,8 @@ async def worker(
                 f"worker {tm.worker_id} on {target}: agents {', '.join(runners)}; "
                 f"up to {options['max_running']} at once. Ctrl-C stops it."
             )
-            reporter = None if quiet else asyncio.create_task(_report(tm))
+            reporter = _Reporter(tm.worker_id, await tm.store.head())
+            following = None if quiet else asyncio.create_task(reporter.follow(tm.store))
             try:
                 while not stop.is_set():
                     with contextlib.suppress(TimeoutError):
@@ -210,10 +218,13 @@ async def worker(
                         err.print("no task left to run: stopping")
                         break
             finally:
-                if reporter is not None:
-                    reporter.cancel()
+                if following is not None:
+                    following.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
-                        await reporter
+                        await following
+        if not quiet:  # what happened while it stopped (re-queued tasks)
+            async with open_store(target) as store:
+                await reporter.catch_up(store)
     err.print(f"worker {tm.worker_id} stopped")
 
 
@@ -236,21 +247,31 @@ _REPORTED = {
 }
 
 
-async def _report(tm: TaskManager) -> None:
-    """Print, from the log, each step of the tasks this worker claimed."""
-    out = console()
-    after = await tm.store.head()
-    mine: set[str] = set()
-    while True:
-        await asyncio.sleep(_CLI_POLL)
-        with contextlib.suppress(Exception):  # a busy database: the next round catches up
-            while events := await tm.store.read_all(after=after, limit=1000):
-                for event in events:
-                    if event.type == "task.claimed" and event.actor == tm.worker_id:
-                        mine.add(event.stream_id)
-                    if event.stream_id in mine and event.type in _REPORTED:
-                        out.print(_report_line(event))
-                after = events[-1].sequence
+class _Reporter:
+    """Prints, from the log, each step of the tasks this worker claimed."""
+
+    def __init__(self, worker_id: str, after: int) -> None:
+        self.worker_id = worker_id
+        self.after = after
+        self.mine: set[str] = set()
+        self.out = console()
+
+    async def catch_up(self, store: Any) -> None:
+        """Print every step logged since the last call."""
+        while events := await store.read_all(after=self.after, limit=1000):
+            for event in events:
+                if event.type == "task.claimed" and event.actor == self.worker_id:
+                    self.mine.add(event.stream_id)
+                if event.stream_id in self.mine and event.type in _REPORTED:
+                    self.out.print(_report_line(event))
+            self.after = events[-1].sequence
+
+    async def follow(self, store: Any) -> None:
+        """Catch up every ``_CLI_POLL`` seconds, until cancelled."""
+        while True:
+            await asyncio.sleep(_CLI_POLL)
+            with contextlib.suppress(TasktrailError):  # busy: the next round catches up
+                await self.catch_up(store)
 
 
 def _report_line(event: RecordedEvent) -> str:
@@ -258,7 +279,7 @@ def _report_line(event: RecordedEvent) -> str:
     payload = event.payload
     if event.type == "task.failed":
         detail = f": {getattr(payload, 'error', '')}"
-    elif event.reason:
+    elif event.reason and event.type != "task.cancel_requested":
         detail = f" ({event.reason})"
     elif event.type == "task.started" and getattr(payload, "session_id", None):
         detail = f" ({getattr(payload, 'session_id', '')})"
@@ -332,7 +353,7 @@ async def _run(
     options = settings.worker.manager_settings()
     if timeout is not None:
         options["run_timeout"] = timeout
-    task_id = task_id or uuid.uuid4().hex
+    task_id = task_id or new_task_id()
     err = console(stderr=True)
     async with TaskManager(
         database(db), limits=settings.limits, task_ids={task_id}, **options
