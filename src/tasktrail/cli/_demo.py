@@ -297,6 +297,7 @@ async def _tamper(path: Path, copy: Path, console: Console) -> None:
 @click.option(
     "--tasks",
     "task_count",
+    metavar="N",
     type=click.IntRange(4, 100),
     default=8,
     show_default=True,

@@ -22,6 +22,7 @@ __all__ = [
     "record_table",
     "state",
     "task_table",
+    "text",
     "when",
 ]
 
@@ -93,7 +94,7 @@ def record_table(task: Task) -> Table:
         elif isinstance(value, datetime):
             table.add_row(name, when(value))
         else:
-            table.add_row(name, "-" if value is None else _text(value))
+            table.add_row(name, "-" if value is None else text(value))
     return table
 
 
@@ -104,7 +105,7 @@ def event_summary(event: RecordedEvent) -> str:
         value = getattr(event.payload, field.name)
         default = field.default_factory() if callable(field.default_factory) else field.default
         if value != default:
-            parts.append(f"{field.name}={_text(value)[:60]}")
+            parts.append(f"{field.name}={text(value)[:60]}")
     return " ".join(parts)
 
 
@@ -135,7 +136,8 @@ def changes(before: Task | None, after: Task) -> dict[str, Any]:
     return {k: v for k, v in now.items() if k not in _UNCHANGING and then[k] != v}
 
 
-def _text(value: Any) -> str:
+def text(value: Any) -> str:
+    """A field's value as a person reads it: str as is, times local, the rest as JSON."""
     if isinstance(value, str):
         return value
     if isinstance(value, datetime):

@@ -8,6 +8,7 @@ import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from datetime import time as dt_time
 from typing import Any
 
 import click
@@ -31,6 +32,7 @@ from tasktrail.cli._format import (
     record_table,
     state,
     task_table,
+    text,
 )
 from tasktrail.errors import InvalidInputError, TaskNotFoundError
 from tasktrail.events import OutputAppended, RecordedEvent
@@ -44,17 +46,24 @@ _FOLLOW_POLL = 0.2
 
 
 def parse_moment(text: str) -> datetime:
-    """An ISO 8601 time (local time when it has no offset) or Unix seconds, as UTC."""
+    """Unix seconds, an ISO 8601 date and time, or a time of day (today), as UTC.
+
+    Without an offset the time is local time.
+    """
     try:
         return datetime.fromtimestamp(float(text), UTC)
     except ValueError:
         pass
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError as err:
-        raise InvalidInputError(
-            f"cannot read {text!r} as a time: use ISO 8601 (2026-11-21T08:30:00) or Unix seconds"
-        ) from err
+    except ValueError:
+        try:
+            moment = datetime.combine(datetime.now().date(), dt_time.fromisoformat(text))
+        except ValueError as err:
+            raise InvalidInputError(
+                f"cannot read {text!r} as a time: use ISO 8601 (2026-11-21T08:30:00, 08:30) "
+                "or Unix seconds"
+            ) from err
     if moment.tzinfo is None:
         moment = moment.astimezone()
     return moment.astimezone(UTC)
@@ -235,7 +244,7 @@ def _step_through(events: list[RecordedEvent], *, as_json: bool, pause: bool) ->
         table.add_column(style="dim")
         table.add_column(overflow="fold")
         for name, value in changed.items():
-            table.add_row(name, value if isinstance(value, str) else repr(value))
+            table.add_row(name, text(value))
         reason = f" - {event.reason}" if event.reason else ""
         out.print(
             f"[bold]v{event.version}[/] #{event.sequence} "
