@@ -115,6 +115,7 @@ def test_submit_cancel_kill_restart_history_verify(cli: Cli) -> None:
     record = cli.until(doomed, "completed")
     assert (record["worker_id"], record["attempt"]) == ("w2", 2)
     assert f"{doomed} completed" in out
+    assert f"{doomed} re-queued (recovery: worker w1" in out
 
     steps = json_lines(cli("history", doomed, "--json").stdout)
     lifecycle = [(e["type"], e["actor"]) for e in steps if e["type"] != "task.output"]

@@ -138,6 +138,8 @@ def changes(before: Task | None, after: Task) -> dict[str, Any]:
 
 def text(value: Any) -> str:
     """A field's value as a person reads it: str as is, times local, the rest as JSON."""
+    if value is None:
+        return "-"
     if isinstance(value, str):
         return value
     if isinstance(value, datetime):

@@ -198,6 +198,8 @@ async def worker(
         stop.set()
 
     target = database(db)
+    async with open_store(target) as store:  # from here on: recovery on start is reported
+        reporter_start = await store.head()
     with on_signals(stopping, signal.SIGINT, signal.SIGTERM):
         async with TaskManager(
             target, limits=settings.limits, worker_id=worker_id, **options
@@ -208,7 +210,7 @@ async def worker(
                 f"worker {tm.worker_id} on {target}: agents {', '.join(runners)}; "
                 f"up to {options['max_running']} at once. Ctrl-C stops it."
             )
-            reporter = _Reporter(tm.worker_id, await tm.store.head())
+            reporter = _Reporter(tm.worker_id, reporter_start)
             following = None if quiet else asyncio.create_task(reporter.follow(tm.store))
             try:
                 while not stop.is_set():
@@ -248,7 +250,8 @@ _REPORTED = {
 
 
 class _Reporter:
-    """Prints, from the log, each step of the tasks this worker claimed."""
+    """Prints, from the log, each step of the tasks this worker claimed, and every recovery
+    decision (which another worker may have made)."""
 
     def __init__(self, worker_id: str, after: int) -> None:
         self.worker_id = worker_id
@@ -262,7 +265,8 @@ class _Reporter:
             for event in events:
                 if event.type == "task.claimed" and event.actor == self.worker_id:
                     self.mine.add(event.stream_id)
-                if event.stream_id in self.mine and event.type in _REPORTED:
+                recovered = (event.reason or "").startswith("recovery:")
+                if (event.stream_id in self.mine or recovered) and event.type in _REPORTED:
                     self.out.print(_report_line(event))
             self.after = events[-1].sequence
 
