@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
+import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -445,3 +447,32 @@ def test_exit_codes_are_distinct_per_error_kind() -> None:
     """Every error kind in EXIT_CODES has its own code."""
     codes = [code for _, code in EXIT_CODES]
     assert len(codes) == len(set(codes))
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory on a tmpfs that is remounted read-only (root ignores file modes)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a read-only file system needs root")
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_read_only_database_exits_7(cli: CliRun, read_only_dir: Path) -> None:
+    """On a read-only file system, writing and reading commands say so in one line, exit 7."""
+    db = read_only_dir / "tasks.db"
+    code = cli("submit", "shell", "true", "--db", str(db), db=False)[0]
+    assert code == 0
+    subprocess.run(["mount", "-o", "remount,ro", str(read_only_dir)], check=True)
+    for command in (["submit", "shell", "true"], ["worker", "--exit-when-idle"], ["ls"]):
+        code, _, err = cli(*command, "--db", str(db), db=False)
+        assert code == 7, (command, err)
+        assert "read-only" in err
+        assert len(err.strip().splitlines()) == 1
+    with sqlite3.connect(f"file:{db}?immutable=1", uri=True) as raw:  # nothing was lost
+        assert raw.execute("SELECT count(*) FROM tasks").fetchone() == (1,)

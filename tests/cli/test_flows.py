@@ -201,3 +201,24 @@ def test_version_and_help() -> None:
     assert done.returncode == 0
     for command in ("submit", "worker", "run", "logs", "replay", "stats", "demo"):
         assert command in done.stdout
+
+
+def test_ls_watch_redraws_until_sigterm(cli: Cli) -> None:
+    """`ls --watch` keeps drawing the table and ends cleanly (exit 0) on SIGTERM."""
+    cli("submit", "shell", "true", "--id", "watched")
+    watcher = cli.start("ls", "--watch")
+    time.sleep(1.5)
+    code, out, _ = stop(watcher)
+    assert code == 0
+    assert "watched" in out
+
+
+def test_shell_completion_offers_task_ids(cli: Cli) -> None:
+    """Completing a task id argument lists the database's task ids that match."""
+    cli("submit", "shell", "true", "--id", "alpha-1")
+    cli("submit", "shell", "true", "--id", "beta-1")
+    env = {**cli.env, "COMP_WORDS": "tasktrail show al", "COMP_CWORD": "2"}
+    env["_TASKTRAIL_COMPLETE"] = "bash_complete"
+    script = Path(sys.executable).parent / "tasktrail"  # the installed console script
+    done = subprocess.run([script], env=env, capture_output=True, text=True, check=False)
+    assert done.stdout.split() == ["plain,alpha-1"]

@@ -9,15 +9,17 @@ traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, Final, ParamSpec, TypeVar
 
 import click
 import msgspec
+from click.shell_completion import CompletionItem
 from rich.console import Console
 
 from tasktrail.errors import (
@@ -34,6 +36,7 @@ from tasktrail.errors import (
     TasktrailError,
     WaitTimeoutError,
 )
+from tasktrail.projection import Task
 from tasktrail.store import open_store
 from tasktrail.store.sqlite import SQLiteEventStore
 
@@ -49,12 +52,16 @@ __all__ = [
     "exit_code_for",
     "json_option",
     "main",
+    "on_signals",
     "open_existing",
     "run_async",
+    "task_id_argument",
+    "task_ids_argument",
 ]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_DB: Final = "tasktrail.db"
 
@@ -150,6 +157,52 @@ config_option = click.option(
     help="Agents and worker settings [default: $TASKTRAIL_CONFIG, ./tasktrail.toml, "
     "~/.config/tasktrail/tasktrail.toml].",
 )
+
+
+@contextlib.contextmanager
+def on_signals(handler: Callable[[int], None], *signals: int) -> Iterator[None]:
+    """Call ``handler(signum)`` from the event loop on each of ``signals``."""
+    loop = asyncio.get_running_loop()
+    for number in signals:
+        loop.add_signal_handler(number, handler, number)
+    try:
+        yield
+    finally:
+        for number in signals:
+            loop.remove_signal_handler(number)
+
+
+def _complete_task_ids(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Shell completion of task ids: the newest tasks of the database, with their state."""
+    target = database(ctx.params.get("db"))
+    if not is_url(target) and not Path(target).exists():
+        return []
+
+    async def newest() -> list[Task]:
+        async with open_store(target) as store:
+            return await store.list_tasks(newest_first=True, limit=500)
+
+    try:
+        tasks = asyncio.run(newest())
+    except TasktrailError:
+        return []
+    return [
+        CompletionItem(t.id, help=f"{t.state.value}: {t.description or t.prompt[:50]}")
+        for t in tasks
+        if t.id.startswith(incomplete)
+    ]
+
+
+task_id_argument = click.argument("task_id", shell_complete=_complete_task_ids)
+
+
+def task_ids_argument(*, required: bool) -> Callable[[F], F]:
+    """One or more task ids, completed from the database."""
+    return click.argument(
+        "task_ids", nargs=-1, required=required, shell_complete=_complete_task_ids
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

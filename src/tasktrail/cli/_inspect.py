@@ -4,6 +4,8 @@ export. None of them writes an event (``rebuild`` rewrites only the projection).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import sys
 import time
 from collections import Counter
@@ -13,6 +15,7 @@ from typing import Any
 
 import click
 import msgspec
+from rich.live import Live
 from rich.table import Table
 
 from tasktrail.cli._app import (
@@ -21,8 +24,10 @@ from tasktrail.cli._app import (
     emit_json,
     json_option,
     main,
+    on_signals,
     open_existing,
     run_async,
+    task_id_argument,
 )
 from tasktrail.cli._format import (
     STATE_COLOURS,
@@ -43,6 +48,11 @@ __all__ = ["parse_moment", "print_output"]
 
 _STATES = click.Choice([s.value for s in TaskState])
 _FOLLOW_POLL = 0.2
+
+
+def when_now() -> str:
+    """The local time now, for a live view's title."""
+    return datetime.now().astimezone().strftime("%H:%M:%S")
 
 
 def parse_moment(text: str) -> datetime:
@@ -75,6 +85,7 @@ def parse_moment(text: str) -> datetime:
 @click.option("--agent", default=None, help="Only tasks of this agent.")
 @click.option("--parent", default=None, metavar="TASK_ID", help="Only children of this task.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many.")
+@click.option("--watch", "-w", is_flag=True, help="Redraw the table every second until Ctrl-C.")
 @json_option
 @run_async
 async def ls(
@@ -83,6 +94,7 @@ async def ls(
     agent: str | None,
     parent: str | None,
     limit: int | None,
+    watch: bool,
     as_json: bool,
 ) -> None:
     """List tasks, newest first.
@@ -90,16 +102,34 @@ async def ls(
     \b
     Example:
       tasktrail ls --state running --state pending
-      tasktrail ls --agent shell --limit 20 --json | jq -r '.[].id'
+      tasktrail ls --watch --limit 20
+      tasktrail ls --agent shell --json | jq -r '.[].id'
     """
+    if watch and as_json:
+        raise InvalidInputError("--watch draws a table; it does not go with --json")
     async with open_existing(db) as store:
-        tasks = await store.list_tasks(
-            state=states or None, agent=agent, parent_id=parent, limit=limit, newest_first=True
-        )
-    if as_json:
-        emit_json(tasks)
-    else:
-        console().print(task_table(tasks))
+
+        async def listing() -> list[Task]:
+            found: list[Task] = await store.list_tasks(
+                state=states or None, agent=agent, parent_id=parent, limit=limit,
+                newest_first=True,
+            )  # fmt: skip
+            return found
+
+        if as_json:
+            emit_json(await listing())
+        elif not watch:
+            console().print(task_table(await listing()))
+        else:
+            stop = asyncio.Event()
+            with (
+                on_signals(lambda _: stop.set(), signal.SIGINT, signal.SIGTERM),
+                Live(console=console(), auto_refresh=False) as live,
+            ):
+                while not stop.is_set():
+                    live.update(task_table(await listing(), title=f"{when_now()}"), refresh=True)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=1.0)
 
 
 async def _task(store: Any, task_id: str) -> Task:
@@ -110,7 +140,7 @@ async def _task(store: Any, task_id: str) -> Task:
 
 
 @main.command()
-@click.argument("task_id")
+@task_id_argument
 @db_option
 @json_option
 @run_async
@@ -131,7 +161,7 @@ async def show(task_id: str, db: str | None, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("task_id")
+@task_id_argument
 @db_option
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the task finishes.")
 @json_option
@@ -171,7 +201,7 @@ async def print_output(store: Any, task_id: str, *, follow: bool, as_json: bool)
 
 
 @main.command()
-@click.argument("task_id")
+@task_id_argument
 @db_option
 @json_option
 @run_async
@@ -193,7 +223,7 @@ async def history(task_id: str, db: str | None, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("task_id")
+@task_id_argument
 @db_option
 @click.option("--version", "version", type=click.IntRange(min=1), help="The state at this version.")
 @click.option("--at", "at", metavar="TIME", help="The state at this time (ISO 8601 or Unix).")

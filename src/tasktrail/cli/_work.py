@@ -7,7 +7,7 @@ import contextlib
 import signal
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
@@ -21,7 +21,9 @@ from tasktrail.cli._app import (
     existing,
     json_option,
     main,
+    on_signals,
     run_async,
+    task_ids_argument,
 )
 from tasktrail.cli._config import Config, load_config
 from tasktrail.cli._inspect import print_output
@@ -126,19 +128,6 @@ async def submit(
         emit_json(task)
     else:
         click.echo(task.id)
-
-
-@contextlib.contextmanager
-def on_signals(handler: Callable[[int], None], *signals: int) -> Iterator[None]:
-    """Call ``handler(signum)`` from the event loop on each of ``signals``."""
-    loop = asyncio.get_running_loop()
-    for number in signals:
-        loop.add_signal_handler(number, handler, number)
-    try:
-        yield
-    finally:
-        for number in signals:
-            loop.remove_signal_handler(number)
 
 
 def _runners_for(settings: Config, agents: tuple[str, ...]) -> dict[str, Any]:
@@ -393,7 +382,7 @@ async def _run(
 
 
 @main.command()
-@click.argument("task_ids", nargs=-1, required=True)
+@task_ids_argument(required=True)
 @db_option
 @click.option(
     "--timeout", type=click.FloatRange(min=0), default=None, help="Give up after this many seconds."
@@ -440,7 +429,7 @@ async def wait(
 
 
 @main.command()
-@click.argument("task_ids", nargs=-1)
+@task_ids_argument(required=False)
 @db_option
 @click.option("--all", "everything", is_flag=True, help="Cancel every unfinished task.")
 @click.option("--force", is_flag=True, help="Cancelled at once; the worker kills the process.")
