@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -95,3 +96,12 @@ async def finished(tm: TaskManager, task_id: str) -> Task:
             return await tm.wait(task_id)
     except TimeoutError:
         raise AssertionError(f"task {task_id} never finished") from None
+
+
+CliRun = Callable[..., tuple[int, str, str]]
+"""Invokes the CLI in-process: ``cli(*args, input=None, db=True) -> (code, stdout, stderr)``."""
+
+
+def json_lines(text: str) -> list[Any]:
+    """Each non-empty line of ``text`` decoded as JSON."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -4,6 +4,7 @@ from typing import TYPE_CHECKING
 
 from tasktrail.errors import (
     ConcurrencyLimitError,
+    ConfigError,
     CorruptDatabaseError,
     CorruptEventError,
     EventIdConflictError,
@@ -76,6 +77,7 @@ __all__ = [
     "CancelRequested",
     "ChildFinished",
     "ConcurrencyLimitError",
+    "ConfigError",
     "CorruptDatabaseError",
     "CorruptEventError",
     "Event",

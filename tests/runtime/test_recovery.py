@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from tasktrail import (
     TaskState,
     open_store,
 )
+from tasktrail.runtime.recovery import pid_exists
 from tasktrail.testing import FakeClock
 
 HOST = socket.gethostname()
@@ -416,3 +418,19 @@ async def test_worker_process_shutdown_requeues_and_nothing_stays_running(db_pat
         assert after is not None
         assert after.state is TaskState.PENDING
         assert await cli.list_tasks(TaskState.RUNNING) == []
+
+
+def test_a_zombie_owner_counts_as_gone() -> None:
+    """A killed worker that nobody reaped yet (a zombie) is dead at once, not after its lease."""
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert pid_exists(child.pid)
+        child.kill()
+        deadline = time.monotonic() + 10
+        while pid_exists(child.pid):  # a zombie until wait() below reaps it
+            assert time.monotonic() < deadline, "the killed child still counts as alive"
+            time.sleep(0.01)
+    finally:
+        child.kill()
+        child.wait()
+    assert not pid_exists(child.pid)

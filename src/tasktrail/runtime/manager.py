@@ -12,7 +12,7 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Collection, Mapping
 from datetime import datetime
 from typing import Any, Literal, Self
 
@@ -91,6 +91,9 @@ class TaskManager:
             counts as dead and its tasks are recovered.
         worker_id: this manager's id in the log (default: host, pid and a random suffix).
         run_tasks: ``False`` for a manager that only launches and inspects (a CLI).
+        task_ids: start only these tasks (a foreground runner for tasks it launched
+            itself, like ``tasktrail run``); ``None`` (default): any pending task of a
+            registered agent.
         clock: the time source (:class:`~tasktrail.testing.FakeClock` in tests).
     """
 
@@ -111,6 +114,7 @@ class TaskManager:
         lease_timeout: float = 30.0,
         worker_id: str | None = None,
         run_tasks: bool = True,
+        task_ids: Collection[str] | None = None,
         clock: Clock | None = None,
     ) -> None:
         for name, value in (
@@ -143,6 +147,7 @@ class TaskManager:
         self.host = socket.gethostname()
         self.worker_id = worker_id or f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.run_tasks = run_tasks
+        self.task_ids = None if task_ids is None else frozenset(task_ids)
         self._runners: dict[str, Runner] = {}
         self._running: dict[str, Attempt] = {}
         self._claiming: set[str] = set()
@@ -587,7 +592,14 @@ class TaskManager:
         room = 256 if self.max_running is None else self.max_running - len(self._running)
         if room <= 0 or not self._runners:
             return
-        queue = await self.store.queued_tasks(limit=room * 4 + 16, agents=self._runners.keys())
+        if self.task_ids is None:
+            queue = await self.store.queued_tasks(limit=room * 4 + 16, agents=self._runners.keys())
+        else:
+            mine = await self.store.get_tasks(sorted(self.task_ids))
+            queue = sorted(
+                (t for t in mine if t.state is TaskState.PENDING and t.agent in self._runners),
+                key=lambda t: (-t.priority, t.created_at),
+            )
         if not queue:
             return
         chosen = startable(
