@@ -27,7 +27,7 @@ max_attempts = 2
 class Cli:
     """Runs ``python -m tasktrail`` as a subprocess on one database and config."""
 
-    def __init__(self, db: Path, config: Path) -> None:
+    def __init__(self, db: Path | str, config: Path) -> None:
         self.db = db
         self.config = config
         self.env = {**os.environ, "TASKTRAIL_DB": str(db), "TASKTRAIL_CONFIG": str(config)}
@@ -68,11 +68,12 @@ class Cli:
 
 
 @pytest.fixture
-def cli(tmp_path: Path) -> Iterator[Cli]:
-    """A CLI on a fresh database; every worker it started is gone afterwards."""
+def cli(tmp_path: Path, database: str) -> Iterator[Cli]:
+    """A CLI on a fresh database of each backend (SQLite file, PostgreSQL URL); every worker
+    it started is gone afterwards."""
     config = tmp_path / "tasktrail.toml"
     config.write_text(CONFIG)
-    runner = Cli(tmp_path / "tasks.db", config)
+    runner = Cli(database, config)
     yield runner
     for process in runner.started:
         if process.poll() is None:
