@@ -133,7 +133,10 @@ class PgGroupCommitter(_commit.GroupCommitter):
         finally:
             conn, self._conn = self._conn, None
             if conn is not None and not conn.is_closed():
-                await conn.close()
+                try:
+                    await conn.close(timeout=2)
+                except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    conn.terminate()
 
     async def run_locked(
         self,

@@ -24,7 +24,7 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Self, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 import asyncpg
 
@@ -51,6 +51,8 @@ from tasktrail.store.base import VerifyReport
 from tasktrail.store.subscription import Subscription
 
 __all__ = ["PostgresEventStore"]
+
+_STALLED_WRITER_MS: Final = "60000"
 
 T = TypeVar("T")
 
@@ -104,8 +106,14 @@ class PostgresEventStore(OperationalTables):
 
     # -- opening and closing -------------------------------------------------------------
 
-    async def _connect(self) -> asyncpg.Connection:
-        return await asyncpg.connect(self.url, timeout=10)
+    async def _connect(self, **settings: str) -> asyncpg.Connection:
+        return await asyncpg.connect(self.url, timeout=10, server_settings=settings or None)
+
+    async def _connect_writer(self) -> asyncpg.Connection:
+        # A writer stalled inside its transaction (a partitioned host, a stopped process)
+        # holds the log's lock: the server ends such a session after a minute, and the
+        # transaction rolls back, so the other processes can go on.
+        return await self._connect(idle_in_transaction_session_timeout=_STALLED_WRITER_MS)
 
     async def open(self) -> Self:
         """Connect, create or migrate the schema, start the commit loop."""
@@ -115,7 +123,7 @@ class PostgresEventStore(OperationalTables):
             return self
 
         async def first_connection() -> asyncpg.Connection:
-            conn = await self._connect()
+            conn = await self._connect_writer()
             try:
                 schema = await conn.fetchval("SELECT current_schema()")
                 if schema is None:
@@ -147,7 +155,7 @@ class PostgresEventStore(OperationalTables):
         handed = [writer]
 
         async def connect() -> asyncpg.Connection:
-            return handed.pop() if handed else await self._connect()
+            return handed.pop() if handed else await self._connect_writer()
 
         self._committer = PgGroupCommitter(
             connect,
