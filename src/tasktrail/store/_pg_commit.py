@@ -29,7 +29,7 @@ from tasktrail.store._commit import Queued
 from tasktrail.store._pg_errors import is_transient, retrying
 from tasktrail.store._pg_open import LOCK_CLASS
 from tasktrail.store._plan import BatchPlan
-from tasktrail.store._sqlite_commit import decode_task
+from tasktrail.store._shared import decode_task
 
 __all__ = ["ACTIVE_COUNTS", "INSERT_TASKS", "PgGroupCommitter", "columns"]
 

@@ -1,4 +1,5 @@
-"""Backend-independent halves of the store methods: checking an append, replaying a task.
+"""Backend-independent halves of the store methods: checking an append, decoding a
+projection row, replaying a task.
 
 Both backends call these, so a rule about what may be appended or how ``state_at`` picks
 its events is written once.
@@ -10,14 +11,16 @@ import itertools
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from tasktrail.errors import InvalidInputError, PayloadTooLargeError
+import msgspec
+
+from tasktrail.errors import CorruptDatabaseError, InvalidInputError, PayloadTooLargeError
 from tasktrail.events import Event, NewEvent, RecordedEvent, encode_payload
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task, fold
 from tasktrail.store._plan import PendingAppend
 from tasktrail.store._validate import check_actor, check_task_id
 
-__all__ = ["check_state_at", "prepare_append", "replay", "state_values"]
+__all__ = ["check_state_at", "decode_task", "prepare_append", "replay", "state_values"]
 
 
 def prepare_append(
@@ -116,3 +119,17 @@ def replay(
     for event in events:
         task = fold(task, event)
     return task
+
+
+_decode_task = msgspec.json.Decoder(Task).decode
+
+
+def decode_task(record: str | bytes) -> Task:
+    """A ``tasks.record`` as a Task; a damaged record is a CorruptDatabaseError."""
+    try:
+        return _decode_task(record)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as err:
+        raise CorruptDatabaseError(
+            f"a row of the tasks projection is damaged ({err}); run rebuild() to recreate "
+            "the projection from the log"
+        ) from err

@@ -12,14 +12,13 @@ from collections.abc import Callable, Iterable
 from typing import Final
 
 import aiosqlite
-import msgspec
 
-from tasktrail.errors import CorruptDatabaseError
 from tasktrail.projection import Task
 from tasktrail.store import _commit
 from tasktrail.store._chain import GENESIS
 from tasktrail.store._commit import Queued
 from tasktrail.store._plan import BatchPlan
+from tasktrail.store._shared import decode_task
 from tasktrail.store._sqlite_errors import translate
 
 __all__ = ["ACTIVE_COUNTS", "GroupCommitter", "UPSERT_TASK", "chunks", "decode_task", "marks"]
@@ -36,18 +35,6 @@ ACTIVE_COUNTS: Final = (
 )
 """Tasks holding a slot (starting/running) per limit key (concurrency key, else agent)."""
 _CHUNK: Final = 500  # ids per "IN (...)" query
-_decode_task = msgspec.json.Decoder(Task).decode
-
-
-def decode_task(record: str | bytes) -> Task:
-    """A ``tasks.record`` as a Task; a damaged record is a CorruptDatabaseError."""
-    try:
-        return _decode_task(record)
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as err:
-        raise CorruptDatabaseError(
-            f"a row of the tasks projection is damaged ({err}); run rebuild() to recreate "
-            "the projection from the log"
-        ) from err
 
 
 def chunks(items: list[str]) -> Iterable[list[str]]:

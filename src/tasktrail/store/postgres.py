@@ -44,8 +44,13 @@ from tasktrail.store._pg_ops import OperationalTables
 from tasktrail.store._pg_scan import EVENT_COLUMNS, live_rows, scan, verify_chain
 from tasktrail.store._plan import AppendResult, TaskRow
 from tasktrail.store._scan import fold_rows
-from tasktrail.store._shared import check_state_at, prepare_append, replay, state_values
-from tasktrail.store._sqlite_commit import decode_task
+from tasktrail.store._shared import (
+    check_state_at,
+    decode_task,
+    prepare_append,
+    replay,
+    state_values,
+)
 from tasktrail.store._validate import check_task_id, redact_url
 from tasktrail.store.base import VerifyReport
 from tasktrail.store.subscription import Subscription
