@@ -208,6 +208,7 @@ def test_show_and_history(cli: CliRun, populated: Path) -> None:
         "task.started",
         "task.completed",
     ]
+    assert json_lines(out) == api(populated, lambda store: store.history("done"))
     code, out, _ = cli("history", "done")
     assert code == 0 and "task.claimed" in out
 
@@ -476,3 +477,21 @@ def test_a_read_only_database_exits_7(cli: CliRun, read_only_dir: Path) -> None:
         assert len(err.strip().splitlines()) == 1
     with sqlite3.connect(f"file:{db}?immutable=1", uri=True) as raw:  # nothing was lost
         assert raw.execute("SELECT count(*) FROM tasks").fetchone() == (1,)
+
+
+def test_demo_in_process(tmp_path: Path) -> None:
+    """`tasktrail demo`: a worker killed and recovered, nothing lost, the chain verified."""
+    result = CliRunner().invoke(main, ["demo", "--keep", str(tmp_path)])
+    assert result.exit_code == 0, result.stderr
+    assert "acknowledged events missing after the crash: 0" in result.stdout
+    assert "verified" in result.stdout
+    assert "tampered at sequence" in result.stdout
+    with sqlite3.connect(tmp_path / "demo.db") as raw:
+        states = dict(raw.execute("SELECT id, state FROM tasks"))
+        requeued = raw.execute(
+            "SELECT count(*) FROM events WHERE type = 'task.requeued' AND reason LIKE 'recovery:%'"
+        ).fetchone()[0]
+    assert states["task-01"] == "failed"
+    assert states["task-02"] == "cancelled"
+    assert set(states.values()) == {"completed", "failed", "cancelled"}
+    assert requeued >= 2

@@ -589,7 +589,10 @@ class TaskManager:
             await self.recover()
 
     async def _start_tasks(self, now: float) -> None:
-        room = 256 if self.max_running is None else self.max_running - len(self._running)
+        # Claims in flight count too: concurrent rounds (tick() from a test, the scheduler)
+        # must not each fill the same free slots.
+        busy = len(self._running) + len(self._claiming)
+        room = 256 if self.max_running is None else self.max_running - busy
         if room <= 0 or not self._runners:
             return
         if self.task_ids is None:
@@ -604,7 +607,8 @@ class TaskManager:
             return
         chosen = startable(
             queue, now=now, active=await self.store.active_counts(),
-            running_here=len(self._running), max_running=self.max_running, limits=self.limits,
+            running_here=len(self._running) + len(self._claiming), max_running=self.max_running,
+            limits=self.limits,
         )  # fmt: skip
         claims = [self._claim(task) for task in chosen]  # sent together: one commit
         errors = []
