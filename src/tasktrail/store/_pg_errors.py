@@ -93,9 +93,13 @@ def translate(err: BaseException, where: str) -> TasktrailError:
         return StorageError(f"cannot open the PostgreSQL database {where}: {text}")
     if state in ("22021", "22P05"):
         return InvalidInputError(f"PostgreSQL cannot store this text: {text}")
+    if isinstance(err, ValueError) or state.startswith("22"):
+        # a data exception: asyncpg's own argument checks (an int out of range, raised as
+        # DataError 22000), or the server's (a negative LIMIT)
+        return InvalidInputError(f"PostgreSQL refused an argument: {text}")
     if state == "P0001" and "append-only" in text:
         return StorageError(text)
-    if state.startswith("XX") or state == "22P02":
+    if state.startswith("XX"):
         return CorruptDatabaseError(f"the PostgreSQL database ({where}) is damaged: {text}")
     return StorageError(f"PostgreSQL error ({where}): {text}")
 
