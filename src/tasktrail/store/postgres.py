@@ -280,6 +280,7 @@ class PostgresEventStore(OperationalTables):
         assert pool is not None
 
         async def once() -> T:
+            self._check_open()  # a retry after close() began is not tried
             async with pool.acquire() as conn:
                 try:
                     return await operation(conn)
@@ -288,7 +289,13 @@ class PostgresEventStore(OperationalTables):
                         conn.terminate()  # the pool replaces it
                     raise
 
-        return await retrying(once, where=self.where, timeout=self.retry_timeout)
+        try:
+            return await retrying(once, where=self.where, timeout=self.retry_timeout)
+        except StorageError as err:
+            if self._closing and not isinstance(err, StoreClosedError):
+                # the pool refused or dropped the query because the store is closing
+                raise StoreClosedError() from err
+            raise
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
         return await self._with_conn(lambda conn: conn.fetch(sql, *args))
