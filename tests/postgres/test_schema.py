@@ -67,3 +67,13 @@ async def test_tampering_is_seen_by_verify_and_by_the_checker(
         with pytest.raises(TamperedLogError) as info:
             await store.verify()
         assert info.value.sequence == 2
+
+
+async def test_verify_reports_disabled_triggers(pg_url: str, raw: asyncpg.Connection) -> None:
+    """verify() says append_only=False once the triggers are disabled, True before."""
+    await filled(pg_url)
+    async with PostgresEventStore(pg_url) as store:
+        assert (await store.verify()).append_only
+        await raw.execute("ALTER TABLE events DISABLE TRIGGER events_append_only_delete")
+        report = await store.verify()
+        assert (report.events, report.append_only) == (3, False)
