@@ -180,6 +180,19 @@ async def test_live_workers_tasks_are_left_alone(db_path: Path) -> None:
         assert (task.state, task.version) == (TaskState.RUNNING, 3)
 
 
+async def test_pid_of_another_host_is_never_checked_here(db_path: Path) -> None:
+    """A worker of another host, its pid absent here, keeps its tasks while its lease runs."""
+    clock = FakeClock()
+    async with open_store(db_path, clock=clock.time) as store:
+        await store.register_worker("remote", host="another-host", pid=dead_pid())
+        await orphan(store, "t1", "remote", max_attempts=2)
+    async with manager(db_path, clock=clock, lease_timeout=30) as tm:
+        assert await tm.recover() == []
+        task = await tm.get_task("t1")
+        assert task is not None
+        assert (task.state, task.worker_id) == (TaskState.RUNNING, "remote")
+
+
 async def test_lease_timeout_recovers_tasks_of_silent_worker(db_path: Path) -> None:
     """A remote worker silent for longer than lease_timeout loses its tasks to recovery."""
     clock = FakeClock()
