@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator
 
@@ -22,6 +23,15 @@ _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT = 5, 6, 8, 10, 11
 _FULL, _CANTOPEN, _NOTADB, _PERM = 13, 14, 26, 3
 
 
+def _cannot_write(code: int, path: str) -> bool:
+    """An open that failed on an existing file this process may not write (or whose
+    directory it may not write: a read-only mount): a read-only database, not a bad path."""
+    if code != _CANTOPEN or not path or not os.path.exists(path):
+        return False
+    directory = os.path.dirname(os.path.abspath(path))
+    return not (os.access(path, os.W_OK) and os.access(directory, os.W_OK))
+
+
 def translate(err: sqlite3.Error, path: str = "") -> TasktrailError:
     """The tasktrail error for a driver error (chain it with ``raise ... from err``)."""
     code = (getattr(err, "sqlite_errorcode", 0) or 0) & 0xFF
@@ -37,7 +47,7 @@ def translate(err: sqlite3.Error, path: str = "") -> TasktrailError:
             f"the disk holding the database{where} is full; the write was rolled back "
             "and nothing acknowledged was lost: free space and retry"
         )
-    if code in (_READONLY, _PERM) or "readonly" in text:
+    if code in (_READONLY, _PERM) or "readonly" in text or _cannot_write(code, path):
         return ReadOnlyStorageError(
             f"the database{where} is read-only; check the permissions of the file and "
             "of its directory (SQLite writes a -wal and -shm file beside it)"

@@ -13,13 +13,12 @@ import aiosqlite
 
 from tasktrail.errors import TamperedLogError
 from tasktrail.events import RecordedEvent
-from tasktrail.projection import Task, fold
-from tasktrail.store._chain import GENESIS, event_hash
-from tasktrail.store._plan import TaskRow, task_row
+from tasktrail.store._plan import TaskRow
+from tasktrail.store._scan import check_chain, fold_rows
 from tasktrail.store._verify_range import RangeResult, check_range
 from tasktrail.store.base import VerifyReport
 
-__all__ = ["EVENT_COLUMNS", "fold_log", "fold_tasks", "scan", "verify_chain"]
+__all__ = ["EVENT_COLUMNS", "fold_log", "scan", "verify_chain"]
 
 EVENT_COLUMNS: Final = (
     "seq, event_id, stream_id, version, type, schema_version, recorded_at, actor, reason, "
@@ -58,13 +57,13 @@ async def verify_chain(db: aiosqlite.Connection, path: str | None = None) -> Ver
     (:mod:`tasktrail.store._verify_range`); the verdict is the same as one pass's.
     """
     row = await (await db.execute("SELECT coalesce(max(seq), 0) FROM events")).fetchone()
-    head: int = row[0] if row is not None else 0
+    last: int = row[0] if row is not None else 0
     cores = min(os.cpu_count() or 1, 4)
-    if path and path != ":memory:" and cores > 1 and head >= PARALLEL_MIN_EVENTS:
-        count, last_hash = await _verify_ranges(path, head, cores)
-        expected = head + 1
+    if path and path != ":memory:" and cores > 1 and last >= PARALLEL_MIN_EVENTS:
+        count, head_hash = await _verify_ranges(path, last, cores)
+        head = last
     else:
-        count, last_hash, expected = await _verify_scan(db)
+        count, head, head_hash = await check_chain(scan(db))
     triggers = {
         row[0]
         for row in await db.execute_fetchall(
@@ -73,26 +72,10 @@ async def verify_chain(db: aiosqlite.Connection, path: str | None = None) -> Ver
     }
     return VerifyReport(
         events=count,
-        head_sequence=expected - 1,
-        head_hash=last_hash,
+        head_sequence=head,
+        head_hash=head_hash,
         append_only=triggers >= _APPEND_ONLY_TRIGGERS,
     )
-
-
-async def _verify_scan(db: aiosqlite.Connection) -> tuple[int, str, int]:
-    """One pass over the whole log: (events, head hash, next expected sequence)."""
-    previous, expected, count = GENESIS, 1, 0
-    async for rows in scan(db):
-        for row in rows:
-            sequence = row[0]
-            if sequence != expected:
-                raise TamperedLogError(expected, "this event is missing from the log")
-            digest = event_hash(previous, row[:10], row[10])
-            if digest != row[11]:
-                raise TamperedLogError(sequence, "its stored hash does not match its content")
-            previous, expected = digest, sequence + 1
-        count += len(rows)
-    return count, previous, expected
 
 
 async def _verify_ranges(path: str, head: int, parts: int) -> tuple[int, str]:
@@ -133,24 +116,8 @@ async def _check_elsewhere(path: str, first: int, last: int) -> RangeResult:
     return await asyncio.to_thread(check_range, path, first, last)
 
 
-async def fold_tasks(
-    db: aiosqlite.Connection, to_event: Callable[[Sequence[Any]], RecordedEvent]
-) -> tuple[dict[str, Task], dict[str, int]]:
-    """Every task folded from the whole log, in creation order, and the sequence number of
-    its last event."""
-    tasks: dict[str, Task] = {}
-    last: dict[str, int] = {}
-    async for rows in scan(db):
-        for row in rows:
-            event = to_event(row)
-            tasks[event.stream_id] = fold(tasks.get(event.stream_id), event)
-            last[event.stream_id] = event.sequence
-    return tasks, last
-
-
 async def fold_log(
     db: aiosqlite.Connection, to_event: Callable[[Sequence[Any]], RecordedEvent]
 ) -> dict[str, TaskRow]:
     """The projection row of every task, folded from the whole log, in creation order."""
-    tasks, last = await fold_tasks(db, to_event)
-    return {task_id: task_row(task, last[task_id]) for task_id, task in tasks.items()}
+    return await fold_rows(scan(db), to_event)
