@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Mapping
 from datetime import datetime
 from typing import Any, Literal, Self
 
+from tasktrail._crashpoints import crash_point
 from tasktrail.errors import (
     ConcurrencyLimitError,
     IllegalTransitionError,
@@ -601,6 +602,7 @@ class TaskManager:
             outcomes = await asyncio.gather(*claims, return_exceptions=True)
         finally:
             self._claiming.difference_update(task.id for task in chosen)
+        crash_point("runtime.after_claim")
         for outcome in outcomes:
             if isinstance(
                 outcome, VersionConflictError | IllegalTransitionError | ConcurrencyLimitError
@@ -653,7 +655,9 @@ class TaskManager:
             runner = self._runners.get(task.agent)
             outcome, reason = await run.run(runner, clock=self.clock, backoff=self.retry_backoff)
             if outcome is not None:
+                crash_point("runtime.before_finish")
                 await self._append_owned(run, [outcome], reason)
+                crash_point("runtime.after_finish")
         except TasktrailError:
             # The attempt could not record its end: the task moved on without it (finished
             # elsewhere, taken over), a cancel overtook it, or the result was unstorable.

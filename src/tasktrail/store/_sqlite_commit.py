@@ -18,6 +18,7 @@ from typing import Final
 import aiosqlite
 import msgspec
 
+from tasktrail._crashpoints import crash_point
 from tasktrail.errors import CorruptDatabaseError, TasktrailError
 from tasktrail.projection import Task
 from tasktrail.store._chain import GENESIS
@@ -200,13 +201,18 @@ class GroupCommitter:
     ) -> tuple[BatchPlan, dict[str, Task | None]]:
         db = self._db
         assert db is not None
+        crash_point("commit.before_begin")
         await db.execute("BEGIN IMMEDIATE")
         try:
+            crash_point("commit.after_begin")
             plan, tasks = await self._plan(db, batch, careful=careful)
             if plan.event_rows:
                 await db.executemany(INSERT_EVENT, plan.event_rows)
+                crash_point("commit.after_insert")
                 await db.executemany(UPSERT_TASK, plan.task_rows.values())
+            crash_point("commit.before_commit")
             await db.execute("COMMIT")
+            crash_point("commit.after_commit")
         except BaseException:
             if db.in_transaction:
                 await db.execute("ROLLBACK")
