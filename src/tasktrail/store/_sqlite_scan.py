@@ -43,6 +43,9 @@ async def scan(db: aiosqlite.Connection, chunk: int = 20_000) -> AsyncIterator[l
 async def verify_chain(db: aiosqlite.Connection) -> VerifyReport:
     """Recompute the hash chain; raise TamperedLogError at the first bad or missing event."""
     previous, expected, count = GENESIS, 1, 0
+    ((low,),) = await db.execute_fetchall("SELECT min(seq) FROM events")
+    if low is not None and low < 1:  # the scan starts after 0: such a row would be unseen
+        raise TamperedLogError(low, "sequence numbers start at 1; this event was moved")
     async for rows in scan(db):
         for row in rows:
             sequence = row[0]
