@@ -23,7 +23,7 @@ from tasktrail.errors import CorruptDatabaseError, TasktrailError
 from tasktrail.projection import Task
 from tasktrail.store._chain import GENESIS
 from tasktrail.store._plan import AppendResult, BatchPlan, PendingAppend, plan_batch
-from tasktrail.store._sqlite_errors import translate
+from tasktrail.store._sqlite_errors import DriverError, translate
 
 __all__ = ["ACTIVE_COUNTS", "GroupCommitter", "UPSERT_TASK", "chunks", "decode_task", "marks"]
 
@@ -175,7 +175,7 @@ class GroupCommitter:
                     plan, tasks = await self._write(batch, careful=False)
                 except sqlite3.IntegrityError:
                     plan, tasks = await self._write(batch, careful=True)
-        except sqlite3.Error as err:
+        except DriverError as err:
             error: BaseException = translate(err, self._path)
             error.__cause__ = err
             self._fail(batch, error)
