@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,7 +218,7 @@ def check(
         if row is None:
             problem("projection_mismatches", f"{task_id!r} has events but no tasks row")
             continue
-        record = json.loads(row[5])
+        record = _loads(row[5])
         seen = (
             row[1].decode(),
             row[2].decode(),
@@ -259,7 +260,17 @@ def check(
 def _field(data: bytes, name: str) -> Any:
     """One top-level field of an event's JSON payload (``None`` if absent or unreadable)."""
     try:
-        payload = json.loads(data)
+        payload = _loads(data)
     except ValueError:
         return None
     return payload.get(name) if isinstance(payload, dict) else None
+
+
+def _loads(data: bytes) -> Any:
+    """``json.loads`` with room for the deepest nesting tasktrail accepts."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20_000))
+    try:
+        return json.loads(data)
+    finally:
+        sys.setrecursionlimit(limit)

@@ -307,3 +307,20 @@ def test_checker_reads_read_only(pristine: tuple[bytes, Any, Any], tmp_path: Pat
     report = check(path, acknowledged=acknowledged)
     assert report.ok
     assert path.read_bytes() == original
+
+
+async def test_a_failed_read_leaves_no_stale_snapshot(db_path: Path) -> None:
+    """After a read fails on a damaged row, later reads still see every new commit."""
+    await build(db_path, tasks=1)
+    with sqlite3.connect(db_path) as raw:
+        raw.execute("UPDATE tasks SET record = CAST(x'7bff7d' AS TEXT)")
+    raw.close()
+    async with SQLiteEventStore(db_path) as store:
+        with pytest.raises(CorruptDatabaseError):
+            await store.list_tasks(agent="a")
+        for n in range(3):
+            done = await store.append(f"new{n}", [NewEvent(TaskCreated(agent="b"))])
+            assert await store.head() == done.sequence  # the reader is not stuck in the past
+            assert [t.id for t in await store.list_tasks(agent="b")] == [
+                f"new{k}" for k in range(n + 1)
+            ]

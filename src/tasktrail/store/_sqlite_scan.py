@@ -14,7 +14,7 @@ from tasktrail.store._chain import GENESIS, event_hash
 from tasktrail.store._plan import TaskRow, task_row
 from tasktrail.store.base import VerifyReport
 
-__all__ = ["EVENT_COLUMNS", "fold_log", "scan", "verify_chain"]
+__all__ = ["EVENT_COLUMNS", "fetch_all", "fold_log", "scan", "verify_chain"]
 
 EVENT_COLUMNS: Final = (
     "seq, event_id, stream_id, version, type, schema_version, recorded_at, actor, reason, "
@@ -24,15 +24,21 @@ EVENT_COLUMNS: Final = (
 _APPEND_ONLY_TRIGGERS: Final = frozenset({"events_append_only_update", "events_append_only_delete"})
 
 
+async def fetch_all(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    """Every row of a query. The cursor is closed even when a row fails to decode, so the
+    connection never stays inside a read transaction (a stale snapshot) after an error."""
+    async with db.execute(sql, params) as cursor:
+        return list(await cursor.fetchall())
+
+
 async def scan(db: aiosqlite.Connection, chunk: int = 20_000) -> AsyncIterator[list[Any]]:
     """Every event row in sequence order, in chunks."""
     after = 0
     while True:
-        rows = list(
-            await db.execute_fetchall(
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after, chunk),
-            )
+        rows = await fetch_all(
+            db,
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, chunk),
         )
         if not rows:
             return
@@ -43,7 +49,7 @@ async def scan(db: aiosqlite.Connection, chunk: int = 20_000) -> AsyncIterator[l
 async def verify_chain(db: aiosqlite.Connection) -> VerifyReport:
     """Recompute the hash chain; raise TamperedLogError at the first bad or missing event."""
     previous, expected, count = GENESIS, 1, 0
-    ((low,),) = await db.execute_fetchall("SELECT min(seq) FROM events")
+    ((low,),) = await fetch_all(db, "SELECT min(seq) FROM events")
     if low is not None and low < 1:  # the scan starts after 0: such a row would be unseen
         raise TamperedLogError(low, "sequence numbers start at 1; this event was moved")
     async for rows in scan(db):
@@ -58,8 +64,8 @@ async def verify_chain(db: aiosqlite.Connection) -> VerifyReport:
         count += len(rows)
     triggers = {
         row[0]
-        for row in await db.execute_fetchall(
-            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'"
+        for row in await fetch_all(
+            db, "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'"
         )
     }
     return VerifyReport(
