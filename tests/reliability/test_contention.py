@@ -10,6 +10,7 @@ Sizes: ``TASKTRAIL_CONTENTION_SECONDS`` (CI 60, soak 600), ``TASKTRAIL_CONTENTIO
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -19,6 +20,8 @@ from collections import Counter
 from pathlib import Path
 
 from scenario import Figures, assert_clean, size
+
+from tasktrail import NewEvent, SQLiteEventStore, TaskCreated
 
 SECONDS = size("TASKTRAIL_CONTENTION_SECONDS", 60, 600)
 PROCESSES = int(size("TASKTRAIL_CONTENTION_PROCESSES", 2, 4))
@@ -235,3 +238,25 @@ def test_three_processes_create_the_same_new_file_many_times(
         path = tmp_path / f"new-{round_no}.db"
         assert assert_clean(path).tasks == 3
     figures.add("3 contention", create_rounds=CREATE_ROUNDS, create_failures=len(failures))
+
+
+async def test_reads_after_an_acknowledged_append_see_it_under_concurrent_reads(
+    db_path: Path,
+) -> None:
+    """While many reads share the reader connection, a read after an append always sees it."""
+    unseen = []
+    async with SQLiteEventStore(db_path) as store:
+
+        async def writer(n: int) -> None:
+            await store.append(f"t{n}", [NewEvent(TaskCreated(agent="a"))])
+            if await store.get_task(f"t{n}") is None:
+                unseen.append(n)
+
+        async def reader() -> None:
+            for _ in range(20):
+                await store.list_tasks(limit=50)
+                await store.read_all(limit=50)
+
+        await asyncio.gather(*(writer(n) for n in range(200)), *(reader() for _ in range(20)))
+    assert unseen == []
+    assert_clean(db_path, acknowledged=[(f"t{n}", 1) for n in range(200)])

@@ -12,6 +12,7 @@ from tasktrail.events import RecordedEvent
 from tasktrail.projection import Task, fold
 from tasktrail.store._chain import GENESIS, event_hash
 from tasktrail.store._plan import TaskRow, task_row
+from tasktrail.store._sqlite_errors import DriverError
 from tasktrail.store.base import VerifyReport
 
 __all__ = ["EVENT_COLUMNS", "fetch_all", "fold_log", "scan", "verify_chain"]
@@ -25,10 +26,14 @@ _APPEND_ONLY_TRIGGERS: Final = frozenset({"events_append_only_update", "events_a
 
 
 async def fetch_all(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-    """Every row of a query. The cursor is closed even when a row fails to decode, so the
-    connection never stays inside a read transaction (a stale snapshot) after an error."""
-    async with db.execute(sql, params) as cursor:
-        return list(await cursor.fetchall())
+    """Every row of a query, read in one step on the connection's thread (no other query
+    can run between its first and last row). When a row fails to decode, the driver's
+    traceback is dropped: it holds the half-read cursor, whose open statement would keep
+    the connection on its old snapshot for as long as the error lives."""
+    try:
+        return list(await db.execute_fetchall(sql, params))
+    except DriverError as err:
+        raise err.with_traceback(None) from None
 
 
 async def scan(db: aiosqlite.Connection, chunk: int = 20_000) -> AsyncIterator[list[Any]]:
