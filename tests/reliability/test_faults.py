@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ from scenario import Figures, assert_clean
 from helpers import PATH_TO, finished, new, open_manager
 from tasktrail import (
     CancelRequested,
+    IllegalTransitionError,
     IncompatibleSchemaError,
     NewEvent,
     OutputAppended,
@@ -23,6 +24,8 @@ from tasktrail import (
     StorageError,
     StorageFullError,
     TaskCreated,
+    TaskExistsError,
+    TaskManager,
     TaskState,
     Trigger,
 )
@@ -250,3 +253,52 @@ async def test_manager_fault_at_every_write_step(
         assert runs == ["claimed"]
     assert_clean(db_path, acknowledged=[("claimed", done.version)])
     figures.add("4 injected faults", manager_faults=1)
+
+
+MANAGER_CALLS: dict[str, Callable[[TaskManager], Awaitable[object]]] = {
+    "launch": lambda tm: tm.launch("agent", task_id="target"),
+    "cancel-force": lambda tm: tm.cancel("target", force=True),
+    "complete": lambda tm: tm.complete_task("target", result="r"),
+    "fail": lambda tm: tm.fail_task("target", "no"),
+}
+OUTCOME = {
+    "launch": TaskState.PENDING,
+    "cancel-force": TaskState.CANCELLED,
+    "complete": TaskState.COMPLETED,
+    "fail": TaskState.FAILED,
+}
+
+
+@pytest.mark.parametrize("call", [pytest.param(name, id=name) for name in MANAGER_CALLS])
+@pytest.mark.parametrize("point", [pytest.param(p, id=p) for p in COMMIT_POINTS])
+async def test_manager_call_cancelled_at_every_write_step(
+    db_path: Path, call: str, point: str, figures: Figures
+) -> None:
+    """A manager call cancelled at any write step has one outcome, found by reading it back."""
+    async with open_manager(db_path) as tm:  # no runner: the task stays where calls put it
+        if call != "launch":
+            await tm.launch("agent", task_id="target")
+        callers: list[asyncio.Task[object]] = []
+        with fault_at(point, lambda: callers[0].cancel()) as reached:
+            callers.append(asyncio.create_task(MANAGER_CALLS[call](tm)))  # type: ignore[arg-type]
+            with pytest.raises(asyncio.CancelledError):
+                await callers[0]
+            await tm.store.drain()
+        assert point in reached
+        task = await tm.get_task("target")
+        assert task is not None
+        assert task.state is OUTCOME[call]  # the commit went ahead: read, do not guess
+        version = task.version
+        if call == "launch":
+            with pytest.raises(TaskExistsError):
+                await tm.launch("agent", task_id="target")
+        elif call == "cancel-force":
+            assert (await tm.cancel("target", force=True)).version == version
+        else:
+            with pytest.raises(IllegalTransitionError):
+                await MANAGER_CALLS[call](tm)
+        task = await tm.get_task("target")
+        assert task is not None
+        assert task.version == version  # the retry wrote nothing
+    assert_clean(db_path, acknowledged=[("target", version)])
+    figures.add("4 injected faults", cancellations=1, retries=1)
