@@ -1,14 +1,16 @@
-"""Shared fixtures: a fresh store per test, asyncio debug mode, a hypothesis profile."""
+"""Shared fixtures: a fresh store per test, on each backend; asyncio debug mode; a
+hypothesis profile."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 
+from pgserver import PostgresServer
 from tasktrail import SQLiteEventStore
 
 # Every event loop runs in debug mode: never-awaited coroutines and slow callbacks show up.
@@ -43,3 +45,23 @@ async def store(db_path: Path) -> AsyncIterator[SQLiteEventStore]:
     """An open store on a new file, closed after the test."""
     async with SQLiteEventStore(db_path) as opened:
         yield opened
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """This test session's own database on the real PostgreSQL server (dropped at the end)."""
+    server = PostgresServer()
+    yield server
+    server.drop()
+
+
+BACKENDS = [pytest.param("sqlite", id="sqlite"), pytest.param("postgres", id="postgres")]
+
+
+@pytest.fixture(params=BACKENDS)
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty database of each backend: a SQLite file path or a postgresql:// URL."""
+    if request.param == "postgres":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        return server.fresh_url()
+    return str(tmp_path / "tasks.db")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -13,6 +16,7 @@ from tasktrail import (
     Event,
     NewEvent,
     OutputAppended,
+    SQLiteEventStore,
     Task,
     TaskCancelled,
     TaskClaimed,
@@ -55,8 +59,22 @@ def new(trigger: Trigger, **envelope: str) -> NewEvent:
     return NewEvent(EVENT_FOR[trigger], **envelope)
 
 
+async def raw_fetch(store: Any, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` read by a separate raw connection (sqlite3 or asyncpg), not the store."""
+    if isinstance(store, SQLiteEventStore):
+        with contextlib.closing(sqlite3.connect(store.path)) as raw:
+            return [tuple(row) for row in raw.execute(sql).fetchall()]
+    import asyncpg
+
+    conn = await asyncpg.connect(store.url)
+    try:
+        return [tuple(row) for row in await conn.fetch(sql)]
+    finally:
+        await conn.close()
+
+
 @asynccontextmanager
-async def open_manager(db_path: Path, **settings: Any) -> AsyncIterator[TaskManager]:
+async def open_manager(db_path: Path | str, **settings: Any) -> AsyncIterator[TaskManager]:
     """An open manager polling every 20 ms, closed on exit (a hung close fails the test)."""
     settings.setdefault("poll_interval", 0.02)
     tm = TaskManager(db_path, **settings)
@@ -78,3 +96,12 @@ async def finished(tm: TaskManager, task_id: str) -> Task:
             return await tm.wait(task_id)
     except TimeoutError:
         raise AssertionError(f"task {task_id} never finished") from None
+
+
+CliRun = Callable[..., tuple[int, str, str]]
+"""Invokes the CLI in-process: ``cli(*args, input=None, db=True) -> (code, stdout, stderr)``."""
+
+
+def json_lines(text: str) -> list[Any]:
+    """Each non-empty line of ``text`` decoded as JSON."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -1,7 +1,10 @@
 """tasktrail: durable background tasks on an append-only, hash-chained event log."""
 
+from typing import TYPE_CHECKING
+
 from tasktrail.errors import (
     ConcurrencyLimitError,
+    ConfigError,
     CorruptDatabaseError,
     CorruptEventError,
     EventIdConflictError,
@@ -54,7 +57,17 @@ from tasktrail.runtime import (
     SubprocessRunner,
     TaskManager,
 )
-from tasktrail.store import AppendResult, EventStore, SQLiteEventStore, Subscription, VerifyReport
+from tasktrail.store import (
+    AppendResult,
+    EventStore,
+    SQLiteEventStore,
+    Subscription,
+    VerifyReport,
+    open_store,
+)
+
+if TYPE_CHECKING:
+    from tasktrail.store.postgres import PostgresEventStore
 
 __version__ = "0.1.0"
 
@@ -64,6 +77,7 @@ __all__ = [
     "CancelRequested",
     "ChildFinished",
     "ConcurrencyLimitError",
+    "ConfigError",
     "CorruptDatabaseError",
     "CorruptEventError",
     "Event",
@@ -76,6 +90,7 @@ __all__ = [
     "NewEvent",
     "OutputAppended",
     "PayloadTooLargeError",
+    "PostgresEventStore",
     "ProcessFailedError",
     "ProcessStartError",
     "ProgressReported",
@@ -114,4 +129,14 @@ __all__ = [
     "VersionConflictError",
     "WaitTimeoutError",
     "fold",
+    "open_store",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``PostgresEventStore`` on first use: ``import tasktrail`` needs no asyncpg."""
+    if name == "PostgresEventStore":
+        from tasktrail.store.postgres import PostgresEventStore
+
+        return PostgresEventStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

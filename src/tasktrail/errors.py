@@ -12,7 +12,8 @@ The whole tree, so a caller can pick the level it cares about::
     ├── InvalidInputError            (also ValueError)
     │   ├── InvalidTaskIdError
     │   ├── PayloadTooLargeError
-    │   └── UnknownEventTypeError
+    │   ├── UnknownEventTypeError
+    │   └── ConfigError
     ├── StorageError                 (also OSError)
     │   ├── StorageBusyError
     │   ├── StorageFullError
@@ -43,6 +44,7 @@ from collections.abc import Sequence
 
 __all__ = [
     "ConcurrencyLimitError",
+    "ConfigError",
     "CorruptDatabaseError",
     "CorruptEventError",
     "EventIdConflictError",
@@ -156,6 +158,14 @@ class EventIdConflictError(TasktrailError):
 
 class InvalidInputError(TasktrailError, ValueError):
     """An argument was refused before anything was written."""
+
+
+class ConfigError(InvalidInputError):
+    """A configuration file (``tasktrail.toml``) is missing, unreadable or invalid."""
+
+    def __init__(self, path: str, why: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {why}")
 
 
 class InvalidTaskIdError(InvalidInputError):

@@ -108,6 +108,9 @@ class TaskFailed(Event, frozen=True, kw_only=True, tag="task.failed"):
     trigger = Trigger.FAIL
 
     error: str
+    exit_code: int | None = None
+    """The exit code of the task's command when that exit failed it (``-N``: killed by
+    signal ``N``); ``None`` for any other failure."""
 
 
 class TaskCancelled(Event, frozen=True, kw_only=True, tag="task.cancelled"):

@@ -55,6 +55,8 @@ class Task(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """The worker that holds (or last held) the task."""
     result: Any = None
     error: str | None = None
+    exit_code: int | None = None
+    """The exit code of the command whose exit failed the task (``-N``: signal ``N``)."""
     reason: str | None = None
     """The reason recorded with the latest state change, if any."""
     cancel_requested: bool = False
@@ -137,9 +139,13 @@ def fold(task: Task | None, event: RecordedEvent) -> Task:
             changes.update(
                 state=TaskState.COMPLETED, result=result, finished_at=when, reason=event.reason
             )
-        case TaskFailed(error=error):
+        case TaskFailed(error=error, exit_code=exit_code):
             changes.update(
-                state=TaskState.FAILED, error=error, finished_at=when, reason=event.reason
+                state=TaskState.FAILED,
+                error=error,
+                exit_code=exit_code,
+                finished_at=when,
+                reason=event.reason,
             )
         case TaskCancelled():
             changes.update(state=TaskState.CANCELLED, finished_at=when, reason=event.reason)

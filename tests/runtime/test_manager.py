@@ -1,4 +1,5 @@
-"""TaskManager with real runners on a real SQLite file: the seed API and its guarantees."""
+"""TaskManager with real runners on a real database (SQLite file, PostgreSQL server): the seed
+API and its guarantees."""
 
 from __future__ import annotations
 
@@ -120,6 +121,12 @@ async def fail(ctx: RunContext) -> Any:
 
 async def echo(ctx: RunContext) -> Any:
     return ctx.task.prompt
+
+
+@pytest.fixture
+def db_path(database: str) -> str:
+    """A new database of each backend (SQLite file, PostgreSQL schema) for every test."""
+    return database
 
 
 # -- launching and reading ---------------------------------------------------------------------
@@ -1183,3 +1190,40 @@ async def test_runner_error_text_is_recorded(db_path: Path) -> None:
         assert done.error == "ValueError: boom in xyz"
         failed = [e for e in await tm.history(done.id) if isinstance(e.payload, TaskFailed)]
         assert len(failed) == 1
+
+
+async def test_concurrent_rounds_never_exceed_max_running(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scheduler round counts the claims of another round still in flight: a second
+    round that reads the queue after the first one's claim committed, but before that
+    round resumed, starts nothing beyond max_running."""
+    running = peak = 0
+    release = asyncio.Event()
+
+    async def blocked(ctx: RunContext) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        try:
+            await release.wait()
+        finally:
+            running -= 1
+
+    async with manager(db_path, max_running=1, clock=FakeClock()) as tm:
+        for _ in range(3):
+            await tm.launch("a", "x")
+        append = tm.store.append
+
+        async def committed_then_slow(*args: Any, **kwargs: Any) -> Any:
+            result = await append(*args, **kwargs)
+            await asyncio.sleep(0.1)  # committed; the caller resumes only later
+            return result
+
+        monkeypatch.setattr(tm.store, "append", committed_then_slow)
+        tm.register("a", blocked)  # wakes the scheduler: its round claims one task
+        await asyncio.sleep(0.05)
+        await tm.tick()  # a second round while the first one's claim is in flight
+        await asyncio.sleep(0.2)
+        assert peak == 1
+        release.set()

@@ -1,5 +1,6 @@
 """Crash recovery: tasks of a dead owner get an explicit, logged decision, in-process and across
-real OS processes (SIGKILL), and a cancel crosses processes sharing one file."""
+real OS processes (SIGKILL), and a cancel crosses processes sharing one database; on SQLite and
+on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,9 @@ from helpers import finished
 from helpers import open_manager as manager
 from tasktrail import (
     CancelRequested,
+    EventStore,
     NewEvent,
     RunContext,
-    SQLiteEventStore,
     Task,
     TaskClaimed,
     TaskCompleted,
@@ -30,7 +32,9 @@ from tasktrail import (
     TaskRequeued,
     TaskStarted,
     TaskState,
+    open_store,
 )
+from tasktrail.runtime.recovery import pid_exists
 from tasktrail.testing import FakeClock
 
 HOST = socket.gethostname()
@@ -44,7 +48,7 @@ def dead_pid() -> int:
 
 
 async def orphan(
-    store: SQLiteEventStore, task_id: str, worker_id: str, *, max_attempts: int = 1, **created: Any
+    store: EventStore, task_id: str, worker_id: str, *, max_attempts: int = 1, **created: Any
 ) -> Task:
     """A task claimed and started by ``worker_id``, as a worker that then died leaves it."""
     events = [
@@ -59,12 +63,18 @@ async def echo(ctx: RunContext) -> str:
     return ctx.task.prompt
 
 
+@pytest.fixture
+def db_path(database: str) -> str:
+    """A new database of each backend (SQLite file, PostgreSQL schema) for every test."""
+    return database
+
+
 # -- in one process ---------------------------------------------------------------------------
 
 
 async def test_task_of_vanished_process_is_requeued_while_attempts_remain(db_path: Path) -> None:
     """A running task whose worker process is gone is re-queued on open, with a reason."""
-    async with SQLiteEventStore(db_path) as store:
+    async with open_store(db_path) as store:
         await store.register_worker("ghost", host=HOST, pid=dead_pid())
         await orphan(store, "t1", "ghost", max_attempts=2)
     async with manager(db_path) as tm:
@@ -80,7 +90,7 @@ async def test_task_of_vanished_process_is_requeued_while_attempts_remain(db_pat
 
 async def test_requeued_task_runs_again_in_the_new_manager(db_path: Path) -> None:
     """After recovery the re-queued task is claimed again (attempt 2) and completes."""
-    async with SQLiteEventStore(db_path) as store:
+    async with open_store(db_path) as store:
         await store.register_worker("ghost", host=HOST, pid=dead_pid())
         await orphan(store, "t1", "ghost", max_attempts=2, prompt="second life")
     async with manager(db_path) as tm:
@@ -96,7 +106,7 @@ async def test_requeued_task_runs_again_in_the_new_manager(db_path: Path) -> Non
 
 async def test_task_of_vanished_process_fails_without_attempts_left(db_path: Path) -> None:
     """A task of a dead worker with no attempts left fails, with a reason; never cancelled."""
-    async with SQLiteEventStore(db_path) as store:
+    async with open_store(db_path) as store:
         await store.register_worker("ghost", host=HOST, pid=dead_pid())
         await orphan(store, "t1", "ghost", max_attempts=1)
     async with manager(db_path) as tm:
@@ -113,7 +123,7 @@ async def test_task_of_vanished_process_fails_without_attempts_left(db_path: Pat
 
 async def test_cancel_requested_before_the_crash_is_acknowledged(db_path: Path) -> None:
     """A task of a dead worker with a cancel requested ends cancelled, not re-queued."""
-    async with SQLiteEventStore(db_path) as store:
+    async with open_store(db_path) as store:
         await store.register_worker("ghost", host=HOST, pid=dead_pid())
         task = await orphan(store, "t1", "ghost", max_attempts=3)
         await store.append("t1", [NewEvent(CancelRequested())], expected_version=task.version)
@@ -126,7 +136,7 @@ async def test_cancel_requested_before_the_crash_is_acknowledged(db_path: Path) 
 
 async def test_task_of_unknown_worker_is_recovered(db_path: Path) -> None:
     """A task claimed by a worker that never registered is recovered at once."""
-    async with SQLiteEventStore(db_path) as store:
+    async with open_store(db_path) as store:
         await orphan(store, "t1", "never-registered", max_attempts=2)
     async with manager(db_path) as tm:
         assert (await tm.get_task("t1")).state is TaskState.PENDING  # type: ignore[union-attr]
@@ -134,7 +144,7 @@ async def test_task_of_unknown_worker_is_recovered(db_path: Path) -> None:
 
 async def test_task_of_cleanly_stopped_worker_is_recovered(db_path: Path) -> None:
     """A task left starting/running by a worker that recorded its stop is recovered at once."""
-    async with SQLiteEventStore(db_path) as store:
+    async with open_store(db_path) as store:
         await store.register_worker("gone", host="another-host", pid=1)
         await orphan(store, "t1", "gone", max_attempts=2)
         await store.stop_worker("gone")
@@ -144,7 +154,7 @@ async def test_task_of_cleanly_stopped_worker_is_recovered(db_path: Path) -> Non
 
 async def test_own_worker_id_after_restart_recovers_its_tasks(db_path: Path) -> None:
     """A manager reopened with the same worker id re-queues what its earlier life left running."""
-    async with SQLiteEventStore(db_path) as store:
+    async with open_store(db_path) as store:
         await store.register_worker("fixed-id", host=HOST, pid=os.getpid())
         await orphan(store, "t1", "fixed-id", max_attempts=2, prompt="again")
     async with manager(db_path, worker_id="fixed-id") as tm:
@@ -158,7 +168,7 @@ async def test_own_worker_id_after_restart_recovers_its_tasks(db_path: Path) -> 
 async def test_live_workers_tasks_are_left_alone(db_path: Path) -> None:
     """A task of another live worker (fresh heartbeat) is not recovered."""
     clock = FakeClock()
-    async with SQLiteEventStore(db_path, clock=clock.time) as store:
+    async with open_store(db_path, clock=clock.time) as store:
         await store.register_worker("remote", host="another-host", pid=1)
         await orphan(store, "t1", "remote", max_attempts=2)
     async with manager(db_path, clock=clock, lease_timeout=30) as tm:
@@ -170,10 +180,23 @@ async def test_live_workers_tasks_are_left_alone(db_path: Path) -> None:
         assert (task.state, task.version) == (TaskState.RUNNING, 3)
 
 
+async def test_pid_of_another_host_is_never_checked_here(db_path: Path) -> None:
+    """A worker of another host, its pid absent here, keeps its tasks while its lease runs."""
+    clock = FakeClock()
+    async with open_store(db_path, clock=clock.time) as store:
+        await store.register_worker("remote", host="another-host", pid=dead_pid())
+        await orphan(store, "t1", "remote", max_attempts=2)
+    async with manager(db_path, clock=clock, lease_timeout=30) as tm:
+        assert await tm.recover() == []
+        task = await tm.get_task("t1")
+        assert task is not None
+        assert (task.state, task.worker_id) == (TaskState.RUNNING, "remote")
+
+
 async def test_lease_timeout_recovers_tasks_of_silent_worker(db_path: Path) -> None:
     """A remote worker silent for longer than lease_timeout loses its tasks to recovery."""
     clock = FakeClock()
-    async with SQLiteEventStore(db_path, clock=clock.time) as store:
+    async with open_store(db_path, clock=clock.time) as store:
         await store.register_worker("remote", host="another-host", pid=1)
         await orphan(store, "t1", "remote", max_attempts=2)
     async with manager(db_path, clock=clock, lease_timeout=30) as tm:
@@ -181,8 +204,12 @@ async def test_lease_timeout_recovers_tasks_of_silent_worker(db_path: Path) -> N
         await tm.tick()
         assert (await tm.get_task("t1")).state is TaskState.RUNNING  # type: ignore[union-attr]
         await clock.advance(16)  # the next recovery round, past the lease
-        await tm.tick()
-        task = await tm.get_task("t1")
+        await tm.tick()  # the manager's own loop may run this round: wait for its decision
+        async with asyncio.timeout(10):  # a hang guard, not a timing claim
+            while (task := await tm.get_task("t1")) is not None and task.state is not (
+                TaskState.PENDING
+            ):
+                await tm.store.wait_for_commit(0.02)
         assert task is not None
         assert task.state is TaskState.PENDING
         assert task.reason is not None
@@ -193,7 +220,7 @@ async def test_lease_timeout_recovers_tasks_of_silent_worker(db_path: Path) -> N
 async def test_heartbeats_keep_a_remote_worker_alive(db_path: Path) -> None:
     """A remote worker that keeps sending heartbeats keeps its tasks past lease_timeout."""
     clock = FakeClock()
-    async with SQLiteEventStore(db_path, clock=clock.time) as store:
+    async with open_store(db_path, clock=clock.time) as store:
         await store.register_worker("remote", host="another-host", pid=1)
         await orphan(store, "t1", "remote", max_attempts=2)
         async with manager(db_path, clock=clock, lease_timeout=30) as tm:
@@ -243,7 +270,7 @@ async def test_recover_leaves_this_managers_claim_in_flight_alone(
 
 async def test_recovery_decides_once_with_two_managers(db_path: Path) -> None:
     """Two managers recovering the same orphan at once record exactly one decision."""
-    async with SQLiteEventStore(db_path) as store:
+    async with open_store(db_path) as store:
         await store.register_worker("ghost", host=HOST, pid=dead_pid())
         await orphan(store, "t1", "ghost", max_attempts=2)
     async with manager(db_path, run_tasks=False) as cli:
@@ -404,3 +431,19 @@ async def test_worker_process_shutdown_requeues_and_nothing_stays_running(db_pat
         assert after is not None
         assert after.state is TaskState.PENDING
         assert await cli.list_tasks(TaskState.RUNNING) == []
+
+
+def test_a_zombie_owner_counts_as_gone() -> None:
+    """A killed worker that nobody reaped yet (a zombie) is dead at once, not after its lease."""
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert pid_exists(child.pid)
+        child.kill()
+        deadline = time.monotonic() + 10
+        while pid_exists(child.pid):  # a zombie until wait() below reaps it
+            assert time.monotonic() < deadline, "the killed child still counts as alive"
+            time.sleep(0.01)
+    finally:
+        child.kill()
+        child.wait()
+    assert not pid_exists(child.pid)

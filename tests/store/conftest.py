@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tasktrail import SQLiteEventStore
+from tasktrail import PostgresEventStore, SQLiteEventStore
 
 StoreFactory = Callable[..., Any]
 
 
-@pytest.fixture(params=[pytest.param("sqlite", id="sqlite")])
-def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
-    """A factory opening a store of the parametrized backend on one database."""
-    path = tmp_path / "contract.db"
+@pytest.fixture
+def open_store(database: str) -> StoreFactory:
+    """A factory opening a store of the parametrized backend on one fresh database."""
 
-    def factory(**settings: Any) -> SQLiteEventStore:
-        return SQLiteEventStore(path, **settings)
+    def factory(**settings: Any) -> SQLiteEventStore | PostgresEventStore:
+        if database.startswith("postgresql://"):
+            return PostgresEventStore(database, **settings)
+        return SQLiteEventStore(database, **settings)
 
     return factory
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import warnings
 from datetime import UTC, datetime
 
 import pytest
 
-from helpers import new
+from helpers import new, raw_fetch
 from tasktrail import (
     EventIdConflictError,
     IllegalTransitionError,
@@ -17,6 +18,7 @@ from tasktrail import (
     InvalidTaskIdError,
     NewEvent,
     PayloadTooLargeError,
+    SQLiteEventStore,
     StoreClosedError,
     TaskClaimed,
     TaskCompleted,
@@ -100,6 +102,17 @@ async def test_retry_is_idempotent(backend_store) -> None:
     assert await backend_store.head() == 3
 
 
+async def test_retried_annotation_is_written_once(backend_store) -> None:
+    """An event legal twice (output on a running task) sent again is stored only once."""
+    await backend_store.append("t1", [new(t) for t in (Trigger.CREATE, Trigger.CLAIM)])
+    await backend_store.append("t1", [new(Trigger.START)])
+    output = new(Trigger.ANNOTATE)
+    first = await backend_store.append("t1", [output])
+    again = await backend_store.append("t1", [output])  # no expected_version: legal as new
+    assert (again.duplicate, again.version, again.sequence) == (True, 4, first.sequence)
+    assert [e.version for e in await backend_store.read_stream("t1")] == [1, 2, 3, 4]
+
+
 async def test_partly_stored_retry_is_refused(backend_store) -> None:
     """Reusing one stored event id beside new events raises EventIdConflictError."""
     created = new(Trigger.CREATE)
@@ -122,15 +135,10 @@ async def test_concurrent_appends_share_commits(open_store) -> None:
     assert commits < 50
 
 
-async def test_answer_comes_after_commit(backend_store, tmp_path) -> None:
+async def test_answer_comes_after_commit(backend_store) -> None:
     """When append returns, another connection already sees the events."""
-    import sqlite3
-
-    if not hasattr(backend_store, "path"):
-        pytest.skip("checked through the sqlite3 module")
     await backend_store.append("t1", lifecycle())
-    with sqlite3.connect(backend_store.path) as raw:
-        assert raw.execute("SELECT count(*) FROM events").fetchone() == (4,)
+    assert await raw_fetch(backend_store, "SELECT count(*) FROM events") == [(4,)]
 
 
 async def test_read_all_pages_through_the_log(backend_store) -> None:
@@ -315,11 +323,7 @@ async def test_unclosed_store_warns(open_store) -> None:
 
 
 async def test_payload_is_readable_json(backend_store) -> None:
-    """The stored payload is plain JSON text with its type tag."""
-    import sqlite3
-
-    if not hasattr(backend_store, "path"):
-        pytest.skip("checked through the sqlite3 module")
+    """The stored payload is plain JSON text with its type tag, readable by the database."""
     await backend_store.append(
         "t1",
         [
@@ -329,12 +333,19 @@ async def test_payload_is_readable_json(backend_store) -> None:
             NewEvent(TaskCompleted(result=[1, "two"])),
         ],
     )
-    with sqlite3.connect(backend_store.path) as raw:
-        rows = raw.execute(
+    if isinstance(backend_store, SQLiteEventStore):
+        sql = (
             "SELECT type, json_extract(data, '$.type'), json_extract(data, '$.result') "
             "FROM events ORDER BY seq"
-        ).fetchall()
-    assert rows[-1] == ("task.completed", "task.completed", '[1,"two"]')
+        )
+    else:
+        sql = (
+            "SELECT type, data::jsonb ->> 'type', (data::jsonb -> 'result')::text "
+            "FROM events ORDER BY seq"
+        )
+    rows = await raw_fetch(backend_store, sql)
+    assert rows[-1][:2] == ("task.completed", "task.completed")
+    assert json.loads(rows[-1][2]) == [1, "two"]
 
 
 async def test_state_at_stops_at_the_first_later_event(open_store) -> None:

@@ -80,9 +80,9 @@ def _chains() -> list[list[Block]]:
     return chains
 
 
-def _load_generator() -> ModuleType:
-    path = DOCS / "gen_state_diagram.py"
-    spec = importlib.util.spec_from_file_location("gen_state_diagram", path)
+def _load_generator(name: str = "gen_state_diagram") -> ModuleType:
+    path = DOCS / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -104,6 +104,15 @@ def test_state_diagram_is_current() -> None:
     assert block is not None, f"no state-diagram block in lifecycle.md; {hint}"
     assert block[1] == mermaid_diagram(), hint
     assert generator.render(text) == text, hint
+
+
+def test_cli_reference_is_current() -> None:
+    """The generated blocks of reference/cli.md match the commands and EXIT_CODES."""
+    generator = _load_generator("gen_cli_reference")
+    text = generator.CLI_PAGE.read_text(encoding="utf-8")
+    assert generator.render(text) == text, "stale: run python docs/gen_cli_reference.py"
+    for name in generator.main.commands:
+        assert f"### {name}\n" in text
 
 
 @pytest.mark.parametrize("chain", [pytest.param(c, id=c[0].where) for c in _chains()])

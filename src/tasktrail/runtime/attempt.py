@@ -7,7 +7,12 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tasktrail.errors import IllegalTransitionError, TasktrailError, VersionConflictError
+from tasktrail.errors import (
+    IllegalTransitionError,
+    ProcessFailedError,
+    TasktrailError,
+    VersionConflictError,
+)
 from tasktrail.events import Event, TaskCancelled, TaskCompleted, TaskFailed, TaskRequeued
 from tasktrail.projection import Task
 from tasktrail.runtime.clock import Clock
@@ -20,7 +25,9 @@ Outcome = tuple[Event | None, str | None]
 """The event that ends an attempt and its reason; ``(None, None)``: record nothing."""
 
 
-def retry_or_fail(task: Task, error: str, *, now: float, backoff: float) -> tuple[Event, str]:
+def retry_or_fail(
+    task: Task, error: str, *, now: float, backoff: float, exit_code: int | None = None
+) -> tuple[Event, str]:
     """Re-queue with exponential backoff while attempts remain, else fail."""
     if task.attempt < task.max_attempts:
         delay = backoff * 2 ** (task.attempt - 1)
@@ -28,7 +35,8 @@ def retry_or_fail(task: Task, error: str, *, now: float, backoff: float) -> tupl
             TaskRequeued(not_before=now + delay),
             f"attempt {task.attempt} of {task.max_attempts} failed: {error}; retry in {delay:g} s",
         )
-    return TaskFailed(error=error), f"attempt {task.attempt} of {task.max_attempts} failed"
+    failed = TaskFailed(error=error, exit_code=exit_code)
+    return failed, f"attempt {task.attempt} of {task.max_attempts} failed"
 
 
 @dataclass(eq=False)
@@ -77,7 +85,8 @@ class Attempt:
                 raise  # the task moved on without us
             await self._flush_quietly()
             error = f"{type(err).__name__}: {err}"
-            return retry_or_fail(ctx.task, error, now=clock.time(), backoff=backoff)
+            code = err.exit_code if isinstance(err, ProcessFailedError) else None
+            return retry_or_fail(ctx.task, error, now=clock.time(), backoff=backoff, exit_code=code)
         if ctx.cancel_requested:
             return TaskCancelled(forced=ctx.force), "the runner stopped after the cancel request"
         return TaskCompleted(result=result), None

@@ -12,7 +12,7 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Collection, Mapping
 from datetime import datetime
 from typing import Any, Literal, Self
 
@@ -93,6 +93,9 @@ class TaskManager:
             counts as dead and its tasks are recovered.
         worker_id: this manager's id in the log (default: host, pid and a random suffix).
         run_tasks: ``False`` for a manager that only launches and inspects (a CLI).
+        task_ids: start only these tasks (a foreground runner for tasks it launched
+            itself, like ``tasktrail run``); ``None`` (default): any pending task of a
+            registered agent.
         clock: the time source (:class:`~tasktrail.testing.FakeClock` in tests).
     """
 
@@ -113,6 +116,7 @@ class TaskManager:
         lease_timeout: float = 30.0,
         worker_id: str | None = None,
         run_tasks: bool = True,
+        task_ids: Collection[str] | None = None,
         clock: Clock | None = None,
     ) -> None:
         for name, value in (
@@ -145,6 +149,7 @@ class TaskManager:
         self.host = socket.gethostname()
         self.worker_id = worker_id or f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.run_tasks = run_tasks
+        self.task_ids = None if task_ids is None else frozenset(task_ids)
         self._runners: dict[str, Runner] = {}
         self._running: dict[str, Attempt] = {}
         self._claiming: set[str] = set()
@@ -586,15 +591,26 @@ class TaskManager:
             await self.recover()
 
     async def _start_tasks(self, now: float) -> None:
-        room = 256 if self.max_running is None else self.max_running - len(self._running)
+        # Claims in flight count too: concurrent rounds (tick() from a test, the scheduler)
+        # must not each fill the same free slots.
+        busy = len(self._running) + len(self._claiming)
+        room = 256 if self.max_running is None else self.max_running - busy
         if room <= 0 or not self._runners:
             return
-        queue = await self.store.queued_tasks(limit=room * 4 + 16, agents=self._runners.keys())
+        if self.task_ids is None:
+            queue = await self.store.queued_tasks(limit=room * 4 + 16, agents=self._runners.keys())
+        else:
+            mine = await self.store.get_tasks(sorted(self.task_ids))
+            queue = sorted(
+                (t for t in mine if t.state is TaskState.PENDING and t.agent in self._runners),
+                key=lambda t: (-t.priority, t.created_at),
+            )
         if not queue:
             return
         chosen = startable(
             queue, now=now, active=await self.store.active_counts(),
-            running_here=len(self._running), max_running=self.max_running, limits=self.limits,
+            running_here=len(self._running) + len(self._claiming), max_running=self.max_running,
+            limits=self.limits,
         )  # fmt: skip
         claims = [self._claim(task) for task in chosen]  # sent together: one commit
         errors = []
@@ -605,10 +621,13 @@ class TaskManager:
             self._claiming.difference_update(task.id for task in chosen)
         crash_point("runtime.after_claim")
         for outcome in outcomes:
-            if isinstance(
-                outcome, VersionConflictError | IllegalTransitionError | ConcurrencyLimitError
-            ):
-                continue  # another worker was quicker, the task was cancelled, or no slot
+            if isinstance(outcome, VersionConflictError):
+                # another worker (process, host) was quicker: look at the queue again at
+                # once, rather than a poll interval later, and claim the next tasks
+                self._wake.set()
+                continue
+            if isinstance(outcome, IllegalTransitionError | ConcurrencyLimitError):
+                continue  # the task was cancelled meanwhile, or no slot is free
             if isinstance(outcome, BaseException):
                 errors.append(outcome)
             else:

@@ -13,7 +13,7 @@ from tasktrail.errors import EventIdConflictError, IllegalTransitionError, TaskN
 from tasktrail.events import ChildFinished, NewEvent
 from tasktrail.projection import Task
 from tasktrail.runtime.clock import Clock
-from tasktrail.store import SQLiteEventStore
+from tasktrail.store import EventStore
 
 __all__ = ["Callback", "Notifier"]
 
@@ -24,7 +24,7 @@ _FINAL_EVENTS = frozenset({"task.completed", "task.failed", "task.cancelled"})
 class Notifier:
     """Follows the log and announces every finished task."""
 
-    def __init__(self, store: SQLiteEventStore, clock: Clock, poll_interval: float) -> None:
+    def __init__(self, store: EventStore, clock: Clock, poll_interval: float) -> None:
         self.store = store
         self.clock = clock
         self.poll_interval = poll_interval

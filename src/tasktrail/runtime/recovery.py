@@ -14,14 +14,18 @@ from tasktrail.errors import IllegalTransitionError, VersionConflictError
 from tasktrail.events import NewEvent, TaskCancelled, TaskFailed, TaskRequeued
 from tasktrail.lifecycle import ACTIVE_STATES
 from tasktrail.projection import Task
-from tasktrail.store import SQLiteEventStore
+from tasktrail.store import EventStore
 from tasktrail.store._workers import WorkerInfo
 
 __all__ = ["WorkerInfo", "decide", "owner_is_dead", "pid_exists", "recover_orphans"]
 
 
 def pid_exists(pid: int) -> bool:
-    """Whether a process with this id exists on this host."""
+    """Whether a live process with this id exists on this host.
+
+    A zombie (killed, not yet reaped by its parent: common in a container whose first
+    process reaps nothing) counts as gone.
+    """
     if pid <= 0:
         return False
     try:
@@ -29,8 +33,13 @@ def pid_exists(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            # "pid (comm) S ...": the state follows the last ')', as comm may hold one
+            return stat.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): the lease decides
 
 
 def owner_is_dead(
@@ -77,7 +86,7 @@ def decide(task: Task, why: str, *, not_before: float | None = None) -> NewEvent
 
 
 async def recover_orphans(
-    store: SQLiteEventStore,
+    store: EventStore,
     *,
     worker_id: str,
     host: str,

@@ -166,6 +166,11 @@ class _Group:
         if self.alive():
             self.signal(signal.SIGKILL)
         await self._pipes.exited.wait()
+        # SIGKILL is not instant: wait (briefly) until no process of the group runs.
+        deadline = loop.time() + _DRAIN
+        while self.alive() and loop.time() < deadline:
+            self.signal(signal.SIGKILL)
+            await asyncio.sleep(_POLL / 5)
 
 
 class _Tail:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator
 
@@ -26,6 +27,15 @@ DriverError = (sqlite3.Error, UnicodeDecodeError)
 """What the driver raises: its own errors, and UnicodeDecodeError for damaged text."""
 
 
+def _cannot_write(code: int, path: str) -> bool:
+    """An open that failed on an existing file this process may not write (or whose
+    directory it may not write: a read-only mount): a read-only database, not a bad path."""
+    if code != _CANTOPEN or not path or not os.path.exists(path):
+        return False
+    directory = os.path.dirname(os.path.abspath(path))
+    return not (os.access(path, os.W_OK) and os.access(directory, os.W_OK))
+
+
 def translate(err: sqlite3.Error | UnicodeDecodeError, path: str = "") -> TasktrailError:
     """The tasktrail error for a driver error (chain it with ``raise ... from err``)."""
     where = f" ({path})" if path else ""
@@ -46,7 +56,7 @@ def translate(err: sqlite3.Error | UnicodeDecodeError, path: str = "") -> Tasktr
             f"the disk holding the database{where} is full; the write was rolled back "
             "and nothing acknowledged was lost: free space and retry"
         )
-    if code in (_READONLY, _PERM) or "readonly" in text:
+    if code in (_READONLY, _PERM) or "readonly" in text or _cannot_write(code, path):
         return ReadOnlyStorageError(
             f"the database{where} is read-only; check the permissions of the file and "
             "of its directory (SQLite writes a -wal and -shm file beside it)"

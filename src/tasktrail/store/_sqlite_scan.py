@@ -9,9 +9,8 @@ import aiosqlite
 
 from tasktrail.errors import TamperedLogError
 from tasktrail.events import RecordedEvent
-from tasktrail.projection import Task, fold
-from tasktrail.store._chain import GENESIS, event_hash
-from tasktrail.store._plan import TaskRow, task_row
+from tasktrail.store._plan import TaskRow
+from tasktrail.store._scan import check_chain, fold_rows
 from tasktrail.store._sqlite_errors import DriverError
 from tasktrail.store.base import VerifyReport
 
@@ -53,20 +52,10 @@ async def scan(db: aiosqlite.Connection, chunk: int = 20_000) -> AsyncIterator[l
 
 async def verify_chain(db: aiosqlite.Connection) -> VerifyReport:
     """Recompute the hash chain; raise TamperedLogError at the first bad or missing event."""
-    previous, expected, count = GENESIS, 1, 0
     ((low,),) = await fetch_all(db, "SELECT min(seq) FROM events")
     if low is not None and low < 1:  # the scan starts after 0: such a row would be unseen
         raise TamperedLogError(low, "sequence numbers start at 1; this event was moved")
-    async for rows in scan(db):
-        for row in rows:
-            sequence = row[0]
-            if sequence != expected:
-                raise TamperedLogError(expected, "this event is missing from the log")
-            digest = event_hash(previous, row[:10], row[10])
-            if digest != row[11]:
-                raise TamperedLogError(sequence, "its stored hash does not match its content")
-            previous, expected = digest, sequence + 1
-        count += len(rows)
+    count, head, head_hash = await check_chain(scan(db))
     triggers = {
         row[0]
         for row in await fetch_all(
@@ -75,8 +64,8 @@ async def verify_chain(db: aiosqlite.Connection) -> VerifyReport:
     }
     return VerifyReport(
         events=count,
-        head_sequence=expected - 1,
-        head_hash=previous,
+        head_sequence=head,
+        head_hash=head_hash,
         append_only=triggers >= _APPEND_ONLY_TRIGGERS,
     )
 
@@ -85,11 +74,4 @@ async def fold_log(
     db: aiosqlite.Connection, to_event: Callable[[Sequence[Any]], RecordedEvent]
 ) -> dict[str, TaskRow]:
     """The projection row of every task, folded from the whole log, in creation order."""
-    tasks: dict[str, Task] = {}
-    last: dict[str, int] = {}
-    async for rows in scan(db):
-        for row in rows:
-            event = to_event(row)
-            tasks[event.stream_id] = fold(tasks.get(event.stream_id), event)
-            last[event.stream_id] = event.sequence
-    return {task_id: task_row(task, last[task_id]) for task_id, task in tasks.items()}
+    return await fold_rows(scan(db), to_event)

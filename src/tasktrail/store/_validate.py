@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import unicodedata
+import urllib.parse
 from typing import Final
 
 from tasktrail.errors import InvalidInputError, InvalidTaskIdError
 
-__all__ = ["MAX_TASK_ID_LENGTH", "check_actor", "check_task_id"]
+__all__ = ["MAX_TASK_ID_LENGTH", "check_actor", "check_task_id", "redact_url"]
 
 MAX_TASK_ID_LENGTH: Final = 255
 
@@ -43,3 +44,16 @@ def check_actor(actor: object) -> str:
     if not isinstance(actor, str) or not actor or len(actor) > 255 or not actor.isprintable():
         raise InvalidInputError(f"invalid actor {actor!r}: expected a short printable name")
     return actor
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password, fit for messages and logs."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url.split("@", 1)[-1]
+    if password is None:
+        return url
+    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Protocol, Self
+from typing import TYPE_CHECKING, Protocol, Self
 
 import msgspec
 
@@ -12,6 +12,10 @@ from tasktrail.events import NewEvent, RecordedEvent
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task
 from tasktrail.store._plan import AppendResult
+from tasktrail.store._workers import WorkerInfo
+
+if TYPE_CHECKING:
+    from tasktrail.store.subscription import Subscription
 
 __all__ = ["EventStore", "VerifyReport"]
 
@@ -30,39 +34,75 @@ class VerifyReport(msgspec.Struct, frozen=True):
 
 
 class EventStore(Protocol):
-    """An append-only, hash-chained log of task events with its task projection."""
+    """An append-only, hash-chained log of task events with its task projection.
 
+    What every backend (SQLite, PostgreSQL) provides, and all the runtime relies on; the
+    contract test suite (``tests/store/test_contract.py``) runs against each backend.
+    """
+
+    async def open(self) -> Self: ...
     async def __aenter__(self) -> Self: ...
     async def __aexit__(self, *exc_info: object) -> None: ...
     async def close(self) -> None: ...
 
+    # the log
     async def append(
-        self, stream_id: str, events: Sequence[NewEvent], *, expected_version: int | None = None
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        *,
+        expected_version: int | None = None,
+        limit: int | None = None,
     ) -> AppendResult: ...
+    async def drain(self) -> None: ...
+    async def wait_for_commit(self, timeout: float) -> None: ...
     async def read_stream(
         self, stream_id: str, *, after_version: int = 0, to_version: int | None = None
     ) -> list[RecordedEvent]: ...
     async def read_all(self, *, after: int = 0, limit: int = 1000) -> list[RecordedEvent]: ...
     async def head(self) -> int: ...
 
+    # the projection
     async def get_task(self, task_id: str) -> Task | None: ...
+    async def get_tasks(self, task_ids: Iterable[str]) -> list[Task]: ...
     async def list_tasks(
         self,
         *,
-        state: TaskState | str | None = None,
+        state: TaskState | str | Iterable[TaskState | str] | None = None,
         agent: str | None = None,
         parent_id: str | None = None,
         limit: int | None = None,
+        newest_first: bool = False,
     ) -> list[Task]: ...
+    async def queued_tasks(
+        self,
+        *,
+        limit: int,
+        agents: Iterable[str] | None = None,
+        created_before: float | None = None,
+    ) -> list[Task]: ...
+    async def active_counts(self) -> dict[str, int]: ...
     async def history(self, task_id: str) -> list[RecordedEvent]: ...
     async def state_at(
         self, task_id: str, *, version: int | None = None, at: datetime | float | None = None
     ) -> Task | None: ...
 
+    # checking
     async def verify(self) -> VerifyReport: ...
     async def rebuild(self) -> int: ...
     async def check_projection(self) -> list[str]: ...
 
+    # workers: leases and heartbeats, shared by every process and host
+    async def register_worker(self, worker_id: str, *, host: str, pid: int) -> None: ...
+    async def heartbeat(self, worker_id: str) -> None: ...
+    async def stop_worker(self, worker_id: str) -> None: ...
+    async def list_workers(self) -> list[WorkerInfo]: ...
+
+    # subscribers
     async def load_checkpoint(self, name: str) -> int: ...
     async def save_checkpoint(self, name: str, position: int) -> None: ...
-    async def wait_for_commit(self, timeout: float) -> None: ...
+    async def was_delivered(self, subscriber: str, event_id: str) -> bool: ...
+    async def mark_delivered(self, subscriber: str, event_id: str) -> None: ...
+    def subscribe(
+        self, name: str, *, batch_size: int = 500, poll_interval: float = 0.5
+    ) -> Subscription: ...

@@ -14,7 +14,6 @@ commit form the next batch, so many concurrent callers share one fsync.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import sqlite3
 import time
@@ -27,26 +26,24 @@ import aiosqlite
 
 from tasktrail.errors import (
     InvalidInputError,
-    PayloadTooLargeError,
     StorageError,
     StoreClosedError,
     TaskNotFoundError,
 )
 from tasktrail.events import (
     BUILTIN_UPCASTERS,
-    Event,
     NewEvent,
     RecordedEvent,
     Upcaster,
     decode_payload,
-    encode_payload,
 )
 from tasktrail.lifecycle import TaskState
-from tasktrail.projection import Task, fold
+from tasktrail.projection import Task
 from tasktrail.store._plan import (
     AppendResult,
     PendingAppend,
 )
+from tasktrail.store._shared import check_state_at, prepare_append, replay, state_values
 from tasktrail.store._sqlite_commit import (
     ACTIVE_COUNTS,
     UPSERT_TASK,
@@ -58,7 +55,7 @@ from tasktrail.store._sqlite_commit import (
 from tasktrail.store._sqlite_errors import translating
 from tasktrail.store._sqlite_open import connect, init_schema
 from tasktrail.store._sqlite_scan import EVENT_COLUMNS, fetch_all, fold_log, verify_chain
-from tasktrail.store._validate import check_actor, check_task_id
+from tasktrail.store._validate import check_task_id
 from tasktrail.store._workers import WorkerInfo
 from tasktrail.store.base import VerifyReport
 from tasktrail.store.subscription import Subscription
@@ -217,31 +214,9 @@ class SQLiteEventStore:
     def _prepare(
         self, stream_id: str, events: Sequence[NewEvent], expected_version: int | None
     ) -> PendingAppend:
-        check_task_id(stream_id)
-        if not events:
-            raise InvalidInputError("append needs at least one event")
-        if expected_version is not None and (
-            not isinstance(expected_version, int) or expected_version < 0
-        ):
-            raise InvalidInputError(
-                f"expected_version must be an int >= 0, not {expected_version!r}"
-            )
-        data: list[bytes] = []
-        for new in events:
-            if not isinstance(new, NewEvent) or not isinstance(new.payload, Event):
-                raise InvalidInputError(f"expected NewEvent(payload=<Event>), got {new!r:.80}")
-            check_actor(new.actor)
-            encoded = encode_payload(new.payload)
-            if len(encoded) > self.max_event_bytes:
-                raise PayloadTooLargeError(len(encoded), self.max_event_bytes)
-            for text in (new.reason, new.correlation_id, new.event_id):
-                if text is not None:
-                    try:
-                        text.encode()
-                    except (UnicodeEncodeError, AttributeError) as err:
-                        raise InvalidInputError(f"invalid text {text!r:.40}: {err}") from err
-            data.append(encoded)
-        return PendingAppend(stream_id, list(events), data, expected_version)
+        return prepare_append(
+            stream_id, events, expected_version, max_event_bytes=self.max_event_bytes
+        )
 
     async def drain(self) -> None:
         """Return once every append already queued is committed (or failed)."""
@@ -333,14 +308,9 @@ class SQLiteEventStore:
         clauses: list[str] = []
         params: list[str] = []
         if state is not None:
-            states = [state] if isinstance(state, str) else list(state)
-            try:
-                params.extend(TaskState(s).value for s in states)
-            except ValueError as err:
-                raise InvalidInputError(
-                    f"unknown state in {state!r}; one of {', '.join(TaskState)}"
-                ) from err
-            clauses.append(f"state IN ({','.join('?' * len(states))})")
+            states = state_values(state)
+            params.extend(states)
+            clauses.append(f"state IN ({marks(len(states))})")
         if agent is not None:
             clauses.append("agent = ?")
             params.append(agent)
@@ -411,28 +381,8 @@ class SQLiteEventStore:
         exist. Returns ``None`` when the task did not exist yet at ``at``; raises
         TaskNotFoundError when it never existed.
         """
-        if version is not None and at is not None:
-            raise InvalidInputError("give version or at, not both")
-        if isinstance(at, datetime) and at.utcoffset() is None:
-            raise InvalidInputError("at must be an aware datetime (with tzinfo), or unix seconds")
-        if version is not None and (not isinstance(version, int) or version < 1):
-            raise InvalidInputError(f"version must be an int >= 1, not {version!r}")
-        events = await self.history(task_id)
-        if version is not None:
-            if version > events[-1].version:
-                raise InvalidInputError(
-                    f"task {task_id!r} has {events[-1].version} versions, not {version}"
-                )
-            events = events[:version]
-        elif at is not None:
-            if isinstance(at, datetime):  # compare at the datetime's microsecond precision
-                events = list(itertools.takewhile(lambda e: e.recorded_at <= at, events))
-            else:
-                events = list(itertools.takewhile(lambda e: e.timestamp <= at, events))
-        task: Task | None = None
-        for event in events:
-            task = fold(task, event)
-        return task
+        check_state_at(version, at)
+        return replay(task_id, await self.history(task_id), version=version, at=at)
 
     # -- checking and rebuilding -----------------------------------------------------------
 

@@ -1,0 +1,221 @@
+"""The ``tasktrail`` command group and what every command shares.
+
+Every command reads its database from ``--db PATH``, else ``$TASKTRAIL_DB``, else
+``tasktrail.db`` in the current directory. A tasktrail error ends the command with one
+line on stderr and an exit code naming its kind (see :data:`EXIT_CODES`), never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import sys
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, Final, ParamSpec, TypeVar
+
+import click
+import msgspec
+from click.shell_completion import CompletionItem
+from rich.console import Console
+
+from tasktrail.errors import (
+    CorruptDatabaseError,
+    IllegalTransitionError,
+    InvalidInputError,
+    ReadOnlyStorageError,
+    StorageBusyError,
+    StorageError,
+    TamperedLogError,
+    TaskCancelledError,
+    TaskFailedError,
+    TaskNotFoundError,
+    TasktrailError,
+    WaitTimeoutError,
+)
+from tasktrail.projection import Task
+from tasktrail.store import EventStore, open_store
+
+__all__ = [
+    "DEFAULT_DB",
+    "EXIT_CODES",
+    "config_option",
+    "console",
+    "database",
+    "db_option",
+    "emit_json",
+    "existing",
+    "exit_code_for",
+    "json_option",
+    "main",
+    "on_signals",
+    "open_existing",
+    "run_async",
+    "task_id_argument",
+    "task_ids_argument",
+]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_DB: Final = "tasktrail.db"
+
+EXIT_CODES: Final[tuple[tuple[type[BaseException], int], ...]] = (
+    (TaskNotFoundError, 3),
+    (IllegalTransitionError, 4),
+    (TamperedLogError, 5),
+    (CorruptDatabaseError, 6),
+    (ReadOnlyStorageError, 7),
+    (StorageBusyError, 8),
+    (StorageError, 9),
+    (TaskFailedError, 11),
+    (TaskCancelledError, 12),
+    (WaitTimeoutError, 13),
+    (InvalidInputError, 2),
+    (TasktrailError, 1),
+)
+"""Exit code by error kind; the first matching class wins. 2 is also click's usage error,
+10 is ``verify`` finding a stale projection, 130 an interrupt (Ctrl-C)."""
+
+_encode = msgspec.json.Encoder(order="deterministic").encode
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The documented exit code of a tasktrail error."""
+    return next(code for cls, code in EXIT_CODES if isinstance(error, cls))
+
+
+def run_async(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    """Run an async command body; turn a tasktrail error into one line and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return asyncio.run(fn(*args, **kwargs))
+        except TasktrailError as err:
+            click.echo(f"tasktrail: error: {err}", err=True)
+            sys.exit(exit_code_for(err))
+        except KeyboardInterrupt:
+            click.echo("tasktrail: interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def database(db: str | None) -> str:
+    """The database the command uses: ``--db``, else ``$TASKTRAIL_DB``, else ./tasktrail.db."""
+    return db or os.environ.get("TASKTRAIL_DB") or DEFAULT_DB
+
+
+def is_url(target: str) -> bool:
+    """Whether ``target`` is a database URL rather than a file path."""
+    return "://" in target
+
+
+def existing(db: str | None) -> str:
+    """The database target, checked to exist: only ``submit``, ``run`` and ``worker``
+    create a database."""
+    target = database(db)
+    if not is_url(target) and not Path(target).exists():
+        raise StorageError(f"no database at {target}; pass --db PATH or set TASKTRAIL_DB")
+    return target
+
+
+def open_existing(db: str | None) -> EventStore:
+    """The store of an existing database."""
+    return open_store(existing(db))
+
+
+def emit_json(value: Any) -> None:
+    """Print ``value`` as one line of JSON (keys sorted, as the log stores them)."""
+    click.echo(_encode(value).decode())
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A rich console: colour only on a terminal (and never with ``NO_COLOR``)."""
+    return Console(highlight=False, soft_wrap=True, stderr=stderr)
+
+
+db_option = click.option(
+    "--db",
+    metavar="PATH",
+    default=None,
+    help=f"Database file or postgresql:// URL [default: $TASKTRAIL_DB, else ./{DEFAULT_DB}].",
+)
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON (stable field names) instead of a table."
+)
+config_option = click.option(
+    "--config",
+    metavar="FILE",
+    default=None,
+    help="Agents and worker settings [default: $TASKTRAIL_CONFIG, ./tasktrail.toml, "
+    "~/.config/tasktrail/tasktrail.toml].",
+)
+
+
+@contextlib.contextmanager
+def on_signals(handler: Callable[[int], None], *signals: int) -> Iterator[None]:
+    """Call ``handler(signum)`` from the event loop on each of ``signals``."""
+    loop = asyncio.get_running_loop()
+    for number in signals:
+        loop.add_signal_handler(number, handler, number)
+    try:
+        yield
+    finally:
+        for number in signals:
+            loop.remove_signal_handler(number)
+
+
+def _complete_task_ids(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Shell completion of task ids: the newest tasks of the database, with their state."""
+    target = database(ctx.params.get("db"))
+    if not is_url(target) and not Path(target).exists():
+        return []
+
+    async def newest() -> list[Task]:
+        async with open_store(target) as store:
+            return await store.list_tasks(newest_first=True, limit=500)
+
+    try:
+        tasks = asyncio.run(newest())
+    except TasktrailError:
+        return []
+    return [
+        CompletionItem(t.id, help=f"{t.state.value}: {t.description or t.prompt[:50]}")
+        for t in tasks
+        if t.id.startswith(incomplete)
+    ]
+
+
+task_id_argument = click.argument("task_id", shell_complete=_complete_task_ids)
+
+
+def task_ids_argument(*, required: bool) -> Callable[[F], F]:
+    """One or more task ids, completed from the database."""
+    return click.argument(
+        "task_ids", nargs=-1, required=required, shell_complete=_complete_task_ids
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="tasktrail")
+def main() -> None:
+    """tasktrail: durable background tasks on an append-only, hash-chained event log.
+
+    Submit shell commands or agent CLIs, run them in workers that survive kill -9, and
+    inspect, replay and verify every step they took.
+
+    \b
+    Example:
+      tasktrail demo                                # the whole product in ~10 s
+      tasktrail submit shell 'sleep 5; echo done'   # prints the task id
+      tasktrail worker                              # runs tasks until Ctrl-C
+      tasktrail history TASK_ID                     # every step, with actor and reason
+    """

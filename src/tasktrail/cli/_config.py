@@ -1,0 +1,176 @@
+"""``tasktrail.toml``: the agents of the command line, and the settings of its workers.
+
+An agent is a command template run by :class:`~tasktrail.SubprocessRunner`::
+
+    [worker]                      # TaskManager settings for `worker` and `run`
+    max_running = 4
+    run_timeout = 900             # seconds; 0 means no limit
+
+    [limits]                      # at most this many running at once, across all workers
+    claude = 2
+
+    [agents.claude]
+    command = ["claude", "-p", "{prompt}"]
+    cwd = "~/src/project"
+    env = { CLAUDE_MODEL = "sonnet" }
+
+The file is ``--config PATH``, else ``$TASKTRAIL_CONFIG``, else ``tasktrail.toml`` in the
+current directory, else ``tasktrail/tasktrail.toml`` in the user's config directory
+(``$XDG_CONFIG_HOME``, by default ``~/.config``). Without one, only the built-in ``shell``
+agent exists: it runs the prompt itself with ``/bin/sh -c``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+from tasktrail.errors import ConfigError, InvalidInputError
+from tasktrail.runtime.subprocess import SubprocessRunner
+
+__all__ = ["SHELL_AGENT", "AgentConfig", "Config", "WorkerConfig", "find_config", "load_config"]
+
+SHELL_AGENT: Final = "shell"
+FILE_NAME: Final = "tasktrail.toml"
+
+
+class AgentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One ``[agents.NAME]`` table: how a task of that agent is run."""
+
+    command: str | list[str]
+    """The command template; ``{prompt}``, ``{task_id}``, ``{agent}``, ``{attempt}`` are
+    filled in (a str is split like a shell would, unless ``shell``)."""
+    shell: bool = False
+    """Run ``command`` (one str) with ``/bin/sh -c``, every value inserted quoted."""
+    cwd: str | None = None
+    env: dict[str, str] = {}
+    grace: float | None = None
+    """Seconds between SIGTERM and SIGKILL when the task is stopped."""
+    encoding: str = "utf-8"
+    description: str = ""
+
+
+class WorkerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The ``[worker]`` table: :class:`~tasktrail.TaskManager` settings.
+
+    A duration of 0 means "no limit" (TOML has no null).
+    """
+
+    max_running: int = 4
+    poll_interval: float = 0.5
+    task_ttl: float = 0.0
+    run_timeout: float = 0.0
+    queue_timeout: float = 0.0
+    max_attempts: int = 1
+    retry_backoff: float = 1.0
+    cancel_grace: float = 5.0
+    lease_timeout: float = 30.0
+
+    def manager_settings(self) -> dict[str, Any]:
+        """The keyword arguments of :class:`~tasktrail.TaskManager`."""
+        settings = msgspec.structs.asdict(self)
+        for name in ("task_ttl", "run_timeout", "queue_timeout"):
+            settings[name] = settings[name] or None
+        return settings
+
+
+class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A whole ``tasktrail.toml``."""
+
+    worker: WorkerConfig = WorkerConfig()
+    limits: dict[str, int] = {}
+    agents: dict[str, AgentConfig] = {}
+    path: str | None = None
+    """Where it was read from (``None``: no file, the defaults)."""
+
+    def agent_names(self) -> list[str]:
+        """Every agent a worker with this config runs, the built-in ``shell`` included."""
+        return sorted({SHELL_AGENT, *self.agents})
+
+    def runners(self) -> dict[str, SubprocessRunner]:
+        """A runner per agent. Raises ConfigError naming an agent whose command is unusable."""
+        runners = {SHELL_AGENT: SubprocessRunner.shell()}
+        for name, agent in self.agents.items():
+            try:
+                runners[name] = SubprocessRunner(
+                    agent.command,
+                    shell=agent.shell,
+                    cwd=os.path.expanduser(agent.cwd) if agent.cwd else None,
+                    env=agent.env,
+                    grace=agent.grace,
+                    encoding=agent.encoding,
+                )
+            except InvalidInputError as err:
+                raise ConfigError(self.path or FILE_NAME, f"agent {name!r}: {err}") from err
+        return runners
+
+    def check_agent(self, agent: str) -> None:
+        """Raise ConfigError unless a worker with this config can run ``agent``."""
+        if agent not in self.agent_names():
+            where = self.path or f"no {FILE_NAME} found"
+            raise ConfigError(
+                where,
+                f"unknown agent {agent!r}; known: {', '.join(self.agent_names())}. Define it "
+                f"as [agents.{agent}] with a command, or pass --any-agent",
+            )
+
+
+def _user_config_dir(environ: Mapping[str, str]) -> Path:
+    base = environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "tasktrail"
+
+
+def find_config(explicit: str | None, *, environ: Mapping[str, str] = os.environ) -> Path | None:
+    """The config file to read: explicit, ``$TASKTRAIL_CONFIG``, ./, the user's; or None."""
+    chosen = explicit or environ.get("TASKTRAIL_CONFIG")
+    if chosen:
+        path = Path(chosen).expanduser()
+        if not path.is_file():
+            raise ConfigError(str(path), "no such configuration file")
+        return path
+    for candidate in (Path(FILE_NAME), _user_config_dir(environ) / FILE_NAME):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(explicit: str | None = None, *, environ: Mapping[str, str] = os.environ) -> Config:
+    """Read and check the configuration (the defaults when there is no file)."""
+    path = find_config(explicit, environ=environ)
+    if path is None:
+        return Config()
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(str(path), f"cannot read: {err.strerror or err}") from err
+    try:
+        config = msgspec.toml.decode(raw, type=Config)
+    except (msgspec.DecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(str(path), str(err)) from err
+    if config.path is not None:
+        raise ConfigError(str(path), "unknown key 'path'")
+    config = msgspec.structs.replace(config, path=str(path))
+    _check_values(config)
+    config.runners()  # every agent's command must be usable now, not at the first task
+    return config
+
+
+def _check_values(config: Config) -> None:
+    where = config.path or FILE_NAME
+    worker = config.worker
+    for name, value in msgspec.structs.asdict(worker).items():
+        if value < 0:
+            raise ConfigError(where, f"worker.{name} must be >= 0, not {value!r}")
+    if worker.max_running < 1:
+        raise ConfigError(where, f"worker.max_running must be >= 1, not {worker.max_running}")
+    if worker.poll_interval <= 0:
+        raise ConfigError(where, "worker.poll_interval must be > 0 seconds")
+    if worker.max_attempts < 1:
+        raise ConfigError(where, "worker.max_attempts must be >= 1")
+    for key, limit in config.limits.items():
+        if limit < 1:
+            raise ConfigError(where, f"limits.{key} must be >= 1, not {limit}")

@@ -1,0 +1,236 @@
+"""Group commit for the PostgreSQL store.
+
+Every append transaction first takes ``pg_advisory_xact_lock`` on the log. The lock is held
+until the commit is visible, so transactions that write the log commit one after another,
+in the order of their sequence numbers: a sequence number is the log's tail plus one (no
+PostgreSQL sequence, so no holes either), and a reader's snapshot always holds a prefix of
+the log. A reader tailing by sequence number therefore never skips a committed event.
+Group commit amortises the lock: one transaction writes every append queued meanwhile.
+
+Failures: a serialization failure, a deadlock or a dropped connection is retried on a
+fresh connection. A connection lost during COMMIT leaves the outcome unknown, so the retry
+plans the batch "carefully": every event id is looked up first, and an append already
+written is answered as stored (idempotency by event id), never written twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Final, TypeVar
+
+import asyncpg
+
+from tasktrail.errors import StorageError, TasktrailError
+from tasktrail.projection import Task
+from tasktrail.store import _commit
+from tasktrail.store._chain import GENESIS
+from tasktrail.store._commit import Queued
+from tasktrail.store._pg_errors import is_transient, retrying
+from tasktrail.store._pg_open import LOCK_CLASS
+from tasktrail.store._plan import BatchPlan
+from tasktrail.store._shared import decode_task
+
+__all__ = ["ACTIVE_COUNTS", "INSERT_TASKS", "PgGroupCommitter", "columns"]
+
+T = TypeVar("T")
+
+_EVENT_TYPES: Final = (
+    "bigint", "text", "text", "int", "text", "int", "float8", "text", "text", "text", "text",
+    "text",
+)  # fmt: skip
+_TASK_TYPES: Final = (
+    "text", "text", "text", "text", "text", "int", "int", "bigint", "float8", "float8", "text",
+)  # fmt: skip
+_TASK_COLUMNS: Final = (
+    "id, state, agent, parent_id, concurrency_key, priority, version, last_seq, created_at, "
+    "updated_at, record"
+)
+
+
+def _unnest(types: Sequence[str], first: int) -> str:
+    """``unnest($first::type, ...)``: one array parameter per column."""
+    return "unnest(" + ", ".join(f"${first + i}::{t}[]" for i, t in enumerate(types)) + ")"
+
+
+def _insert_tasks(first: int) -> str:
+    """Insert projection rows in the given order (their ``ord`` is the creation order)."""
+    return (
+        f"INSERT INTO tasks ({_TASK_COLUMNS}) SELECT {_TASK_COLUMNS} FROM "
+        f"{_unnest(_TASK_TYPES, first)} WITH ORDINALITY AS u({_TASK_COLUMNS}, n) ORDER BY n"
+    )
+
+
+INSERT_TASKS: Final = _insert_tasks(1)
+"""Insert projection rows ($1..$11: one array per column) in the given order."""
+WRITE_BATCH: Final = (
+    f"WITH e AS (INSERT INTO events SELECT * FROM {_unnest(_EVENT_TYPES, 1)}), "
+    f"t AS ({_insert_tasks(13)} ON CONFLICT (id) DO UPDATE SET state = excluded.state, "
+    "version = excluded.version, last_seq = excluded.last_seq, "
+    "updated_at = excluded.updated_at, record = excluded.record) "
+    "SELECT pg_notify($24, $25)"
+)
+"""One statement, one round trip: the events ($1..$12), the projection rows ($13..$23),
+and the wake-up NOTIFY ($24 channel, $25 last sequence)."""
+ACTIVE_COUNTS: Final = (
+    "SELECT coalesce(concurrency_key, agent), count(*) FROM tasks "
+    "WHERE state IN ('starting', 'running') GROUP BY 1"
+)
+"""Tasks holding a slot (starting/running) per limit key (concurrency key, else agent)."""
+
+
+def columns(rows: Iterable[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows as ``width`` column lists, the parameters of an ``unnest`` insert."""
+    cols: list[list[Any]] = [[] for _ in range(width)]
+    for row in rows:
+        for col, value in zip(cols, row, strict=True):
+            col.append(value)
+    return cols
+
+
+class PgGroupCommitter(_commit.GroupCommitter):
+    """Owns the PostgreSQL store's appends, on its own writer connection."""
+
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[asyncpg.Connection]],
+        *,
+        where: str,
+        lock: asyncio.Lock,
+        lock_key: int,
+        channel: str,
+        clock: Callable[[], float],
+        max_batch_events: int,
+        retry_timeout: float,
+    ) -> None:
+        self._connect = connect
+        self._conn: asyncpg.Connection | None = None
+        self._where = where
+        self._lock_key = lock_key
+        self._channel = channel
+        self._retry_timeout = retry_timeout
+        self.retries = 0
+        """How many times a transaction was tried again (a statistic for tests)."""
+        super().__init__(name=where, lock=lock, clock=clock, max_batch_events=max_batch_events)
+
+    async def connection(self) -> asyncpg.Connection:
+        """The writer connection, opened again if it was lost."""
+        if self._conn is None or self._conn.is_closed():
+            self._conn = None
+            self._conn = await self._connect()
+        return self._conn
+
+    async def discard(self) -> None:
+        """Drop the writer connection (after a failure left it in doubt)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.terminate()
+
+    async def close(self) -> None:
+        """Commit what is queued, stop the loop, close the writer connection."""
+        try:
+            await super().close()
+        finally:
+            conn, self._conn = self._conn, None
+            if conn is not None and not conn.is_closed():
+                try:
+                    await conn.close(timeout=2)
+                except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    conn.terminate()
+
+    async def run_locked(
+        self,
+        operation: Callable[[asyncpg.Connection], Awaitable[T]],
+        *,
+        on_retry: Callable[[BaseException], None] | None = None,
+    ) -> T:
+        """Run ``operation`` in a transaction holding the log's advisory lock; a transient
+        failure rolls it back and runs it again on a fresh connection (the caller holds
+        the store's write lock)."""
+
+        async def once() -> T:
+            conn = await self.connection()
+            try:
+                async with conn.transaction():
+                    await conn.execute(
+                        "SELECT pg_advisory_xact_lock($1, $2)", LOCK_CLASS, self._lock_key
+                    )
+                    return await operation(conn)
+            except BaseException as err:
+                if is_transient(err) or conn.is_closed():
+                    await self.discard()
+                raise
+
+        return await retrying(
+            once,
+            where=self._where,
+            timeout=self._retry_timeout,
+            on_retry=on_retry or self._count_retry,
+        )
+
+    def _count_retry(self, _err: BaseException) -> None:
+        self.retries += 1
+
+    async def _commit(self, batch: list[Queued]) -> None:
+        careful = False
+
+        async def write(conn: asyncpg.Connection) -> tuple[BatchPlan, dict[str, Task | None]]:
+            return await self._write(conn, batch, careful=careful)
+
+        def doubt(err: BaseException) -> None:
+            nonlocal careful
+            careful = True  # the lost transaction may have committed: look ids up
+            self._count_retry(err)
+
+        try:
+            async with self._write_lock:
+                try:
+                    plan, tasks = await self.run_locked(write, on_retry=doubt)
+                except StorageError as err:
+                    if not isinstance(err.__cause__, asyncpg.UniqueViolationError):
+                        raise
+                    # The fast path met an event id already stored (a retried append):
+                    # plan again, looking every id up, so it is answered as stored.
+                    careful = True
+                    plan, tasks = await self.run_locked(write, on_retry=doubt)
+        except TasktrailError as err:
+            self._fail(batch, err)
+            return
+        except BaseException as err:
+            self._fail(batch, err)
+            raise
+        self._answer(batch, plan, tasks)
+
+    async def _write(
+        self, conn: asyncpg.Connection, batch: list[Queued], *, careful: bool
+    ) -> tuple[BatchPlan, dict[str, Task | None]]:
+        plan, tasks = await self._plan(conn, batch, careful=careful)
+        if plan.event_rows:
+            await conn.execute(
+                WRITE_BATCH,
+                *columns(plan.event_rows, 12),
+                *columns(plan.task_rows.values(), 11),
+                self._channel,
+                str(plan.last_sequence),
+            )
+        return plan, tasks
+
+    async def _tail(self, db: asyncpg.Connection) -> tuple[int, str]:
+        row = await db.fetchrow("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
+        return (int(row[0]), str(row[1])) if row is not None else (0, GENESIS)
+
+    async def _task_rows(self, db: asyncpg.Connection, task_ids: list[str]) -> dict[str, Task]:
+        rows = await db.fetch("SELECT id, record FROM tasks WHERE id = ANY($1::text[])", task_ids)
+        return {row[0]: decode_task(row[1]) for row in rows}
+
+    async def _active_counts(self, db: asyncpg.Connection) -> dict[str, int]:
+        return {str(key): int(count) for key, count in await db.fetch(ACTIVE_COUNTS)}
+
+    async def _known_ids(
+        self, db: asyncpg.Connection, event_ids: list[str]
+    ) -> dict[str, tuple[str, int, int]]:
+        rows = await db.fetch(
+            "SELECT event_id, stream_id, version, seq FROM events WHERE event_id = ANY($1::text[])",
+            event_ids,
+        )
+        return {r[0]: (r[1], int(r[2]), int(r[3])) for r in rows}

@@ -1,0 +1,62 @@
+"""Whole-log passes over a PostgreSQL event log: scanning, chain verification, live rows."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+import asyncpg
+
+from tasktrail.store._scan import check_chain
+from tasktrail.store.base import VerifyReport
+
+__all__ = ["EVENT_COLUMNS", "TASK_COLUMNS", "live_rows", "scan", "verify_chain"]
+
+EVENT_COLUMNS: Final = (
+    "seq, event_id, stream_id, version, type, schema_version, recorded_at, actor, reason, "
+    "correlation_id, convert_to(data, 'UTF8'), hash"
+)
+"""The columns of an event row, in the order the hash covers them, payload as bytes."""
+TASK_COLUMNS: Final = (
+    "id, state, agent, parent_id, concurrency_key, priority, version, last_seq, created_at, "
+    "updated_at, record"
+)
+"""The columns of a projection row, in the order of :data:`~._plan.TaskRow`."""
+_APPEND_ONLY_TRIGGERS: Final = frozenset({"events_append_only_update", "events_append_only_delete"})
+
+
+async def scan(conn: asyncpg.Connection, chunk: int = 20_000) -> AsyncIterator[list[Any]]:
+    """Every event row in sequence order, in chunks (run it inside one snapshot)."""
+    after = 0
+    while True:
+        rows = await conn.fetch(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+            after,
+            chunk,
+        )
+        if not rows:
+            return
+        yield [tuple(row) for row in rows]
+        after = rows[-1][0]
+
+
+async def verify_chain(conn: asyncpg.Connection) -> VerifyReport:
+    """Recompute the hash chain; raise TamperedLogError at the first bad or missing event."""
+    count, head, head_hash = await check_chain(scan(conn))
+    triggers = {
+        row[0]
+        for row in await conn.fetch(
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'events'::regclass AND tgenabled <> 'D'"
+        )
+    }
+    return VerifyReport(
+        events=count,
+        head_sequence=head,
+        head_hash=head_hash,
+        append_only=triggers >= _APPEND_ONLY_TRIGGERS,
+    )
+
+
+async def live_rows(conn: asyncpg.Connection) -> dict[str, tuple[Any, ...]]:
+    """Every projection row, by task id."""
+    return {row[0]: tuple(row) for row in await conn.fetch(f"SELECT {TASK_COLUMNS} FROM tasks")}

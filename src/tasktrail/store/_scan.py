@@ -1,0 +1,52 @@
+"""Whole-log passes over any backend's rows: chain verification and folding.
+
+A backend supplies the event rows in sequence order, in chunks, as
+``(seq, event_id, stream_id, version, type, schema_version, recorded_at, actor, reason,
+correlation_id, data as bytes, hash)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from tasktrail.errors import TamperedLogError
+from tasktrail.events import RecordedEvent
+from tasktrail.projection import Task, fold
+from tasktrail.store._chain import GENESIS, event_hash
+from tasktrail.store._plan import TaskRow, task_row
+
+__all__ = ["check_chain", "fold_rows"]
+
+Rows = AsyncIterator[Sequence[Sequence[Any]]]
+
+
+async def check_chain(chunks: Rows) -> tuple[int, int, str]:
+    """(events, head sequence, head hash); raises TamperedLogError at the first bad or
+    missing event."""
+    previous, expected, count = GENESIS, 1, 0
+    async for rows in chunks:
+        for row in rows:
+            sequence = row[0]
+            if sequence != expected:
+                raise TamperedLogError(expected, "this event is missing from the log")
+            digest = event_hash(previous, tuple(row[:10]), row[10])
+            if digest != row[11]:
+                raise TamperedLogError(sequence, "its stored hash does not match its content")
+            previous, expected = digest, sequence + 1
+        count += len(rows)
+    return count, expected - 1, previous
+
+
+async def fold_rows(
+    chunks: Rows, to_event: Callable[[Sequence[Any]], RecordedEvent]
+) -> dict[str, TaskRow]:
+    """The projection row of every task, folded from the whole log, in creation order."""
+    tasks: dict[str, Task] = {}
+    last: dict[str, int] = {}
+    async for rows in chunks:
+        for row in rows:
+            event = to_event(row)
+            tasks[event.stream_id] = fold(tasks.get(event.stream_id), event)
+            last[event.stream_id] = event.sequence
+    return {task_id: task_row(task, last[task_id]) for task_id, task in tasks.items()}

@@ -1,0 +1,485 @@
+"""The PostgreSQL event store (asyncpg): the SQLite store's contract, for many hosts.
+
+Open it with ``async with PostgresEventStore("postgresql://user@host/db") as store:`` or,
+as everything else in tasktrail does, through :func:`tasktrail.store.open_store`. The
+tables live in the connection's current schema (the first one of ``search_path``; a URL
+may set it: ``...?search_path=myschema``).
+
+Connections: one writer, used only by the group-commit loop (:mod:`._pg_commit`); a small
+pool for reads and for the operational tables (workers, checkpoints, deliveries); and one
+connection that LISTENs for the commits of every process, a wake-up hint only.
+
+Ordering: every append transaction takes a transaction-level advisory lock before it reads
+the log's tail, so transactions commit in sequence order and a reader's snapshot always
+holds a prefix of the log (see :mod:`._pg_commit`). Transient failures (serialization
+failures, deadlocks, dropped or terminated connections) are retried inside the store for
+up to ``retry_timeout`` seconds, then reported as :class:`~tasktrail.StorageError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import warnings
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final, Self, TypeVar
+
+import asyncpg
+
+from tasktrail.errors import InvalidInputError, StorageError, StoreClosedError, TaskNotFoundError
+from tasktrail.events import BUILTIN_UPCASTERS, NewEvent, RecordedEvent, Upcaster, decode_payload
+from tasktrail.lifecycle import TaskState
+from tasktrail.projection import Task
+from tasktrail.store._pg_commit import (
+    ACTIVE_COUNTS,
+    INSERT_TASKS,
+    PgGroupCommitter,
+    columns,
+)
+from tasktrail.store._pg_errors import is_transient, retrying
+from tasktrail.store._pg_open import init_schema, lock_keys
+from tasktrail.store._pg_ops import OperationalTables
+from tasktrail.store._pg_scan import EVENT_COLUMNS, live_rows, scan, verify_chain
+from tasktrail.store._plan import AppendResult, TaskRow
+from tasktrail.store._scan import fold_rows
+from tasktrail.store._shared import (
+    check_state_at,
+    decode_task,
+    prepare_append,
+    replay,
+    state_values,
+)
+from tasktrail.store._validate import check_task_id, redact_url
+from tasktrail.store.base import VerifyReport
+from tasktrail.store.subscription import Subscription
+
+__all__ = ["PostgresEventStore"]
+
+_STALLED_WRITER_MS: Final = "60000"
+
+T = TypeVar("T")
+
+
+class PostgresEventStore(OperationalTables):
+    """The event log and task projection in a PostgreSQL database.
+
+    Args:
+        url: a ``postgresql://`` (or ``postgres://``) connection URL; the schema (its tables
+            and triggers) is created in the connection's current schema if missing.
+        max_event_bytes: the largest encoded payload accepted for one event.
+        max_batch_events: the most events written by one group commit.
+        retry_timeout: seconds to keep retrying transient failures (a dropped connection,
+            a serialization failure, a server restart) before raising StorageError.
+        pool_size: the most pooled connections for reads (plus one writer, one listener).
+        clock: returns the time as unix seconds; injectable for tests.
+        upcasters: extra upcasters, keyed by (event tag, schema version they read).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_event_bytes: int = 1 << 20,
+        max_batch_events: int = 5000,
+        retry_timeout: float = 30.0,
+        pool_size: int = 4,
+        clock: Callable[[], float] = time.time,
+        upcasters: Mapping[tuple[str, int], Upcaster] | None = None,
+    ) -> None:
+        if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
+            raise InvalidInputError(f"expected a postgresql:// URL, not {url!r}")
+        self.url = url
+        self.where = redact_url(url)
+        self.max_event_bytes = max_event_bytes
+        self.max_batch_events = max_batch_events
+        self.retry_timeout = retry_timeout
+        self.pool_size = pool_size
+        self._clock = clock
+        self._upcasters = {**BUILTIN_UPCASTERS, **(upcasters or {})}
+        self._pool: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._listen_retry_at = 0.0
+        self._write_lock = asyncio.Lock()
+        self._committer: PgGroupCommitter | None = None
+        self._closing = False
+        self._opened = False
+        self.schema = ""
+        self._lock_key = 0
+        self._channel = ""
+
+    # -- opening and closing -------------------------------------------------------------
+
+    async def _connect(self, **settings: str) -> asyncpg.Connection:
+        return await asyncpg.connect(self.url, timeout=10, server_settings=settings or None)
+
+    async def _connect_writer(self) -> asyncpg.Connection:
+        # A writer stalled inside its transaction (a partitioned host, a stopped process)
+        # holds the log's lock: the server ends such a session after a minute, and the
+        # transaction rolls back, so the other processes can go on.
+        return await self._connect(idle_in_transaction_session_timeout=_STALLED_WRITER_MS)
+
+    async def open(self) -> Self:
+        """Connect, create or migrate the schema, start the commit loop."""
+        if self._closing:
+            raise StoreClosedError()
+        if self._opened:
+            return self
+
+        async def first_connection() -> asyncpg.Connection:
+            conn = await self._connect_writer()
+            try:
+                schema = await conn.fetchval("SELECT current_schema()")
+                if schema is None:
+                    raise StorageError(
+                        f"the search_path of {self.where} names no existing schema; create "
+                        "the schema first (CREATE SCHEMA ...) or fix search_path"
+                    )
+                self.schema = str(schema)
+                await init_schema(conn, schema=self.schema, where=self.where)
+            except BaseException:
+                conn.terminate()
+                raise
+            return conn
+
+        writer = await retrying(first_connection, where=self.where, timeout=self.retry_timeout)
+        self._lock_key = lock_keys(self.schema)[0]
+        self._channel = f"tasktrail:{self.schema}"[:63]
+        try:
+            self._pool = await retrying(
+                lambda: asyncpg.create_pool(
+                    self.url, min_size=1, max_size=self.pool_size, timeout=10
+                ),
+                where=self.where,
+                timeout=self.retry_timeout,
+            )
+        except BaseException:
+            writer.terminate()
+            raise
+        handed = [writer]
+
+        async def connect() -> asyncpg.Connection:
+            return handed.pop() if handed else await self._connect_writer()
+
+        self._committer = PgGroupCommitter(
+            connect,
+            where=self.where,
+            lock=self._write_lock,
+            lock_key=self._lock_key,
+            channel=self._channel,
+            clock=self._clock,
+            max_batch_events=self.max_batch_events,
+            retry_timeout=self.retry_timeout,
+        )
+        await self._committer.connection()
+        self._opened = True
+        await self._listen()
+        return self
+
+    async def _listen(self) -> None:
+        """(Re)open the connection that hears other processes' commits; a failure is
+        ignored (the hint is lost, polling still finds the events)."""
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        now = time.monotonic()
+        if now < self._listen_retry_at:
+            return
+        self._listen_retry_at = now + 1.0
+        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            listener = await asyncio.wait_for(self._connect(), 2.0)
+            await listener.add_listener(self._channel, self._heard)
+            self._listener = listener
+
+    def _heard(self, *_args: object) -> None:
+        if self._committer is not None:
+            self._committer.signal_commit()
+
+    async def close(self) -> None:
+        """Finish the queued appends, then close. Closing twice is harmless."""
+        if self._closing:
+            return
+        self._closing = True
+        try:
+            if self._committer is not None:
+                await self._committer.close()
+        finally:
+            listener, self._listener = self._listener, None
+            if listener is not None and not listener.is_closed():
+                with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    await listener.close(timeout=2)
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                try:
+                    await asyncio.wait_for(pool.close(), 5)
+                except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    pool.terminate()
+
+    async def __aenter__(self) -> Self:
+        return await self.open()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        if self._opened and not self._closing:
+            _warn(f"PostgresEventStore({self.where!r}) was never closed", ResourceWarning)
+
+    def _now(self) -> float:
+        return self._clock()
+
+    def _check_open(self) -> PgGroupCommitter:
+        if not self._opened or self._closing or self._committer is None:
+            raise StoreClosedError()
+        return self._committer
+
+    # -- appending -----------------------------------------------------------------------
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        *,
+        expected_version: int | None = None,
+        limit: int | None = None,
+    ) -> AppendResult:
+        """Append ``events`` to the task ``stream_id``, atomically; return after commit.
+
+        The contract of :meth:`SQLiteEventStore.append <tasktrail.SQLiteEventStore.append>`:
+        checked against ``expected_version`` and the lifecycle, idempotent by event id, and
+        with ``limit`` refused with ConcurrencyLimitError when the task's limit key already
+        has ``limit`` tasks starting or running (checked under the log's advisory lock, so
+        across every process and host).
+        """
+        committer = self._check_open()
+        request = prepare_append(
+            stream_id,
+            events,
+            expected_version,
+            max_event_bytes=self.max_event_bytes,
+            allow_nul=False,
+        )
+        request.limit = limit
+        return await committer.submit(request)
+
+    async def drain(self) -> None:
+        """Return once every append already queued is committed (or failed)."""
+        await self._check_open().drain()
+
+    async def wait_for_commit(self, timeout: float) -> None:
+        """Return when any process commits events (a NOTIFY hint), or after ``timeout``."""
+        committer = self._check_open()
+        await self._listen()
+        await committer.wait_for_commit(timeout)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def _with_conn(self, operation: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        self._check_open()
+        pool = self._pool
+        assert pool is not None
+
+        async def once() -> T:
+            self._check_open()  # a retry after close() began is not tried
+            async with pool.acquire() as conn:
+                try:
+                    return await operation(conn)
+                except BaseException as err:
+                    if is_transient(err):
+                        conn.terminate()  # the pool replaces it
+                    raise
+
+        try:
+            return await retrying(once, where=self.where, timeout=self.retry_timeout)
+        except StorageError as err:
+            if self._closing and not isinstance(err, StoreClosedError):
+                # the pool refused or dropped the query because the store is closing
+                raise StoreClosedError() from err
+            raise
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        return await self._with_conn(lambda conn: conn.fetch(sql, *args))
+
+    async def _execute(self, sql: str, *args: Any) -> None:
+        await self._with_conn(lambda conn: conn.execute(sql, *args))
+
+    def _event(self, row: Sequence[Any]) -> RecordedEvent:
+        payload = decode_payload(
+            row[4], row[5], row[10], sequence=row[0], upcasters=self._upcasters
+        )
+        return RecordedEvent(
+            row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9],
+            payload, row[11],
+        )  # fmt: skip
+
+    async def read_stream(
+        self, stream_id: str, *, after_version: int = 0, to_version: int | None = None
+    ) -> list[RecordedEvent]:
+        """The events of one task with ``after_version < version <= to_version``."""
+        check_task_id(stream_id)
+        rows = await self._fetch(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND version > $2 "
+            "AND version <= $3 ORDER BY version",
+            stream_id,
+            after_version,
+            min(to_version if to_version is not None else 2**31 - 1, 2**31 - 1),
+        )
+        return [self._event(row) for row in rows]
+
+    async def read_all(self, *, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """Up to ``limit`` events of the whole log with a sequence number above ``after``.
+
+        Never skips a committed event: events commit in sequence order.
+        """
+        rows = await self._fetch(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+            after,
+            limit,
+        )
+        return [self._event(row) for row in rows]
+
+    async def head(self) -> int:
+        """The sequence number of the last committed event (0 for an empty log)."""
+        rows = await self._fetch("SELECT coalesce(max(seq), 0) FROM events")
+        return int(rows[0][0])
+
+    async def get_task(self, task_id: str) -> Task | None:
+        """The current state of a task, or ``None`` if there is no such task."""
+        check_task_id(task_id)
+        rows = await self._fetch("SELECT record FROM tasks WHERE id = $1", task_id)
+        return decode_task(rows[0][0]) if rows else None
+
+    async def list_tasks(
+        self,
+        *,
+        state: TaskState | str | Iterable[TaskState | str] | None = None,
+        agent: str | None = None,
+        parent_id: str | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[Task]:
+        """Tasks matching every filter given (``state`` may be several), oldest first."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if state is not None:
+            params.append(state_values(state))
+            clauses.append(f"state = ANY(${len(params)}::text[])")
+        if agent is not None:
+            params.append(agent)
+            clauses.append(f"agent = ${len(params)}")
+        if parent_id is not None:
+            params.append(parent_id)
+            clauses.append(f"parent_id = ${len(params)}")
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        order = "DESC" if newest_first else "ASC"
+        sql = f"SELECT record FROM tasks {where} ORDER BY created_at {order}, ord {order}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [decode_task(row[0]) for row in await self._fetch(sql, *params)]
+
+    async def get_tasks(self, task_ids: Iterable[str]) -> list[Task]:
+        """The current state of each task that exists among ``task_ids``."""
+        ids = [check_task_id(task_id) for task_id in task_ids]
+        if not ids:
+            return []
+        rows = await self._fetch("SELECT record FROM tasks WHERE id = ANY($1::text[])", ids)
+        return [decode_task(row[0]) for row in rows]
+
+    async def queued_tasks(
+        self,
+        *,
+        limit: int,
+        agents: Iterable[str] | None = None,
+        created_before: float | None = None,
+    ) -> list[Task]:
+        """Pending tasks in start order: highest priority first, then first in, first out.
+
+        Only tasks of ``agents`` if given, and created at or before ``created_before`` if given.
+        """
+        sql = "SELECT record FROM tasks WHERE state = 'pending'"
+        params: list[Any] = []
+        if agents is not None:
+            params.append(list(agents))
+            sql += f" AND agent = ANY(${len(params)}::text[])"
+        if created_before is not None:
+            params.append(float(created_before))
+            sql += f" AND created_at <= ${len(params)}"
+        params.append(limit)
+        sql += f" ORDER BY priority DESC, created_at, ord LIMIT ${len(params)}"
+        return [decode_task(row[0]) for row in await self._fetch(sql, *params)]
+
+    async def active_counts(self) -> dict[str, int]:
+        """Tasks in ``starting``/``running`` per limit key (concurrency key, else agent)."""
+        return {str(key): int(count) for key, count in await self._fetch(ACTIVE_COUNTS)}
+
+    async def history(self, task_id: str) -> list[RecordedEvent]:
+        """Every event of a task, in order. Raises TaskNotFoundError for an unknown id."""
+        events = await self.read_stream(task_id)
+        if not events:
+            raise TaskNotFoundError(task_id)
+        return events
+
+    async def state_at(
+        self, task_id: str, *, version: int | None = None, at: datetime | float | None = None
+    ) -> Task | None:
+        """The task as it was at ``version``, or at time ``at`` (the latest if neither);
+        ``None`` when it did not exist yet at ``at``."""
+        check_state_at(version, at)
+        return replay(task_id, await self.history(task_id), version=version, at=at)
+
+    # -- checking and rebuilding -----------------------------------------------------------
+
+    async def _snapshot(self, operation: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run ``operation`` in one read-only snapshot of the database."""
+
+        async def run(conn: asyncpg.Connection) -> T:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                return await operation(conn)
+
+        return await self._with_conn(run)
+
+    async def verify(self) -> VerifyReport:
+        """Recompute the hash chain over the whole log (the same chain as SQLite's).
+
+        Returns a :class:`VerifyReport`; raises TamperedLogError naming the first sequence
+        number whose stored hash, position or content does not match.
+        """
+
+        return await self._snapshot(verify_chain)
+
+    async def rebuild(self) -> int:
+        """Drop the task projection and replay it from the log; returns the task count.
+
+        Holds the log's advisory lock, so no append of any process interleaves with it.
+        """
+        committer = self._check_open()
+
+        async def run(conn: asyncpg.Connection) -> int:
+            rows = await fold_rows(scan(conn), self._event)
+            await conn.execute("DELETE FROM tasks")
+            if rows:
+                await conn.execute(INSERT_TASKS, *columns(rows.values(), 11))
+            return len(rows)
+
+        async with self._write_lock:
+            committer.forget()
+            return await committer.run_locked(run)
+
+    async def check_projection(self) -> list[str]:
+        """Ids of tasks whose projection row differs from a fold of the log (sorted)."""
+
+        async def run(conn: asyncpg.Connection) -> tuple[dict[str, TaskRow], dict[str, Any]]:
+            return await fold_rows(scan(conn), self._event), await live_rows(conn)
+
+        expected, live = await self._snapshot(run)
+        return sorted(
+            task_id
+            for task_id in expected.keys() | live.keys()
+            if expected.get(task_id) != live.get(task_id)
+        )
+
+    def subscribe(
+        self, name: str, *, batch_size: int = 500, poll_interval: float = 0.5
+    ) -> Subscription:
+        """A :class:`Subscription` that follows the log from subscriber ``name``'s checkpoint."""
+        return Subscription(self, name, batch_size=batch_size, poll_interval=poll_interval)

@@ -1,0 +1,1 @@
+"""PostgreSQL-only tests: ordering for tailing readers, retries, several worker processes."""
