@@ -272,6 +272,12 @@ SAFE_SQL_PARTS = {
     "synchronous",  # checked against OFF/NORMAL/FULL/EXTRA by the constructor
     "number",  # a migration's number
     "int(busy_timeout * 1000)",
+    # PostgreSQL: constant column lists and "$n::type[]" parameters
+    "_TASK_COLUMNS",
+    "TASK_COLUMNS",
+    "_unnest(_EVENT_TYPES, 1)",
+    "_unnest(_TASK_TYPES, first)",
+    "_insert_tasks(13)",
 }
 
 
