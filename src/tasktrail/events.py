@@ -14,6 +14,7 @@ what you read back (with its sequence number, version, time and hash).
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -289,11 +290,46 @@ _decoder = msgspec.json.Decoder(AnyEvent)
 
 
 def encode_payload(event: Event) -> bytes:
-    """Canonical JSON of a payload: fields in declaration order, dict keys sorted."""
+    """Canonical JSON of a payload: fields in declaration order, dict keys sorted.
+
+    Refused with InvalidInputError: what JSON cannot carry exactly (a lone surrogate, a
+    NaN or an infinity, which would come back as ``null``), nesting deeper than Python's
+    recursion limit, and values of types JSON does not know.
+    """
     try:
-        return _encoder.encode(event)
-    except (TypeError, UnicodeEncodeError, OverflowError, msgspec.EncodeError) as err:
+        encoded = _encoder.encode(event)
+    except (
+        TypeError,
+        UnicodeEncodeError,
+        OverflowError,
+        RecursionError,
+        msgspec.EncodeError,
+    ) as err:
         raise InvalidInputError(f"cannot encode {type(event).__name__}: {err}") from err
+    if b"null" in encoded and _holds_non_finite(event):
+        raise InvalidInputError(
+            f"cannot encode {type(event).__name__}: it holds a NaN or an infinity, which "
+            "JSON cannot carry (it would be read back as null)"
+        )
+    return encoded
+
+
+def _holds_non_finite(value: object) -> bool:
+    """Whether a NaN or an infinity hides anywhere in ``value``."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            stack.extend(item)
+        elif isinstance(item, msgspec.Struct):
+            stack.extend(msgspec.structs.astuple(item))
+    return False
 
 
 def decode_payload(

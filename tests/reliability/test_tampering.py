@@ -16,6 +16,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from checker import check
+from scenario import Figures
 
 from tasktrail import (
     CorruptDatabaseError,
@@ -29,6 +31,7 @@ from tasktrail import (
     TaskStarted,
     TasktrailError,
     UnknownEventTypeError,
+    VerifyReport,
 )
 
 GENESIS = "0" * 64
@@ -348,3 +351,186 @@ async def test_damaged_projection_row_is_a_tasktrail_error(log: Path, reader: st
         with pytest.raises(CorruptDatabaseError):
             await PROJECTION_READERS[reader](store)
         assert await store.head() == EVENTS
+
+
+# -- exhaustive tampering (scenario 6) --------------------------------------------------------
+
+COLUMNS = [
+    "seq", "event_id", "stream_id", "version", "type", "schema_version", "recorded_at",
+    "actor", "reason", "correlation_id", "data", "hash",
+]  # fmt: skip
+
+
+def first_difference(before: list[tuple[Any, ...]], after: list[tuple[Any, ...]]) -> int:
+    """The sequence number (position + 1) of the first row that differs, in seq order."""
+    for position, (old, new) in enumerate(zip(before, after, strict=False)):
+        if old != new:
+            return position + 1
+    return min(len(before), len(after)) + 1
+
+
+def byte_changes(value: Any) -> Iterator[Any]:
+    """Every single-byte change of a stored value (one byte replaced), of the same type."""
+    if value is None:
+        yield "x"  # a NULL column given a value
+        return
+    if isinstance(value, int | float):
+        text = repr(value).encode()
+        kind: type = type(value)
+    else:
+        text, kind = (value if isinstance(value, bytes) else str(value).encode()), str
+    for index in range(len(text)):
+        for replacement in (text[index] ^ 0x01, ord("7") if text[index] != ord("7") else ord("3")):
+            changed = text[:index] + bytes([replacement]) + text[index + 1 :]
+            if kind is str:
+                yield changed
+                continue
+            try:
+                yield kind(changed.decode())
+            except ValueError:
+                continue
+
+
+async def test_every_single_byte_change_is_named(log: Path, figures: Figures) -> None:
+    """Every one-byte change of any column of any event is detected at the first bad row."""
+    drop_triggers(log)
+    before = rows(log)
+    changes = refused = 0
+    async with SQLiteEventStore(log) as store:
+        with connect(log) as db:
+            db.execute("PRAGMA synchronous = OFF")
+            for row in before:
+                for column, value in zip(COLUMNS, row, strict=True):
+                    for changed in byte_changes(value):
+                        cast = "CAST(? AS TEXT)" if isinstance(changed, bytes) else "?"
+                        try:
+                            db.execute(
+                                f"UPDATE events SET {column} = {cast} WHERE seq = ?",
+                                (changed, row[0]),
+                            )
+                        except sqlite3.IntegrityError:
+                            refused += 1  # a duplicate seq, event id or (stream, version)
+                            continue
+                        after = rows(log)
+                        if after == before:
+                            continue  # the same value (e.g. 1.0 and 1.00)
+                        changes += 1
+                        with pytest.raises(TamperedLogError) as caught:
+                            await store.verify()
+                        moved_below_one = column == "seq" and changed < 1
+                        expected = changed if moved_below_one else first_difference(before, after)
+                        assert caught.value.sequence == expected, (
+                            column,
+                            row[0],
+                            changed,
+                        )
+                        new_seq = changed if column == "seq" else row[0]
+                        db.execute(
+                            f"UPDATE events SET {column} = ? WHERE seq = ?", (value, new_seq)
+                        )
+        assert rows(log) == before
+        assert (await store.verify()).events == EVENTS
+    assert changes > 1000
+    figures.add("6 tampering", single_byte_changes=changes, refused_by_constraints=refused)
+
+
+def _delete(db: sqlite3.Connection, k: int) -> None:
+    db.execute("DELETE FROM events WHERE seq = ?", (k,))
+
+
+def _insert(db: sqlite3.Connection, k: int) -> None:
+    db.execute("UPDATE events SET seq = seq + 100 WHERE seq >= ?", (k,))
+    db.execute("UPDATE events SET seq = seq - 99 WHERE seq >= 100")
+    db.execute(
+        "INSERT INTO events SELECT ?, 'forged-' || event_id, stream_id, version + 50, type, "
+        "schema_version, recorded_at, actor, reason, correlation_id, data, hash "
+        "FROM events WHERE seq = ?",
+        (k, k + 1),
+    )
+
+
+def _swap(db: sqlite3.Connection, k: int) -> None:
+    db.execute("UPDATE events SET seq = -1 WHERE seq = ?", (k,))
+    db.execute("UPDATE events SET seq = ? WHERE seq = ?", (k, k + 1))
+    db.execute("UPDATE events SET seq = ? WHERE seq = -1", (k + 1,))
+
+
+def _resequence(db: sqlite3.Connection, k: int) -> None:
+    db.execute("DELETE FROM events WHERE seq = ?", (k,))
+    db.execute("UPDATE events SET seq = seq + 100 WHERE seq > ?", (k,))
+    db.execute("UPDATE events SET seq = seq - 101 WHERE seq >= 100")
+
+
+STRUCTURAL: dict[str, Callable[[sqlite3.Connection, int], None]] = {
+    "delete": _delete,
+    "insert": _insert,
+    "swap": _swap,
+    "resequence": _resequence,
+}
+
+
+@pytest.mark.parametrize("edit", [pytest.param(name, id=name) for name in STRUCTURAL])
+async def test_deletion_insertion_swap_and_resequencing_are_named(
+    log: Path, edit: str, figures: Figures
+) -> None:
+    """Deleting, inserting, swapping or renumbering events at any position names the first."""
+    drop_triggers(log)
+    before = rows(log)
+    last = EVENTS - 1  # every position that has a next event
+    for k in range(1, last + 1):
+        with connect(log) as db:
+            db.execute("BEGIN")
+            STRUCTURAL[edit](db, k)
+            db.execute("COMMIT")
+        after = rows(log)
+        assert after != before
+        error = await verify_error(log)
+        assert error.sequence == first_difference(before, after) == k
+        with connect(log) as db:
+            db.execute("BEGIN")
+            db.execute("DELETE FROM events")
+            db.executemany(f"INSERT INTO events VALUES ({','.join('?' * 12)})", before)
+            db.execute("COMMIT")
+    figures.add("6 tampering", structural_edits=last)
+
+
+def matches_checkpoint(report: VerifyReport, head: tuple[int, str], hashes: dict[int, str]) -> bool:
+    """Whether a verified log still holds the exported checkpoint (sequence, hash)."""
+    sequence, digest = head
+    return report.head_sequence >= sequence and hashes.get(sequence) == digest
+
+
+@pytest.mark.parametrize("cut", [pytest.param(k, id=f"last{k}") for k in range(1, EVENTS + 1)])
+@pytest.mark.parametrize("refill", [pytest.param(False, id="cut"), pytest.param(True, id="refill")])
+async def test_truncated_tail_is_caught_by_the_exported_checkpoint(
+    log: Path, cut: int, refill: bool, figures: Figures
+) -> None:
+    """Cutting the last events, even refilled with new ones, fails the exported checkpoint."""
+    async with SQLiteEventStore(log) as store:
+        report = await store.verify()
+        checkpoint = (report.head_sequence, report.head_hash)  # kept outside the database
+        hashes = {e.sequence: e.hash for e in await store.read_all()}
+        assert matches_checkpoint(report, checkpoint, hashes)
+    drop_triggers(log)
+    with connect(log) as db:
+        db.execute("DELETE FROM events WHERE seq > ?", (EVENTS - cut,))
+    async with SQLiteEventStore(log) as store:
+        if refill:  # new events put where the cut ones were: a valid chain again
+            for n in range(cut):
+                await store.append(f"new{n}", [NewEvent(TaskCreated(agent="x"))])
+        report = await store.verify()
+        hashes = {e.sequence: e.hash for e in await store.read_all()}
+    assert report.head_sequence == EVENTS - cut + (cut if refill else 0)
+    assert not matches_checkpoint(report, checkpoint, hashes)
+    figures.add("6 tampering", truncations=1)
+
+
+@pytest.mark.parametrize("moved_to", [pytest.param(n, id=f"seq{n}") for n in (0, -1, -(2**62))])
+async def test_event_renumbered_below_one_is_named(log: Path, moved_to: int) -> None:
+    """An event moved to a sequence number below 1 (where no scan looks) is named."""
+    drop_triggers(log)
+    with connect(log) as db:
+        db.execute("UPDATE events SET seq = ? WHERE seq = ?", (moved_to, EVENTS))
+    error = await verify_error(log)
+    assert error.sequence == moved_to
+    assert not check(log).ok

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from scenario import assert_clean
 
 from tasktrail import RecordedEvent, SQLiteEventStore, TaskState
 
@@ -139,6 +140,7 @@ async def test_three_processes_append_to_one_file(tmp_path: Path) -> None:
         done = await store.list_tasks(state=TaskState.COMPLETED)
         assert {t.id for t in done} == expected
         assert all(t.result == t.id for t in done)
+    assert_clean(path, acknowledged=[(task_id, 4) for task_id in acknowledged])
 
 
 # A process that opens (and so creates) the database, then appends one task.
@@ -177,3 +179,4 @@ async def test_processes_create_a_new_file_at_once(tmp_path: Path, attempt: int)
         report = await store.verify()
         assert (report.events, report.append_only) == (processes, True)
         assert await store.check_projection() == []
+    assert_clean(path, acknowledged=[(name, 1) for name in names])

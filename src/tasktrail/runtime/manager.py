@@ -16,10 +16,12 @@ from collections.abc import Awaitable, Collection, Mapping
 from datetime import datetime
 from typing import Any, Literal, Self
 
+from tasktrail._crashpoints import crash_point
 from tasktrail.errors import (
     ConcurrencyLimitError,
     IllegalTransitionError,
     InvalidInputError,
+    StorageError,
     StoreClosedError,
     TaskCancelledError,
     TaskFailedError,
@@ -626,6 +628,7 @@ class TaskManager:
             outcomes = await asyncio.gather(*claims, return_exceptions=True)
         finally:
             self._claiming.difference_update(task.id for task in chosen)
+        crash_point("runtime.after_claim")
         for outcome in outcomes:
             if isinstance(outcome, VersionConflictError):
                 # another worker (process, host) was quicker: look at the queue again at
@@ -646,9 +649,25 @@ class TaskManager:
         events: list[Event] = [TaskClaimed(worker_id=self.worker_id, attempt=task.attempt + 1)]
         if not getattr(self._runners.get(task.agent), "manages_start", False):
             events.append(TaskStarted())
-        return await self._append(
-            task.id, events, expected_version=task.version, limit=self.limits.get(task.limit_key)
-        )
+        try:
+            return await self._append(
+                task.id,
+                events,
+                expected_version=task.version,
+                limit=self.limits.get(task.limit_key),
+            )
+        except StorageError:
+            # Ambiguous: the claim may have committed before the error (an I/O error after
+            # COMMIT). Read what happened instead of guessing; run the task if it is ours.
+            current = await self.store.get_task(task.id)
+            if (
+                current is not None
+                and current.is_active
+                and current.worker_id == self.worker_id
+                and current.attempt == task.attempt + 1
+            ):
+                return current
+            raise
 
     # -- running one attempt --------------------------------------------------------------------
 
@@ -681,7 +700,9 @@ class TaskManager:
             runner = self._runners.get(task.agent)
             outcome, reason = await run.run(runner, clock=self.clock, backoff=self.retry_backoff)
             if outcome is not None:
-                await self._append_owned(run, [outcome], reason)
+                crash_point("runtime.before_finish")
+                await self._record_outcome(run, outcome, reason)
+                crash_point("runtime.after_finish")
         except TasktrailError:
             # The attempt could not record its end: the task moved on without it (finished
             # elsewhere, taken over), a cancel overtook it, or the result was unstorable.
@@ -691,6 +712,18 @@ class TaskManager:
             self._running.pop(task.id, None)
             run.done.set()
             self._wake.set()
+
+    async def _record_outcome(self, run: Attempt, outcome: Event, reason: str | None) -> Task:
+        """Record how an attempt ended; a storage error is retried (twice) rather than
+        turned into a failure at once. A retry after an error that came after COMMIT
+        finds the task finished and ends in ``_settle``, so nothing is recorded twice."""
+        for tries_left in (2, 1, 0):
+            try:
+                return await self._append_owned(run, [outcome], reason)
+            except StorageError as err:
+                if tries_left == 0 or isinstance(err, StoreClosedError):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _append_owned(self, run: Attempt, events: list[Event], reason: str | None) -> Task:
         """Append for a running attempt, only while the task is still this attempt's.

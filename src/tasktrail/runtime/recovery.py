@@ -9,6 +9,7 @@ import asyncio
 import os
 from collections.abc import Container
 
+from tasktrail._crashpoints import crash_point
 from tasktrail.errors import IllegalTransitionError, VersionConflictError
 from tasktrail.events import NewEvent, TaskCancelled, TaskFailed, TaskRequeued
 from tasktrail.lifecycle import ACTIVE_STATES
@@ -113,8 +114,11 @@ async def recover_orphans(
             decisions.append(
                 store.append(task.id, [decide(task, why)], expected_version=task.version)
             )
+    crash_point("recovery.before_decide")
+    outcomes = await asyncio.gather(*decisions, return_exceptions=True)  # one commit
+    crash_point("recovery.after_decide")
     decided = []
-    for outcome in await asyncio.gather(*decisions, return_exceptions=True):  # one commit
+    for outcome in outcomes:
         if isinstance(outcome, VersionConflictError | IllegalTransitionError):
             continue  # someone else decided first
         if isinstance(outcome, BaseException):

@@ -13,13 +13,14 @@ from typing import Final
 
 import aiosqlite
 
+from tasktrail._crashpoints import crash_point
 from tasktrail.projection import Task
 from tasktrail.store import _commit
 from tasktrail.store._chain import GENESIS
 from tasktrail.store._commit import Queued
 from tasktrail.store._plan import BatchPlan
 from tasktrail.store._shared import decode_task
-from tasktrail.store._sqlite_errors import translate
+from tasktrail.store._sqlite_errors import DriverError, translate
 
 __all__ = ["ACTIVE_COUNTS", "GroupCommitter", "UPSERT_TASK", "chunks", "decode_task", "marks"]
 
@@ -77,7 +78,7 @@ class GroupCommitter(_commit.GroupCommitter):
                     plan, tasks = await self._write(batch, careful=False)
                 except sqlite3.IntegrityError:
                     plan, tasks = await self._write(batch, careful=True)
-        except sqlite3.Error as err:
+        except DriverError as err:
             error: BaseException = translate(err, self._path)
             error.__cause__ = err
             self._fail(batch, error)
@@ -92,13 +93,18 @@ class GroupCommitter(_commit.GroupCommitter):
     ) -> tuple[BatchPlan, dict[str, Task | None]]:
         db = self._db
         assert db is not None
+        crash_point("commit.before_begin")
         await db.execute("BEGIN IMMEDIATE")
         try:
+            crash_point("commit.after_begin")
             plan, tasks = await self._plan(db, batch, careful=careful)
             if plan.event_rows:
                 await db.executemany(INSERT_EVENT, plan.event_rows)
+                crash_point("commit.after_insert")
                 await db.executemany(UPSERT_TASK, plan.task_rows.values())
+            crash_point("commit.before_commit")
             await db.execute("COMMIT")
+            crash_point("commit.after_commit")
         except BaseException:
             if db.in_transaction:
                 await db.execute("ROLLBACK")

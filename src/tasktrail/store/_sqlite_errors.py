@@ -16,11 +16,15 @@ from tasktrail.errors import (
     TasktrailError,
 )
 
-__all__ = ["translate", "translating"]
+__all__ = ["DriverError", "translate", "translating"]
 
 # Primary result codes, https://sqlite.org/rescode.html
 _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT = 5, 6, 8, 10, 11
 _FULL, _CANTOPEN, _NOTADB, _PERM = 13, 14, 26, 3
+
+
+DriverError = (sqlite3.Error, UnicodeDecodeError)
+"""What the driver raises: its own errors, and UnicodeDecodeError for damaged text."""
 
 
 def _cannot_write(code: int, path: str) -> bool:
@@ -32,11 +36,16 @@ def _cannot_write(code: int, path: str) -> bool:
     return not (os.access(path, os.W_OK) and os.access(directory, os.W_OK))
 
 
-def translate(err: sqlite3.Error, path: str = "") -> TasktrailError:
+def translate(err: sqlite3.Error | UnicodeDecodeError, path: str = "") -> TasktrailError:
     """The tasktrail error for a driver error (chain it with ``raise ... from err``)."""
+    where = f" ({path})" if path else ""
+    if isinstance(err, UnicodeDecodeError):  # damaged text in a row or in the schema
+        return CorruptDatabaseError(
+            f"the database{where} holds text that is not valid UTF-8 ({err}); it is damaged: "
+            "run verify(), and restore it from a backup if the log is affected"
+        )
     code = (getattr(err, "sqlite_errorcode", 0) or 0) & 0xFF
     text = str(err)
-    where = f" ({path})" if path else ""
     if code in (_BUSY, _LOCKED) or "locked" in text:
         return StorageBusyError(
             f"the database{where} stayed locked by another connection past the busy "
@@ -52,7 +61,9 @@ def translate(err: sqlite3.Error, path: str = "") -> TasktrailError:
             f"the database{where} is read-only; check the permissions of the file and "
             "of its directory (SQLite writes a -wal and -shm file beside it)"
         )
-    if code in (_CORRUPT, _NOTADB) or "malformed" in text or "not a database" in text:
+    if code in (_CORRUPT, _NOTADB) or any(
+        sign in text for sign in ("malformed", "not a database", "decode to UTF-8")
+    ):
         return CorruptDatabaseError(
             f"the file{where} is not a tasktrail database or is damaged: {text}"
         )
@@ -68,5 +79,5 @@ def translating(path: str = "") -> Iterator[None]:
     """Re-raise any ``sqlite3.Error`` inside the block as a tasktrail error."""
     try:
         yield
-    except sqlite3.Error as err:
+    except DriverError as err:
         raise translate(err, path) from err

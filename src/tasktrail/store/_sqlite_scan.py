@@ -15,10 +15,11 @@ from tasktrail.errors import TamperedLogError
 from tasktrail.events import RecordedEvent
 from tasktrail.store._plan import TaskRow
 from tasktrail.store._scan import check_chain, fold_rows
+from tasktrail.store._sqlite_errors import DriverError
 from tasktrail.store._verify_range import RangeResult, check_range
 from tasktrail.store.base import VerifyReport
 
-__all__ = ["EVENT_COLUMNS", "fold_log", "scan", "verify_chain"]
+__all__ = ["EVENT_COLUMNS", "fetch_all", "fold_log", "scan", "verify_chain"]
 
 EVENT_COLUMNS: Final = (
     "seq, event_id, stream_id, version, type, schema_version, recorded_at, actor, reason, "
@@ -31,6 +32,17 @@ PARALLEL_MIN_EVENTS: Final = 250_000
 a process costs more than the second core saves."""
 
 
+async def fetch_all(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    """Every row of a query, read in one step on the connection's thread (no other query
+    can run between its first and last row). When a row fails to decode, the driver's
+    traceback is dropped: it holds the half-read cursor, whose open statement would keep
+    the connection on its old snapshot for as long as the error lives."""
+    try:
+        return list(await db.execute_fetchall(sql, params))
+    except DriverError as err:
+        raise err.with_traceback(None) from None
+
+
 async def scan(db: aiosqlite.Connection, chunk: int = 20_000) -> AsyncIterator[list[Any]]:
     """Every event row in sequence order, in chunks.
 
@@ -38,15 +50,15 @@ async def scan(db: aiosqlite.Connection, chunk: int = 20_000) -> AsyncIterator[l
     one, so reading and decoding overlap on a second core.
     """
     query = f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
-    rows = list(await db.execute_fetchall(query, (0, chunk)))
+    rows = await fetch_all(db, query, (0, chunk))
     while rows:
-        following = asyncio.ensure_future(db.execute_fetchall(query, (rows[-1][0], chunk)))
+        following = asyncio.ensure_future(fetch_all(db, query, (rows[-1][0], chunk)))
         try:
             yield rows
         except BaseException:
             following.cancel()
             raise
-        rows = list(await following)
+        rows = await following
 
 
 async def verify_chain(db: aiosqlite.Connection, path: str | None = None) -> VerifyReport:
@@ -56,18 +68,19 @@ async def verify_chain(db: aiosqlite.Connection, path: str | None = None) -> Ver
     in ranges side by side, in this process and in helper processes
     (:mod:`tasktrail.store._verify_range`); the verdict is the same as one pass's.
     """
-    row = await (await db.execute("SELECT coalesce(max(seq), 0) FROM events")).fetchone()
-    last: int = row[0] if row is not None else 0
+    ((low, high),) = await fetch_all(db, "SELECT min(seq), coalesce(max(seq), 0) FROM events")
+    if low is not None and low < 1:  # the scan starts after 0: such a row would be unseen
+        raise TamperedLogError(low, "sequence numbers start at 1; this event was moved")
     cores = min(os.cpu_count() or 1, 4)
-    if path and path != ":memory:" and cores > 1 and last >= PARALLEL_MIN_EVENTS:
-        count, head_hash = await _verify_ranges(path, last, cores)
-        head = last
+    if path and path != ":memory:" and cores > 1 and high >= PARALLEL_MIN_EVENTS:
+        count, head_hash = await _verify_ranges(path, high, cores)
+        head = high
     else:
         count, head, head_hash = await check_chain(scan(db))
     triggers = {
         row[0]
-        for row in await db.execute_fetchall(
-            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'"
+        for row in await fetch_all(
+            db, "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'"
         )
     }
     return VerifyReport(

@@ -56,7 +56,7 @@ from tasktrail.store._sqlite_commit import (
 )
 from tasktrail.store._sqlite_errors import translating
 from tasktrail.store._sqlite_open import connect, init_schema
-from tasktrail.store._sqlite_scan import EVENT_COLUMNS, fold_log, scan, verify_chain
+from tasktrail.store._sqlite_scan import EVENT_COLUMNS, fetch_all, fold_log, scan, verify_chain
 from tasktrail.store._validate import check_task_id
 from tasktrail.store._workers import WorkerInfo
 from tasktrail.store.base import VerifyReport
@@ -248,7 +248,7 @@ class SQLiteEventStore:
     async def _query(self, sql: str, params: Sequence[Any] = ()) -> Iterable[sqlite3.Row]:
         db = self._read_db()
         with translating(self.path):
-            return await db.execute_fetchall(sql, params)
+            return await fetch_all(db, sql, params)
 
     def _event(self, row: Sequence[Any]) -> RecordedEvent:
         payload = decode_payload(
@@ -443,9 +443,7 @@ class SQLiteEventStore:
             await db.execute("BEGIN")  # one snapshot for both reads
             try:
                 expected = await fold_log(db, self._event)
-                live = {
-                    row[0]: tuple(row) for row in await db.execute_fetchall("SELECT * FROM tasks")
-                }
+                live = {row[0]: tuple(row) for row in await fetch_all(db, "SELECT * FROM tasks")}
             finally:
                 await db.execute("COMMIT")
         return sorted(
