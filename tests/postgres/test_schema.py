@@ -69,6 +69,19 @@ async def test_tampering_is_seen_by_verify_and_by_the_checker(
         assert info.value.sequence == 2
 
 
+async def test_an_event_renumbered_below_one_is_named(
+    pg_url: str, raw: asyncpg.Connection
+) -> None:
+    """An event moved to sequence 0 (outside the scan) fails verify(), which names it."""
+    await filled(pg_url)
+    await raw.execute("ALTER TABLE events DISABLE TRIGGER USER")
+    await raw.execute("UPDATE events SET seq = 0 WHERE seq = 1")
+    async with PostgresEventStore(pg_url) as store:
+        with pytest.raises(TamperedLogError) as info:
+            await store.verify()
+        assert info.value.sequence == 0
+
+
 async def test_verify_reports_disabled_triggers(pg_url: str, raw: asyncpg.Connection) -> None:
     """verify() says append_only=False once the triggers are disabled, True before."""
     await filled(pg_url)

@@ -7,6 +7,7 @@ from typing import Any, Final
 
 import asyncpg
 
+from tasktrail.errors import TamperedLogError
 from tasktrail.store._scan import check_chain
 from tasktrail.store.base import VerifyReport
 
@@ -42,6 +43,9 @@ async def scan(conn: asyncpg.Connection, chunk: int = 20_000) -> AsyncIterator[l
 
 async def verify_chain(conn: asyncpg.Connection) -> VerifyReport:
     """Recompute the hash chain; raise TamperedLogError at the first bad or missing event."""
+    low = await conn.fetchval("SELECT min(seq) FROM events")
+    if low is not None and low < 1:  # the scan starts after 0: such a row would be unseen
+        raise TamperedLogError(low, "sequence numbers start at 1; this event was moved")
     count, head, head_hash = await check_chain(scan(conn))
     triggers = {
         row[0]
