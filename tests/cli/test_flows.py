@@ -223,3 +223,33 @@ def test_shell_completion_offers_task_ids(cli: Cli) -> None:
     script = Path(sys.executable).parent / "tasktrail"  # the installed console script
     done = subprocess.run([script], env=env, capture_output=True, text=True, check=False)
     assert done.stdout.split() == ["plain,alpha-1"]
+
+
+def group_runs(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` runs (zombies do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_bytes().rpartition(b")")[2].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
+def test_a_killed_workers_processes_end_before_the_retry(cli: Cli) -> None:
+    """The processes of a worker killed with SIGKILL run on; the worker that recovers the
+    task ends them before its next attempt, so two attempts never run side by side."""
+    first = cli.start("worker", "--id", "w1")
+    task_id = cli("submit", "shell", "sleep 60", "--max-attempts", "2").stdout.strip()
+    record = cli.until(task_id, "running")
+    pgid = int(str(record["session_id"]).removeprefix("pid:"))
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    assert group_runs(pgid)  # orphaned: nobody will end it
+    cli.start("worker", "--id", "w2")
+    retried = cli.until(task_id, "running")
+    while retried["attempt"] != 2:
+        retried = cli.until(task_id, "running")
+    assert not group_runs(pgid)
+    assert cli("cancel", task_id, "--force").returncode == 0

@@ -69,9 +69,7 @@ async def test_tampering_is_seen_by_verify_and_by_the_checker(
         assert info.value.sequence == 2
 
 
-async def test_an_event_renumbered_below_one_is_named(
-    pg_url: str, raw: asyncpg.Connection
-) -> None:
+async def test_an_event_renumbered_below_one_is_named(pg_url: str, raw: asyncpg.Connection) -> None:
     """An event moved to sequence 0 (outside the scan) fails verify(), which names it."""
     await filled(pg_url)
     await raw.execute("ALTER TABLE events DISABLE TRIGGER USER")

@@ -14,6 +14,7 @@ from tasktrail.errors import IllegalTransitionError, VersionConflictError
 from tasktrail.events import NewEvent, TaskCancelled, TaskFailed, TaskRequeued
 from tasktrail.lifecycle import ACTIVE_STATES
 from tasktrail.projection import Task
+from tasktrail.runtime.subprocess import end_orphaned_attempts
 from tasktrail.store import EventStore
 from tasktrail.store._workers import WorkerInfo
 
@@ -102,18 +103,23 @@ async def recover_orphans(
     """
     workers = {w.worker_id: w for w in await store.list_workers()}
     decisions = []
+    local: list[Task] = []  # attempts of a dead worker of this host: their processes may run
     for task in await store.list_tasks(state=ACTIVE_STATES):
         if task.id in running_here:
             continue
+        worker = workers.get(task.worker_id or "")
         if task.worker_id == worker_id:
             why: str | None = "this worker restarted"
         else:
-            worker = workers.get(task.worker_id or "")
             why = owner_is_dead(worker, now=now, lease_timeout=lease_timeout, host=host)
         if why is not None:
+            if worker is not None and worker.host == host:
+                local.append(task)
             decisions.append(
                 store.append(task.id, [decide(task, why)], expected_version=task.version)
             )
+    if local:
+        end_orphaned_attempts(local)  # before the next attempt can start beside them
     crash_point("recovery.before_decide")
     outcomes = await asyncio.gather(*decisions, return_exceptions=True)  # one commit
     crash_point("recovery.after_decide")

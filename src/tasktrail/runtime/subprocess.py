@@ -22,7 +22,7 @@ import re
 import shlex
 import signal
 import subprocess
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Self
 
 from tasktrail.errors import (
@@ -33,7 +33,7 @@ from tasktrail.errors import (
 from tasktrail.projection import Task
 from tasktrail.runtime.context import RunContext
 
-__all__ = ["SubprocessRunner"]
+__all__ = ["SubprocessRunner", "end_orphaned_attempts"]
 
 _PLACEHOLDER = re.compile(r"\{(prompt|task_id|agent|attempt)\}")
 _HIGH_WATER = 1 << 20
@@ -106,12 +106,8 @@ _PROC_STAT = os.path.exists("/proc/self/stat")
 """Linux: the group's processes can be told apart from its zombies."""
 
 
-def _group_runs(pgid: int) -> bool:
-    """Whether a process of group ``pgid`` runs (zombies do not count), from ``/proc``.
-
-    The child's own children are reaped by init once the child is gone, and init may take
-    its time (seconds, in some containers): signal 0 would count those zombies as alive.
-    """
+def _live_processes() -> Iterator[tuple[int, int]]:
+    """``(pid, process group)`` of every process that is not a zombie, from ``/proc``."""
     with os.scandir("/proc") as entries:
         pids = [entry.name for entry in entries if entry.name.isdigit()]
     for pid in pids:
@@ -122,9 +118,52 @@ def _group_runs(pgid: int) -> bool:
             continue  # gone meanwhile
         # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses
         fields = stat[stat.rindex(b")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
-    return False
+        if len(fields) > 2 and fields[0] not in (b"Z", b"X"):
+            yield int(pid), int(fields[2])
+
+
+def _group_runs(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` runs (zombies do not count), from ``/proc``.
+
+    The child's own children are reaped by init once the child is gone, and init may take
+    its time (seconds, in some containers): signal 0 would count those zombies as alive.
+    """
+    return any(group == pgid for _, group in _live_processes())
+
+
+def end_orphaned_attempts(attempts: Iterable[Task]) -> int:
+    """SIGKILL what still runs of attempts whose worker died on this host; how many
+    processes were signalled.
+
+    A worker killed outright (kill -9) cannot end its processes: they run on, and the task's
+    next attempt would run beside them. Recovery calls this before it re-queues such tasks.
+    A process is ended only if it is in the attempt's group (session id ``pid:<pgid>``)
+    and its environment names the same task and attempt, so a reused group id is safe.
+    Linux only (``/proc``); elsewhere nothing is signalled.
+    """
+    wanted: dict[int, bytes] = {}
+    for task in attempts:
+        session = task.session_id or ""
+        if session.startswith("pid:") and session[4:].isdigit():
+            marker = f"TASKTRAIL_TASK_ID={task.id}\0TASKTRAIL_ATTEMPT={task.attempt}"
+            wanted[int(session[4:])] = marker.encode()
+    if not wanted or not _PROC_STAT:
+        return 0
+    ended = 0
+    for pid, group in list(_live_processes()):
+        if group not in wanted:
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as file:
+                environment = b"\0" + file.read()
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        task_id, attempt = wanted[group].split(b"\0")
+        if b"\0" + task_id + b"\0" in environment and b"\0" + attempt + b"\0" in environment:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                ended += 1
+    return ended
 
 
 class _Group:
