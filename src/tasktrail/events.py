@@ -289,12 +289,18 @@ _encoder = msgspec.json.Encoder(order="deterministic")
 _decoder = msgspec.json.Decoder(AnyEvent)
 
 
+MAX_NESTING: Final = 200
+"""The deepest nesting of lists and dicts a payload may hold. A fixed limit, far below
+Python's recursion limit, so that a payload accepted here also encodes inside the task
+record and decodes on every later read, whatever the call stack's depth there."""
+
+
 def encode_payload(event: Event) -> bytes:
     """Canonical JSON of a payload: fields in declaration order, dict keys sorted.
 
     Refused with InvalidInputError: what JSON cannot carry exactly (a lone surrogate, a
-    NaN or an infinity, which would come back as ``null``), nesting deeper than Python's
-    recursion limit, and values of types JSON does not know.
+    NaN or an infinity, which would come back as ``null``), lists and dicts nested deeper
+    than :data:`MAX_NESTING`, and values of types JSON does not know.
     """
     try:
         encoded = _encoder.encode(event)
@@ -306,12 +312,33 @@ def encode_payload(event: Event) -> bytes:
         msgspec.EncodeError,
     ) as err:
         raise InvalidInputError(f"cannot encode {type(event).__name__}: {err}") from err
+    # Each level of nesting opens a bracket: few brackets in all, no deep nesting (C speed).
+    if encoded.count(b"[") + encoded.count(b"{") > MAX_NESTING and _too_deep(event):
+        raise InvalidInputError(
+            f"cannot encode {type(event).__name__}: lists and dicts nested more than "
+            f"{MAX_NESTING} levels deep"
+        )
     if b"null" in encoded and _holds_non_finite(event):
         raise InvalidInputError(
             f"cannot encode {type(event).__name__}: it holds a NaN or an infinity, which "
             "JSON cannot carry (it would be read back as null)"
         )
     return encoded
+
+
+def _too_deep(value: object) -> bool:
+    """Whether lists, tuples or dicts nest more than ``MAX_NESTING`` levels in ``value``."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            if depth >= MAX_NESTING:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+        elif isinstance(item, msgspec.Struct):
+            stack.extend((child, depth) for child in msgspec.structs.astuple(item))
+    return False
 
 
 def _holds_non_finite(value: object) -> bool:

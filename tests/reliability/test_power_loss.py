@@ -7,7 +7,7 @@ and checked. With ``synchronous=FULL`` no acknowledged append is ever lost; with
 ``NORMAL`` nothing is corrupt, and what is lost is only the most recent acknowledged
 appends (those after the last sync of the WAL).
 
-Sizes: ``TASKTRAIL_POWER_EVERY`` (cut every N disk operations; CI 3, soak 1).
+Sizes: ``TASKTRAIL_POWER_EVERY`` (cut every N disk operations; CI 2, soak 1).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from tasktrail import SQLiteEventStore
 
 pytest.importorskip("apsw", reason="the power-loss layer is built on apsw (the test extra)")
 
-EVERY = {"FULL": int(size("TASKTRAIL_POWER_EVERY", 3, 1)), "NORMAL": 4}
+EVERY = {"FULL": int(size("TASKTRAIL_POWER_EVERY", 2, 1)), "NORMAL": 4}
 SCRIPT = Path(__file__).resolve().parent / "powerloss.py"
 
 

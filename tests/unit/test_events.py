@@ -10,13 +10,14 @@ import pytest
 
 from tasktrail import (
     CorruptEventError,
+    InvalidInputError,
     NewEvent,
     SQLiteEventStore,
     TaskCreated,
     TaskState,
     UnknownEventTypeError,
 )
-from tasktrail.events import EVENT_TYPES, decode_payload, encode_payload
+from tasktrail.events import EVENT_TYPES, MAX_NESTING, decode_payload, encode_payload
 from tasktrail.store._chain import GENESIS, event_hash
 
 # Tags are part of the stored format: they never change.
@@ -111,3 +112,21 @@ def test_failing_upcaster_is_a_corrupt_event() -> None:
     """An upcaster that cannot read a stored shape raises CorruptEventError."""
     with pytest.raises(CorruptEventError, match="upcasting"):
         decode_payload("task.created", 1, b'{"options": "abc"}', sequence=3)
+
+
+def _nested(levels: int) -> object:
+    value: object = "bottom"
+    for level in range(levels):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
+def test_nesting_is_limited_to_max_nesting() -> None:
+    """Lists and dicts nested MAX_NESTING deep encode; one level more is refused."""
+    deepest = TaskCreated(agent="a", prompt="p", metadata={"v": _nested(MAX_NESTING - 1)})
+    assert encode_payload(deepest)
+    too_deep = TaskCreated(agent="a", prompt="p", metadata={"v": _nested(MAX_NESTING)})
+    with pytest.raises(InvalidInputError, match="nested more than"):
+        encode_payload(too_deep)
+    wide = TaskCreated(agent="a", prompt="p", metadata={"rows": [{"n": i} for i in range(500)]})
+    assert encode_payload(wide)  # many brackets, shallow: accepted

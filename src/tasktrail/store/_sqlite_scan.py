@@ -16,16 +16,11 @@ from tasktrail.events import RecordedEvent
 from tasktrail.store._plan import TaskRow
 from tasktrail.store._scan import check_chain, fold_rows
 from tasktrail.store._sqlite_errors import DriverError
-from tasktrail.store._verify_range import RangeResult, check_range
+from tasktrail.store._verify_range import EVENT_COLUMNS, RangeResult, check_range
 from tasktrail.store.base import VerifyReport
 
 __all__ = ["EVENT_COLUMNS", "fetch_all", "fold_log", "scan", "verify_chain"]
 
-EVENT_COLUMNS: Final = (
-    "seq, event_id, stream_id, version, type, schema_version, recorded_at, actor, reason, "
-    "correlation_id, CAST(data AS BLOB), hash"
-)
-"""The columns of an event row, in the order the hash covers them, payload as bytes."""
 _APPEND_ONLY_TRIGGERS: Final = frozenset({"events_append_only_update", "events_append_only_delete"})
 PARALLEL_MIN_EVENTS: Final = 250_000
 """A log at least this long is verified in ranges, one per core (up to 4): below it, starting

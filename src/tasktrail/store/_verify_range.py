@@ -19,14 +19,16 @@ from typing import NamedTuple
 
 from tasktrail.store._chain import GENESIS, event_hash
 
-__all__ = ["RangeResult", "check_range"]
+__all__ = ["EVENT_COLUMNS", "RangeResult", "check_range"]
 
 MISSING = "this event is missing from the log"
 MISMATCH = "its stored hash does not match its content"
-_COLUMNS = (
+EVENT_COLUMNS = (
     "seq, event_id, stream_id, version, type, schema_version, recorded_at, actor, reason, "
     "correlation_id, CAST(data AS BLOB), hash"
 )
+"""The columns of an event row, in the order the hash covers them, payload as bytes (the
+SQLite store reads them from here too: this module must import little, it runs alone)."""
 
 
 class RangeResult(NamedTuple):
@@ -53,7 +55,8 @@ def check_range(path: str, first: int, last: int) -> RangeResult:
             previous = row[0] if row is not None else ""
         expected, count = first, 0
         rows = db.execute(
-            f"SELECT {_COLUMNS} FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, last)
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq",
+            (first, last),
         )
         for row in rows:
             sequence = row[0]
