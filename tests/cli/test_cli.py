@@ -77,6 +77,27 @@ def test_submit_reads_the_prompt_from_stdin(cli: CliRun) -> None:
     assert json.loads(out)["prompt"] == "echo a\necho b\n"
 
 
+@pytest.mark.parametrize(
+    ("args", "stdin"),
+    [
+        pytest.param((), None, id="none"),
+        pytest.param(("",), None, id="empty"),
+        pytest.param(("  ",), None, id="blank"),
+        pytest.param(("-",), "\n", id="blank-stdin"),
+    ],
+)
+def test_submit_refuses_a_missing_prompt(
+    cli: CliRun, db_path: Path, args: tuple[str, ...], stdin: str | None
+) -> None:
+    """`submit` and `run` without a prompt (or only whitespace) exit 2 in one line and
+    write nothing."""
+    for command in ("submit", "run"):
+        code, _, err = cli(command, "shell", *args, input=stdin)
+        assert code == 2
+        assert err == "tasktrail: error: give a prompt (or - to read it from standard input)\n"
+        assert not db_path.exists()
+
+
 def test_submit_refuses_an_unknown_agent(cli: CliRun, db_path: Path) -> None:
     """An agent no worker can run exits 2 naming the known agents; nothing is written."""
     code, _, err = cli("submit", "nope", "x")

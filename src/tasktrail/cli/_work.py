@@ -73,11 +73,10 @@ def new_task_id() -> str:
 
 def read_prompt(words: tuple[str, ...]) -> str:
     """The prompt: the words joined by spaces, or standard input for a single ``-``."""
-    if words == ("-",):
-        return sys.stdin.read()
-    if not words:
+    text = sys.stdin.read() if words == ("-",) else " ".join(words)
+    if not text.strip():
         raise InvalidInputError("give a prompt (or - to read it from standard input)")
-    return " ".join(words)
+    return text
 
 
 @main.command()
@@ -320,13 +319,13 @@ def run(agent: str, prompt: tuple[str, ...], timeout: float | None, **options: A
       tasktrail run shell 'pytest -x' && echo green
       tasktrail run claude 'Fix the failing test' --timeout 600
     """
-    task = run_async(_run)(agent, read_prompt(prompt), timeout, **options)
+    task = run_async(_run)(agent, prompt, timeout, **options)
     sys.exit(run_exit_code(task))
 
 
 async def _run(
     agent: str,
-    prompt: str,
+    words: tuple[str, ...],
     timeout: float | None,
     *,
     db: str | None,
@@ -342,6 +341,7 @@ async def _run(
 ) -> Task:
     settings = load_config(config)
     settings.check_agent(agent)
+    prompt = read_prompt(words)
     runners = settings.runners()
     options = settings.worker.manager_settings()
     if timeout is not None:
