@@ -38,7 +38,9 @@ def _cell(text: str) -> str:
 
 def _option_row(param: click.Parameter, ctx: click.Context) -> str:
     if isinstance(param, click.Argument):
-        return f"| `{param.make_metavar(ctx)}` | argument{' (required)' if param.required else ''} |"
+        return (
+            f"| `{param.make_metavar(ctx)}` | argument{' (required)' if param.required else ''} |"
+        )
     assert isinstance(param, click.Option)
     names = ", ".join(f"`{name}`" for name in [*param.opts, *param.secondary_opts])
     if not param.is_flag:
@@ -46,7 +48,9 @@ def _option_row(param: click.Parameter, ctx: click.Context) -> str:
     text = param.help or ""
     if param.multiple:
         text += " May be repeated."
-    if param.show_default and param.default not in (None, False, ()):
+    if param.show_default and not (
+        param.default is None or param.default is False or param.default == ()
+    ):
         text += f" Default: `{param.default}`."
     return f"| {names} | {_cell(text)} |"
 

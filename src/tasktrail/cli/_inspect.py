@@ -84,7 +84,9 @@ def parse_moment(text: str) -> datetime:
 @click.option("--state", "states", type=_STATES, multiple=True, help="Only this state (repeat).")
 @click.option("--agent", default=None, help="Only tasks of this agent.")
 @click.option("--parent", default=None, metavar="TASK_ID", help="Only children of this task.")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), metavar="N", default=None, help="At most this many."
+)
 @click.option("--watch", "-w", is_flag=True, help="Redraw the table every second until Ctrl-C.")
 @json_option
 @run_async
@@ -225,7 +227,10 @@ async def history(task_id: str, db: str | None, as_json: bool) -> None:
 @main.command()
 @task_id_argument
 @db_option
-@click.option("--version", "version", type=click.IntRange(min=1), help="The state at this version.")
+@click.option(
+    "--version", "version", type=click.IntRange(min=1), metavar="N",
+    help="The state at this version.",
+)  # fmt: skip
 @click.option("--at", "at", metavar="TIME", help="The state at this time (ISO 8601 or Unix).")
 @click.option("--step", is_flag=True, help="On a terminal, pause after each event.")
 @json_option

@@ -58,7 +58,11 @@ def launch_options(fn: F) -> F:
         click.option("--priority", type=int, default=0, show_default=True, help="Higher first."),
         click.option("--key", default=None, help="Concurrency key [default: the agent]."),
         click.option(
-            "--max-attempts", type=click.IntRange(min=1), default=None, help="Attempts in all."
+            "--max-attempts",
+            type=click.IntRange(min=1),
+            metavar="N",
+            default=None,
+            help="Attempts in all [default: worker.max_attempts of the config, else 1].",
         ),
     ]
     for option in reversed(options):
@@ -144,7 +148,7 @@ def _runners_for(settings: Config, agents: tuple[str, ...]) -> dict[str, Any]:
 @db_option
 @config_option
 @click.option(
-    "--concurrency", "-c", type=click.IntRange(min=1), default=None,
+    "--concurrency", "-c", type=click.IntRange(min=1), metavar="N", default=None,
     help="Tasks run at once [default: worker.max_running of the config, else 4].",
 )  # fmt: skip
 @click.option("--agent", "agents", multiple=True, help="Run only this agent's tasks (repeat).")
@@ -301,7 +305,7 @@ def run_exit_code(task: Task) -> int:
 @config_option
 @launch_options
 @click.option(
-    "--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+    "--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", default=None,
     help="Seconds the run may take; then it fails (exit 1).",
 )  # fmt: skip
 @click.option("--quiet", "-q", is_flag=True, help="Print no status lines, only the output.")
@@ -385,7 +389,11 @@ async def _run(
 @task_ids_argument(required=True)
 @db_option
 @click.option(
-    "--timeout", type=click.FloatRange(min=0), default=None, help="Give up after this many seconds."
+    "--timeout",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    default=None,
+    help="Give up after this many seconds.",
 )
 @json_option
 @run_async
