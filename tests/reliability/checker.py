@@ -17,12 +17,21 @@ import hashlib
 import json
 import sqlite3
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["GENESIS", "LEGAL", "TRIGGER_OF", "CheckReport", "check", "chain_hash"]
+__all__ = [
+    "COUNTS",
+    "GENESIS",
+    "LEGAL",
+    "TRIGGER_OF",
+    "CheckReport",
+    "chain_hash",
+    "check",
+    "judge",
+]
 
 GENESIS = "0" * 64
 
@@ -43,6 +52,17 @@ TRIGGER_OF: dict[str, str] = {
 
 _LIVE = ("pending", "starting", "running")
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
+COUNTS = (
+    "missing_acknowledged",
+    "partial_batches",
+    "illegal_transitions",
+    "version_gaps",
+    "events_after_terminal",
+    "projection_mismatches",
+    "chain_breaks",
+    "integrity_failures",
+)
+"""The counts of broken invariants; every one must be 0."""
 
 
 def _legal() -> dict[tuple[str | None, bool, str], str]:
@@ -87,18 +107,7 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         """Whether no invariant is broken."""
-        return not any(
-            (
-                self.missing_acknowledged,
-                self.partial_batches,
-                self.illegal_transitions,
-                self.version_gaps,
-                self.events_after_terminal,
-                self.projection_mismatches,
-                self.chain_breaks,
-                self.integrity_failures,
-            )
-        )
+        return not any(getattr(self, name) for name in COUNTS)
 
 
 def chain_hash(previous: str, row: Sequence[Any]) -> str:
@@ -137,39 +146,20 @@ def check(
     must be in the log. ``batches``: the event ids of appends that may or may not have
     committed; each must be in the log wholly or not at all.
     """
-    problems: list[str] = []
-    counts = dict.fromkeys(
-        (
-            "missing_acknowledged",
-            "partial_batches",
-            "illegal_transitions",
-            "version_gaps",
-            "events_after_terminal",
-            "projection_mismatches",
-            "chain_breaks",
-            "integrity_failures",
-        ),
-        0,
-    )
-
-    def problem(kind: str, text: str) -> None:
-        counts[kind] += 1
-        if len(problems) < 20:
-            problems.append(f"{kind}: {text}")
-
+    integrity: list[str] = []
     db = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True, isolation_level=None)
     try:
         db.text_factory = bytes
         db.execute("BEGIN")  # one snapshot for every read
         for (line,) in db.execute("PRAGMA integrity_check"):
             if line != b"ok":
-                problem("integrity_failures", line.decode(errors="replace"))
-        rows = db.execute(
+                integrity.append(line.decode(errors="replace"))
+        raw_rows = db.execute(
             "SELECT seq, event_id, stream_id, version, type, schema_version, recorded_at, "
             "actor, reason, correlation_id, CAST(data AS BLOB), hash FROM events ORDER BY seq"
         ).fetchall()
         live = {
-            row[0].decode(): row
+            row[0].decode(): (row[1].decode(), row[2].decode(), row[3], row[4], _loads(row[5]))
             for row in db.execute(
                 "SELECT id, state, agent, version, last_seq, CAST(record AS BLOB) FROM tasks"
             )
@@ -177,14 +167,44 @@ def check(
         db.execute("COMMIT")
     finally:
         db.close()
+    rows = []
+    for raw in raw_rows:  # text as str, the payload as the bytes the hash covers
+        row = [v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v for v in raw]
+        row[10] = raw[10]
+        rows.append(row)
+    return judge(rows, live, integrity, acknowledged=acknowledged, batches=batches)
 
+
+def judge(
+    rows: Sequence[Sequence[Any]],
+    live: Mapping[str, tuple[str, str, int, int, Any]],
+    integrity: Iterable[str],
+    *,
+    acknowledged: Iterable[tuple[str, int]] = (),
+    batches: Iterable[Sequence[str]] = (),
+) -> CheckReport:
+    """Judge a log and its projection, read raw by a backend's ``check``: the whole checker
+    but the reading, shared by the SQLite and PostgreSQL checkers.
+
+    ``rows``: every event row in sequence order, its payload (index 10) as bytes.
+    ``live``: per task id, the projection row's state, agent, version, last sequence and
+    decoded record. ``integrity``: the backend's own integrity problems.
+    """
+    problems: list[str] = []
+    counts = dict.fromkeys(COUNTS, 0)
+
+    def problem(kind: str, text: str) -> None:
+        counts[kind] += 1
+        if len(problems) < 20:
+            problems.append(f"{kind}: {text}")
+
+    for line in integrity:
+        problem("integrity_failures", line)
     tasks: dict[str, _Fold] = {}
     stored: set[str] = set()
     versions: set[tuple[str, int]] = set()
     previous, expected_seq = GENESIS, 1
-    for raw in rows:
-        row = [v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v for v in raw]
-        row[10] = raw[10]
+    for row in rows:
         seq, event_id, stream, version, kind = row[0], row[1], row[2], row[3], row[4]
         if seq != expected_seq:
             problem("chain_breaks", f"sequence {expected_seq} missing (next is {seq})")
@@ -214,33 +234,19 @@ def check(
         task.state = after
 
     for task_id, task in tasks.items():
-        row = live.get(task_id)
-        if row is None:
+        if task_id not in live:
             problem("projection_mismatches", f"{task_id!r} has events but no tasks row")
             continue
-        record = _loads(row[5])
+        state, agent, version, last_seq, record = live[task_id]
         seen = (
-            row[1].decode(),
-            row[2].decode(),
-            row[3],
-            row[4],
-            record.get("state"),
-            record.get("version"),
-            record.get("attempt", 0),
-            record.get("worker_id"),
+            state, agent, version, last_seq, record.get("state"), record.get("version"),
+            record.get("attempt", 0), record.get("worker_id"),
             record.get("cancel_requested", False),
-        )
+        )  # fmt: skip
         want = (
-            task.state,
-            task.agent,
-            task.version,
-            task.last_seq,
-            task.state,
-            task.version,
-            task.attempt,
-            task.worker,
-            task.cancel,
-        )
+            task.state, task.agent, task.version, task.last_seq, task.state, task.version,
+            task.attempt, task.worker, task.cancel,
+        )  # fmt: skip
         if seen != want:
             problem("projection_mismatches", f"{task_id!r}: row {seen} != log {want}")
     for task_id in live.keys() - tasks.keys():
