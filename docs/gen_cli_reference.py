@@ -11,25 +11,18 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import inspect
-import re
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _generated, beside this file
+import _generated
 import click
 
 from tasktrail import errors
 from tasktrail.cli import EXIT_CODES, main
 
 CLI_PAGE = Path(__file__).resolve().parent / "reference" / "cli.md"
-
-
-def _marker(name: str) -> re.Pattern[str]:
-    return re.compile(
-        rf"(<!-- BEGIN GENERATED: {name} -->\n)(.*?)(<!-- END GENERATED: {name} -->)",
-        re.DOTALL,
-    )
 
 
 def _cell(text: str) -> str:
@@ -113,31 +106,12 @@ BLOCKS = {"cli-commands": commands_block, "cli-exit-codes": exit_codes_block}
 
 def render(text: str) -> str:
     """``text`` with every generated block replaced by its current content."""
-    for name, build in BLOCKS.items():
-        pattern = _marker(name)
-        if not pattern.search(text):
-            raise ValueError(f"no '{name}' block in the page")
-        body = build()
-        text = pattern.sub(lambda m, body=body: m[1] + body + m[3], text)
-    return text
+    return _generated.render(text, BLOCKS)
 
 
 def main_(argv: list[str] | None = None) -> int:
     """Rewrite the page, or with ``--check`` report whether it is stale."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the page is stale")
-    args = parser.parse_args(argv)
-    text = CLI_PAGE.read_text(encoding="utf-8")
-    fresh = render(text)
-    if args.check:
-        if fresh != text:
-            print(f"{CLI_PAGE} is stale: run python docs/gen_cli_reference.py")
-            return 1
-        return 0
-    if fresh != text:
-        CLI_PAGE.write_text(fresh, encoding="utf-8")
-        print(f"rewrote {CLI_PAGE}")
-    return 0
+    return _generated.main(CLI_PAGE, BLOCKS, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

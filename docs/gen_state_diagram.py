@@ -13,22 +13,16 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import re
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _generated, beside this file
+import _generated
 
 from tasktrail.events import EVENT_TYPES
 from tasktrail.lifecycle import TERMINAL_STATES, TaskState, Trigger, mermaid_diagram, next_state
 
 LIFECYCLE_PAGE = Path(__file__).resolve().parent / "reference" / "lifecycle.md"
-
-
-def _marker(name: str) -> re.Pattern[str]:
-    return re.compile(
-        rf"(<!-- BEGIN GENERATED: {name} -->\n)(.*?)(<!-- END GENERATED: {name} -->)",
-        re.DOTALL,
-    )
 
 
 def state_diagram_block() -> str:
@@ -76,31 +70,12 @@ BLOCKS = {
 
 def render(text: str) -> str:
     """``text`` with every generated block replaced by its current content."""
-    for name, build in BLOCKS.items():
-        pattern = _marker(name)
-        if not pattern.search(text):
-            raise ValueError(f"no '{name}' block in the page")
-        body = build()
-        text = pattern.sub(lambda m, body=body: m[1] + body + m[3], text)
-    return text
+    return _generated.render(text, BLOCKS)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Rewrite the page, or with ``--check`` report whether it is stale."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the page is stale")
-    args = parser.parse_args(argv)
-    text = LIFECYCLE_PAGE.read_text(encoding="utf-8")
-    fresh = render(text)
-    if args.check:
-        if fresh != text:
-            print(f"{LIFECYCLE_PAGE} is stale: run python docs/gen_state_diagram.py")
-            return 1
-        return 0
-    if fresh != text:
-        LIFECYCLE_PAGE.write_text(fresh, encoding="utf-8")
-        print(f"rewrote {LIFECYCLE_PAGE}")
-    return 0
+    return _generated.main(LIFECYCLE_PAGE, BLOCKS, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":
