@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import sys
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -50,7 +51,27 @@ _CLI_POLL = 0.2
 
 
 def launch_options(fn: F) -> F:
-    """The options of a new task, shared by ``submit`` and ``run``."""
+    """The options of a new task, shared by ``submit`` and ``run``: the command receives
+    them as one ``launch`` dict of :meth:`TaskManager.launch` keywords (``task_id`` set)."""
+
+    @functools.wraps(fn)
+    def collected(
+        *args: Any,
+        task_id: str | None,
+        description: str,
+        parent: str | None,
+        priority: int,
+        key: str | None,
+        max_attempts: int | None,
+        **kwargs: Any,
+    ) -> Any:
+        launch = {
+            "task_id": task_id or new_task_id(), "description": description,
+            "parent_id": parent, "priority": priority, "concurrency_key": key,
+            "max_attempts": max_attempts,
+        }  # fmt: skip
+        return fn(*args, launch=launch, **kwargs)
+
     options = [
         click.option("--id", "task_id", default=None, help="The task's id [default: random]."),
         click.option("--description", default="", help="A short description for listings."),
@@ -65,9 +86,10 @@ def launch_options(fn: F) -> F:
             help="Attempts in all [default: worker.max_attempts of the config, else 1].",
         ),
     ]
+    wrapped: Any = collected
     for option in reversed(options):
-        fn = option(fn)
-    return fn
+        wrapped = option(wrapped)
+    return cast(F, wrapped)
 
 
 def new_task_id() -> str:
@@ -97,12 +119,7 @@ async def submit(
     prompt: tuple[str, ...],
     db: str | None,
     config: str | None,
-    task_id: str | None,
-    description: str,
-    parent: str | None,
-    priority: int,
-    key: str | None,
-    max_attempts: int | None,
+    launch: dict[str, Any],
     any_agent: bool,
     as_json: bool,
 ) -> None:
@@ -123,10 +140,7 @@ async def submit(
     async with TaskManager(
         database(db), run_tasks=False, max_attempts=settings.worker.max_attempts
     ) as tm:
-        task = await tm.launch(
-            agent, text, task_id=task_id or new_task_id(), description=description,
-            parent_id=parent, priority=priority, concurrency_key=key, max_attempts=max_attempts,
-        )  # fmt: skip
+        task = await tm.launch(agent, text, **launch)
     if as_json:
         emit_json(task)
     else:
@@ -334,12 +348,7 @@ async def _run(
     *,
     db: str | None,
     config: str | None,
-    task_id: str | None,
-    description: str,
-    parent: str | None,
-    priority: int,
-    key: str | None,
-    max_attempts: int | None,
+    launch: dict[str, Any],
     quiet: bool,
     as_json: bool,
 ) -> Task:
@@ -350,16 +359,13 @@ async def _run(
     options = settings.worker.manager_settings()
     if timeout is not None:
         options["run_timeout"] = timeout
-    task_id = task_id or new_task_id()
+    task_id: str = launch["task_id"]
     err = console(stderr=True)
     async with TaskManager(
         database(db), limits=settings.limits, task_ids={task_id}, **options
     ) as tm:
         tm.register(agent, runners[agent])
-        task = await tm.launch(
-            agent, prompt, task_id=task_id, description=description, parent_id=parent,
-            priority=priority, concurrency_key=key, max_attempts=max_attempts,
-        )  # fmt: skip
+        task = await tm.launch(agent, prompt, **launch)
         if not quiet:
             err.print(f"[dim]task {task.id} ({agent}); Ctrl-C cancels it[/]")
         presses = 0
