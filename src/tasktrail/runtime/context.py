@@ -11,7 +11,7 @@ from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task
 from tasktrail.runtime.clock import Clock
 
-__all__ = ["RunContext", "Runner"]
+__all__ = ["RunContext", "Runner", "to_the_end"]
 
 
 class Runner(Protocol):
@@ -142,3 +142,22 @@ class RunContext:
     async def _ensure_started(self) -> None:
         if not self._started:
             await self.started()
+
+
+async def to_the_end(cleanup: Awaitable[None]) -> None:
+    """Run ``cleanup`` to its end even if the caller is cancelled (again) meanwhile.
+
+    The manager may cancel a runner more than once while it stops; a cleanup cut short
+    (ending a process, aborting a session) would leave the work running. A cancel that
+    arrived meanwhile is raised once the cleanup finished, so it is never swallowed.
+    """
+    inner = asyncio.ensure_future(cleanup)
+    cancelled = False
+    while not inner.done():
+        try:
+            await asyncio.shield(inner)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    inner.result()

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Protocol, TypeAlias
 
 from tasktrail.errors import InvalidInputError, SessionFailedError
 from tasktrail.projection import Task
-from tasktrail.runtime.context import RunContext
+from tasktrail.runtime.context import RunContext, to_the_end
 
 __all__ = [
     "AgentSession",
@@ -195,17 +195,10 @@ async def _abort(client: AgentSession, session_id: str) -> None:
 
     A cancel that arrived meanwhile is raised afterwards, never swallowed.
     """
-    inner = asyncio.ensure_future(client.abort(session_id))
-    cancelled = False
-    while not inner.done():
-        try:
-            await asyncio.shield(inner)
-        except asyncio.CancelledError:
-            cancelled = True
-        except Exception:
-            _log.warning("aborting agent session %r failed", session_id, exc_info=True)
-    if cancelled:
-        raise asyncio.CancelledError
+    try:
+        await to_the_end(client.abort(session_id))
+    except Exception:
+        _log.warning("aborting agent session %r failed", session_id, exc_info=True)
 
 
 # -- a fake client ------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import re
 import shlex
 import signal
 import subprocess
-from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Self
 
 from tasktrail.errors import (
@@ -31,7 +31,7 @@ from tasktrail.errors import (
     ProcessStartError,
 )
 from tasktrail.projection import Task
-from tasktrail.runtime.context import RunContext
+from tasktrail.runtime.context import RunContext, to_the_end
 
 __all__ = ["SubprocessRunner", "end_orphaned_attempts"]
 
@@ -229,25 +229,6 @@ class _Tail:
         return ""
 
 
-async def _to_the_end(cleanup: Awaitable[None]) -> None:
-    """Run ``cleanup`` to its end even if the caller is cancelled (again) meanwhile.
-
-    The manager may cancel a runner more than once while it stops its process; a cleanup
-    cut short would leave the process running. A cancel that arrived meanwhile is raised
-    once the cleanup finished, so it is never swallowed.
-    """
-    inner = asyncio.ensure_future(cleanup)
-    cancelled = False
-    while not inner.done():
-        try:
-            await asyncio.shield(inner)
-        except asyncio.CancelledError:
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-    inner.result()
-
-
 async def _settle(pump: asyncio.Future[None]) -> None:
     """Let the output pump finish (the pipes close once the group is gone), else stop it."""
     if not pump.done():
@@ -394,10 +375,10 @@ class SubprocessRunner:
                 await self._wait_exit(pipes, pump)
                 await self._drain(group, pump, grace)
             except BaseException:
-                await _to_the_end(group.end(grace, force=ctx.force))
+                await to_the_end(group.end(grace, force=ctx.force))
                 raise
             finally:
-                await _to_the_end(_settle(pump))
+                await to_the_end(_settle(pump))
         finally:
             transport.close()
         code = transport.get_returncode()
