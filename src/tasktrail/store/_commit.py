@@ -63,8 +63,9 @@ class GroupCommitter(ABC):
     # -- what a backend provides -------------------------------------------------------------
 
     @abstractmethod
-    async def _commit(self, batch: list[Queued]) -> None:
-        """Write one batch in one transaction, then call :meth:`_answer` (or :meth:`_fail`)."""
+    async def _write_batch(self, batch: list[Queued]) -> tuple[BatchPlan, dict[str, Task | None]]:
+        """Plan and write one batch in one transaction, under the write lock; return the
+        plan and the tasks it read. A driver error is raised as a :class:`TasktrailError`."""
 
     @abstractmethod
     async def _tail(self, db: Any) -> tuple[int, str]:
@@ -81,6 +82,20 @@ class GroupCommitter(ABC):
     @abstractmethod
     async def _known_ids(self, db: Any, event_ids: list[str]) -> dict[str, tuple[str, int, int]]:
         """The stored (stream, version, sequence) of each of ``event_ids`` in the log."""
+
+    async def _commit(self, batch: list[Queued]) -> None:
+        """Write one batch, then answer every caller of it: with its outcome, or with the
+        error that failed the whole batch."""
+        try:
+            async with self._write_lock:
+                plan, tasks = await self._write_batch(batch)
+        except TasktrailError as err:
+            self._fail(batch, err)
+            return
+        except BaseException as err:
+            self._fail(batch, err)
+            raise
+        self._answer(batch, plan, tasks)
 
     # -- the queue ---------------------------------------------------------------------------
 

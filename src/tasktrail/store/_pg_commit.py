@@ -21,7 +21,7 @@ from typing import Any, Final, TypeVar
 
 import asyncpg
 
-from tasktrail.errors import StorageError, TasktrailError
+from tasktrail.errors import StorageError
 from tasktrail.projection import Task
 from tasktrail.store import _commit
 from tasktrail.store._chain import GENESIS
@@ -171,7 +171,7 @@ class PgGroupCommitter(_commit.GroupCommitter):
     def _count_retry(self, _err: BaseException) -> None:
         self.retries += 1
 
-    async def _commit(self, batch: list[Queued]) -> None:
+    async def _write_batch(self, batch: list[Queued]) -> tuple[BatchPlan, dict[str, Task | None]]:
         careful = False
 
         async def write(conn: asyncpg.Connection) -> tuple[BatchPlan, dict[str, Task | None]]:
@@ -183,23 +183,14 @@ class PgGroupCommitter(_commit.GroupCommitter):
             self._count_retry(err)
 
         try:
-            async with self._write_lock:
-                try:
-                    plan, tasks = await self.run_locked(write, on_retry=doubt)
-                except StorageError as err:
-                    if not isinstance(err.__cause__, asyncpg.UniqueViolationError):
-                        raise
-                    # The fast path met an event id already stored (a retried append):
-                    # plan again, looking every id up, so it is answered as stored.
-                    careful = True
-                    plan, tasks = await self.run_locked(write, on_retry=doubt)
-        except TasktrailError as err:
-            self._fail(batch, err)
-            return
-        except BaseException as err:
-            self._fail(batch, err)
-            raise
-        self._answer(batch, plan, tasks)
+            return await self.run_locked(write, on_retry=doubt)
+        except StorageError as err:
+            if not isinstance(err.__cause__, asyncpg.UniqueViolationError):
+                raise
+            # The fast path met an event id already stored (a retried append): plan
+            # again, looking every id up, so it is answered as stored.
+            careful = True
+            return await self.run_locked(write, on_retry=doubt)
 
     async def _write(
         self, conn: asyncpg.Connection, batch: list[Queued], *, careful: bool

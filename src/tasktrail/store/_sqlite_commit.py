@@ -65,28 +65,18 @@ class GroupCommitter(_commit.GroupCommitter):
         self._path = path
         super().__init__(name=path, lock=lock, clock=clock, max_batch_events=max_batch_events)
 
-    async def _commit(self, batch: list[Queued]) -> None:
-        """Write one batch in one transaction, then answer its callers.
-
-        The fast path trusts that event ids are fresh and lets the UNIQUE index catch a
+    async def _write_batch(self, batch: list[Queued]) -> tuple[BatchPlan, dict[str, Task | None]]:
+        """The fast path trusts that event ids are fresh and lets the UNIQUE index catch a
         retried append; on that (rare) IntegrityError the batch is planned again, this
         time looking up every event id, so the retry is answered as a duplicate.
         """
         try:
-            async with self._write_lock:
-                try:
-                    plan, tasks = await self._write(batch, careful=False)
-                except sqlite3.IntegrityError:
-                    plan, tasks = await self._write(batch, careful=True)
+            try:
+                return await self._write(batch, careful=False)
+            except sqlite3.IntegrityError:
+                return await self._write(batch, careful=True)
         except DriverError as err:
-            error: BaseException = translate(err, self._path)
-            error.__cause__ = err
-            self._fail(batch, error)
-            return
-        except BaseException as err:
-            self._fail(batch, err)
-            raise
-        self._answer(batch, plan, tasks)
+            raise translate(err, self._path) from err
 
     async def _write(
         self, batch: list[Queued], *, careful: bool
