@@ -77,12 +77,11 @@ import os
 import shutil
 import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -90,6 +89,7 @@ from typing import Any, Final
 
 import msgspec
 
+import history as history_logs
 from core import (
     _INSERT_EVENT,
     _UPSERT_TASK,
@@ -103,20 +103,15 @@ from core import (
 )
 from core import Config as CoreConfig
 from tasktrail import (
-    NewEvent,
     RecordedEvent,
     SQLiteEventStore,
     Task,
-    TaskClaimed,
-    TaskCompleted,
-    TaskCreated,
     TaskManager,
-    TaskStarted,
     fold,
 )
 from tasktrail.events import EVENT_TAGS, decode_payload, encode_payload
-from tasktrail.runtime.recovery import decide, owner_is_dead, pid_exists
-from tasktrail.store._chain import GENESIS, event_hash
+from tasktrail.runtime.recovery import decide, owner_is_dead
+from tasktrail.store._chain import event_hash
 from tasktrail.store._migrate import migrations
 from tasktrail.store._plan import TaskRow, task_row
 from tasktrail.store._workers import WorkerInfo
@@ -129,7 +124,6 @@ PROBE_PAUSE: Final = 0.005
 POLL_INTERVAL: Final = 0.5
 RAW_BATCH: Final = 100
 """Events per transaction in the raw baselines (as in core.py)."""
-DEAD_WORKER: Final = "dead-worker"
 LIVE: Final = ("pending", "starting", "running")
 
 _SELECT_ROWS: Final = (
@@ -294,99 +288,12 @@ def _schema() -> list[str]:
 # -- recovery ----------------------------------------------------------------------------------
 
 
-def dead_pid() -> int:
-    """The pid of a process of this host that has exited (and been reaped)."""
-    for _ in range(10):
-        process = subprocess.Popen([sys.executable, "-c", "pass"])
-        process.wait()
-        if not pid_exists(process.pid):
-            return process.pid
-    raise RuntimeError("could not find a free pid")
-
-
-def _padding_rows(tasks: int, start_time: float) -> Iterator[tuple[list[EventRow], list[TaskRow]]]:
-    """Finished tasks (created, claimed, started, completed) for the log's start, hash-chained
-    from the genesis: (event rows, task rows) in chunks of 10,000 tasks."""
-    claimed = TaskClaimed(worker_id="old-worker", attempt=1)
-    started, completed = TaskStarted(), TaskCompleted(result=None)
-    fixed = [(p, EVENT_TAGS[type(p)], encode_payload(p)) for p in (claimed, started, completed)]
-    previous, sequence = GENESIS, 0
-    for first in range(0, tasks, 10_000):
-        events: list[EventRow] = []
-        rows: list[TaskRow] = []
-        for index in range(first, min(first + 10_000, tasks)):
-            stream = f"done-{index:08d}"
-            created = TaskCreated(agent=AGENT, prompt=f"summarise report {index}")
-            payloads = [(created, "task.created", encode_payload(created)), *fixed]
-            task: Task | None = None
-            for version, (payload, tag, data) in enumerate(payloads, start=1):
-                sequence += 1
-                header = (
-                    sequence, os.urandom(16).hex(), stream, version, tag, payload.schema_version,
-                    start_time + sequence * 1e-5, "old-worker", None, None,
-                )  # fmt: skip
-                previous = event_hash(previous, header, data)
-                task = fold(task, RecordedEvent(*header, payload, previous))
-                events.append((*header, data.decode(), previous))
-            assert task is not None
-            rows.append(task_row(task, sequence))
-        yield events, rows
-
-
-async def _add_live(path: Path, live: int, pid: int) -> int:
-    """Append the live tasks of a dead worker; return the events in the log (verified)."""
-    async with SQLiteEventStore(path, synchronous="OFF") as store:
-        await store.register_worker(DEAD_WORKER, host=socket.gethostname(), pid=pid)
-        batch = [
-            TaskCreated(agent=AGENT, prompt="a task its worker never finished", max_attempts=3),
-            TaskClaimed(worker_id=DEAD_WORKER, attempt=1),
-            TaskStarted(),
-        ]
-        for first in range(0, live, 1000):
-            await asyncio.gather(
-                *(
-                    store.append(
-                        f"live-{index:08d}",
-                        [NewEvent(p, actor=DEAD_WORKER) for p in batch],
-                        expected_version=0,
-                    )
-                    for index in range(first, min(first + 1000, live))
-                )
-            )
-        report = await store.verify()
-        running = await store.list_tasks(state="running")
-        if len(running) != live:
-            raise RuntimeError(f"expected {live} running tasks, found {len(running)}")
-        return report.events
-
-
-async def _create_schema(path: Path) -> None:
-    async with SQLiteEventStore(path, synchronous="OFF"):
-        pass
-
-
 def build_history(path: Path, live: int, history: int) -> tuple[int, float]:
     """A database of ``live`` tasks running under a dead worker, after finished tasks that
     bring the log to about ``history`` events; returns (events, seconds to build)."""
     start = time.perf_counter()
-    asyncio.run(_create_schema(path))
     padding = max(0, history - 3 * live) // 4
-    db = sqlite3.connect(path, isolation_level=None)
-    try:
-        db.execute("PRAGMA synchronous = OFF")
-        for events, rows in _padding_rows(padding, time.time() - 86_400):
-            db.execute("BEGIN IMMEDIATE")
-            db.executemany(_INSERT_EVENT, events)
-            db.executemany(_UPSERT_TASK, rows)
-            db.execute("COMMIT")
-    finally:
-        db.close()
-    events = asyncio.run(_add_live(path, live, dead_pid()))
-    db = sqlite3.connect(path, isolation_level=None)
-    try:
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        db.close()
+    events = history_logs.build(path, finished=padding, live=live)
     return events, time.perf_counter() - start
 
 
