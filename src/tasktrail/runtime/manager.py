@@ -53,6 +53,7 @@ from tasktrail.runtime.notify import Callback, Notifier
 from tasktrail.runtime.reads import ReadBatcher
 from tasktrail.runtime.recovery import recover_orphans
 from tasktrail.runtime.scheduler import deadline_breach, startable
+from tasktrail.runtime.waiting import Waiters
 from tasktrail.store import VerifyReport, open_store
 from tasktrail.store._validate import check_task_id
 
@@ -164,7 +165,7 @@ class TaskManager:
         self._last_heartbeat = 0.0
         self._last_recovery = 0.0
         self._last_sweep = 0.0
-        self._waiters: dict[str, list[asyncio.Future[Task]]] = {}
+        self._waiters = Waiters()
         self._reads = ReadBatcher(self.store.get_tasks)
         self._state: Literal["new", "open", "closed"] = "new"
 
@@ -208,10 +209,7 @@ class TaskManager:
             return
         self._state = "closed"
         assert self._group is not None
-        for waiters in self._waiters.values():
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(StoreClosedError("manager"))
+        self._waiters.fail_all(StoreClosedError("manager"))
         try:
             for loop in [self._scheduler, *self._loops]:
                 if loop is not None:
@@ -350,10 +348,7 @@ class TaskManager:
         finished task. On timeout raises WaitTimeoutError (a TimeoutError); when the
         manager closes first, StoreClosedError.
         """
-        finished: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
-        waiters = self._waiters.setdefault(task_id, [])
-        waiters.append(finished)
-        try:
+        with self._waiters.listen(task_id) as finished:
             task = await self._read_listening(task_id)  # after listening: no finish missed
             if task.is_terminal:
                 return task
@@ -363,10 +358,6 @@ class TaskManager:
             if finished.done() and not finished.cancelled():
                 return finished.result()
             raise WaitTimeoutError(task_id, timeout)
-        finally:
-            waiters.remove(finished)
-            if not waiters:
-                self._waiters.pop(task_id, None)
 
     async def _read_listening(self, task_id: str) -> Task:
         """Read a waited-for task; the reads of all callers waiting at once share a query."""
@@ -382,17 +373,11 @@ class TaskManager:
         by other processes) and wake the waiters of those that finished."""
         while True:
             await self.clock.sleep(self.poll_interval)
-            if self._waiters:
+            if waited := self._waiters.task_ids():
                 with contextlib.suppress(TasktrailError):
-                    for task in await self.store.get_tasks(list(self._waiters)):
+                    for task in await self.store.get_tasks(waited):
                         if task.is_terminal:
-                            self._finished(task)
-
-    def _finished(self, task: Task) -> None:
-        """Wake this manager's waiters of a task that just finished."""
-        for waiter in self._waiters.get(task.id, ()):
-            if not waiter.done():
-                waiter.set_result(task)
+                            self._waiters.finished(task)
 
     async def get_output(
         self, task_id: str, wait: bool = False, timeout: float | None = None
@@ -438,7 +423,7 @@ class TaskManager:
         )
         self._wake.set()
         if result.task.is_terminal:
-            self._finished(result.task)
+            self._waiters.finished(result.task)
         return result.task
 
     async def complete_task(self, task_id: str, result: Any = None) -> Task:
@@ -803,7 +788,7 @@ class TaskManager:
         )  # fmt: skip
         for task in decided:
             if task.is_terminal:
-                self._finished(task)
+                self._waiters.finished(task)
         if decided:
             self._wake.set()
         return decided
