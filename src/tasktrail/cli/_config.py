@@ -3,8 +3,8 @@
 An agent is a command template run by :class:`~tasktrail.SubprocessRunner`::
 
     [worker]                      # TaskManager settings for `worker` and `run`
-    max_running = 4
-    run_timeout = 900             # seconds; 0 means no limit
+    max_running = 4               # the library's default: 10
+    run_timeout = 900             # seconds; 0 means no limit (recorded in tasks at submit)
 
     [limits]                      # at most this many running at once, across all workers
     claude = 2
@@ -51,6 +51,9 @@ class AgentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     grace: float | None = None
     """Seconds between SIGTERM and SIGKILL when the task is stopped."""
     encoding: str = "utf-8"
+    stdin: str = "none"
+    """What the process reads on stdin: ``none``, ``input`` (the task's input as JSON) or
+    ``prompt``."""
     description: str = ""
 
 
@@ -60,11 +63,12 @@ class WorkerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     A duration of 0 means "no limit" (TOML has no null).
     """
 
-    max_running: int = 4
-    poll_interval: float = 0.5
+    max_running: int = 10
+    poll_interval: float = 2.0
     task_ttl: float = 0.0
     run_timeout: float = 0.0
     queue_timeout: float = 0.0
+    start_timeout: float = 60.0
     max_attempts: int = 1
     retry_backoff: float = 1.0
     cancel_grace: float = 5.0
@@ -73,9 +77,16 @@ class WorkerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def manager_settings(self) -> dict[str, Any]:
         """The keyword arguments of :class:`~tasktrail.TaskManager`."""
         settings = msgspec.structs.asdict(self)
-        for name in ("task_ttl", "run_timeout", "queue_timeout"):
+        for name in ("task_ttl", "run_timeout", "queue_timeout", "start_timeout"):
             settings[name] = settings[name] or None
         return settings
+
+    def launch_settings(self) -> dict[str, Any]:
+        """The settings a task launched from the command line records (its deadlines,
+        its attempts): the keyword arguments of :class:`~tasktrail.AsyncClient`."""
+        settings = self.manager_settings()
+        names = ("task_ttl", "run_timeout", "queue_timeout", "max_attempts", "poll_interval")
+        return {name: settings[name] for name in names}
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -103,6 +114,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                     env=agent.env,
                     grace=agent.grace,
                     encoding=agent.encoding,
+                    stdin=agent.stdin,
                 )
             except InvalidInputError as err:
                 raise ConfigError(self.path or FILE_NAME, f"agent {name!r}: {err}") from err

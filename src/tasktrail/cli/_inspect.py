@@ -10,7 +10,6 @@ import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime
-from datetime import time as dt_time
 from typing import Any
 
 import click
@@ -39,12 +38,14 @@ from tasktrail.cli._format import (
     task_table,
     text,
 )
+from tasktrail.cli._times import parse_moment, parse_since
 from tasktrail.errors import InvalidInputError, TaskNotFoundError
 from tasktrail.events import OutputAppended, RecordedEvent
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task, fold
+from tasktrail.runtime.recovery import unserved_agents
 
-__all__ = ["parse_moment", "print_output"]
+__all__ = ["print_output"]
 
 _STATES = click.Choice([s.value for s in TaskState])
 _FOLLOW_POLL = 0.2
@@ -55,35 +56,30 @@ def when_now() -> str:
     return datetime.now().astimezone().strftime("%H:%M:%S")
 
 
-def parse_moment(text: str) -> datetime:
-    """Unix seconds, an ISO 8601 date and time, or a time of day (today), as UTC.
-
-    Without an offset the time is local time.
-    """
-    try:
-        return datetime.fromtimestamp(float(text), UTC)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        try:
-            moment = datetime.combine(datetime.now().date(), dt_time.fromisoformat(text))
-        except ValueError as err:
-            raise InvalidInputError(
-                f"cannot read {text!r} as a time: use ISO 8601 (2026-11-21T08:30:00, 08:30) "
-                "or Unix seconds"
-            ) from err
-    if moment.tzinfo is None:
-        moment = moment.astimezone()
-    return moment.astimezone(UTC)
+async def unserved_note(store: Any, tasks: list[Task]) -> str | None:
+    """A line naming the agents of pending ``tasks`` that no live worker serves."""
+    agents = {t.agent for t in tasks if t.state is TaskState.PENDING}
+    if not agents:
+        return None
+    missing = unserved_agents(agents, await store.list_workers(), now=time.time())
+    if not missing:
+        return None
+    names = ", ".join(sorted(missing))
+    return (
+        f"no worker serves agent {names}: its pending tasks wait for one "
+        "(start `tasktrail worker` with that agent)"
+    )
 
 
 @main.command()
 @db_option
 @click.option("--state", "states", type=_STATES, multiple=True, help="Only this state (repeat).")
-@click.option("--agent", default=None, help="Only tasks of this agent.")
+@click.option("--agent", "agents", multiple=True, help="Only tasks of this agent (repeat).")
 @click.option("--parent", default=None, metavar="TASK_ID", help="Only children of this task.")
+@click.option(
+    "--since", default=None, metavar="TIME",
+    help="Only tasks created at or after this time (ISO 8601, Unix, or ago: 30m, 2h, 1d).",
+)  # fmt: skip
 @click.option(
     "--limit", type=click.IntRange(min=1), metavar="N", default=None, help="At most this many."
 )
@@ -93,35 +89,44 @@ def parse_moment(text: str) -> datetime:
 async def ls(
     db: str | None,
     states: tuple[str, ...],
-    agent: str | None,
+    agents: tuple[str, ...],
     parent: str | None,
+    since: str | None,
     limit: int | None,
     watch: bool,
     as_json: bool,
 ) -> None:
     """List tasks, newest first.
 
+    Under the table, a line names the agents of pending tasks that no live worker serves.
+
     \b
     Example:
       tasktrail ls --state running --state pending
+      tasktrail ls --agent shell --since 2h
       tasktrail ls --watch --limit 20
       tasktrail ls --agent shell --json | jq -r '.[].id'
     """
     if watch and as_json:
         raise InvalidInputError("--watch draws a table; it does not go with --json")
+    moment = None if since is None else parse_since(since)
     async with open_existing(db) as store:
 
         async def listing() -> list[Task]:
             found: list[Task] = await store.list_tasks(
-                state=states or None, agent=agent, parent_id=parent, limit=limit,
-                newest_first=True,
+                state=states or None, agent=agents or None, parent_id=parent, since=moment,
+                limit=limit, newest_first=True,
             )  # fmt: skip
             return found
 
         if as_json:
             emit_json(await listing())
         elif not watch:
-            console().print(task_table(await listing()))
+            tasks = await listing()
+            out = console()
+            out.print(task_table(tasks))
+            if note := await unserved_note(store, tasks):
+                out.print(f"[yellow]{note}[/]")
         else:
             stop = asyncio.Event()
             with (
@@ -147,7 +152,8 @@ async def _task(store: Any, task_id: str) -> Task:
 @json_option
 @run_async
 async def show(task_id: str, db: str | None, as_json: bool) -> None:
-    """Show one task's current state: every field of its record.
+    """Show one task's current state: every field of its record, then its links (the task
+    it re-runs, its reruns, its children with their states).
 
     \b
     Example:
@@ -156,10 +162,20 @@ async def show(task_id: str, db: str | None, as_json: bool) -> None:
     """
     async with open_existing(db) as store:
         task = await _task(store, task_id)
-    if as_json:
-        emit_json(task)
-    else:
-        console().print(record_table(task))
+        if as_json:
+            emit_json(task)
+            return
+        reruns = await store.list_tasks(rerun_of=task.id)
+        children = await store.list_tasks(parent_id=task.id)
+        note = await unserved_note(store, [task])
+    out = console()
+    out.print(record_table(task))
+    if reruns:
+        out.print("reruns: " + ", ".join(f"{t.id} ({t.state.value})" for t in reruns))
+    if children:
+        out.print("children: " + ", ".join(f"{t.id} ({t.state.value})" for t in children))
+    if note:
+        out.print(f"[yellow]{note}[/]")
 
 
 @main.command()
@@ -328,9 +344,18 @@ async def stats(db: str | None, as_json: bool) -> None:
         if oldest is None
         else {"id": oldest.id, "created_at": oldest.created_at, "age_s": _seconds(now, oldest)},
         "workers_running": [
-            {"worker_id": w.worker_id, "host": w.host, "pid": w.pid, "heartbeat_at": w.heartbeat_at}
+            {
+                "worker_id": w.worker_id,
+                "host": w.host,
+                "pid": w.pid,
+                "heartbeat_at": w.heartbeat_at,
+                "agents": w.agents,
+            }
             for w in live_workers
         ],
+        "unserved_agents": sorted(
+            unserved_agents({t.agent for t in pending}, workers, now=now.timestamp())
+        ),
     }
     if as_json:
         emit_json(figures)
@@ -350,10 +375,19 @@ async def stats(db: str | None, as_json: bool) -> None:
     )
     if oldest is not None:
         out.print(f"oldest pending: {oldest.id} ({oldest.agent}), waiting {age(oldest.created_at)}")
-    beat = ", ".join(
-        f"{w.worker_id} (heartbeat {time.time() - w.heartbeat_at:.0f}s ago)" for w in live_workers
-    )
+    beat = ", ".join(f"{w.worker_id} ({_heartbeat(w.heartbeat_at)})" for w in live_workers)
     out.print(f"workers not stopped: {len(live_workers)}{': ' + beat if beat else ''}")
+    if figures["unserved_agents"]:
+        names = ", ".join(figures["unserved_agents"])
+        out.print(f"[yellow]no worker serves agent {names}: its pending tasks wait for one[/]")
+
+
+def _heartbeat(at: float) -> str:
+    """How long ago a heartbeat was, or that it lies in the future (a clock ahead)."""
+    ago = time.time() - at
+    if ago < -1:
+        return f"heartbeat {-ago:.0f}s in the future: its clock is ahead"
+    return f"heartbeat {max(ago, 0):.0f}s ago"
 
 
 def _seconds(now: datetime, task: Task) -> float:
