@@ -22,7 +22,7 @@ from tasktrail.errors import (
     TasktrailError,
 )
 from tasktrail.lifecycle import ACTIVE_STATES, TaskState
-from tasktrail.projection import Task
+from tasktrail.projection import Task, fold_all
 from tasktrail.runtime.manager import TaskManager
 from tasktrail.store import EventStore, open_store
 from tasktrail.store._validate import check_task_id, redact_url
@@ -64,6 +64,21 @@ class Settings:
     poll_interval: float = 0.25
     """Seconds between looks at the log for other processes' commits to a SQLite file."""
     page_size: int = 50
+
+
+def tail(chunks: list[tuple[str, str]], limit: int) -> tuple[list[tuple[str, str]], int]:
+    """The last ``limit`` characters of output chunks, and how many were left out."""
+    total = sum(len(text) for _, text in chunks)
+    drop = max(0, total - limit)
+    left = drop
+    kept: list[tuple[str, str]] = []
+    for channel, text in chunks:
+        if left >= len(text):
+            left -= len(text)
+            continue
+        kept.append((channel, text[left:]))
+        left = 0
+    return kept, drop
 
 
 class Dashboard:
@@ -159,8 +174,8 @@ class Dashboard:
         if len(rows) > MAX_EVENT_ROWS:
             hidden = len(rows) - MAX_EVENT_ROWS
             rows = rows[:200] + rows[200 + hidden :]
-        output = "".join(text for _, text in output_of(events))
-        clipped = max(0, len(output) - MAX_OUTPUT)
+        output, clipped = tail(output_of(events), MAX_OUTPUT)
+        before = fold_all(events[:-1]) if len(events) > 1 else None
         return {
             "head": head,
             "task": task,
@@ -172,14 +187,13 @@ class Dashboard:
             "timeline": {**line.as_json(), "now": now},
             "events": rows,
             "hidden_events": hidden,
-            "output": [
-                (channel, text) for channel, text in output_of(events)
-            ] if not clipped else [("stdout", output[clipped:])],
+            "output": output,
             "clipped_output": clipped,
+            "replay_changed": changed_fields(before, fold_all(events) or task),
             "children": [task_row(child) for child in children[:MAX_CHILDREN]],
             "more_children": len(children) > MAX_CHILDREN,
             "last_version": task.version,
-        }  # fmt: skip
+        }
 
     async def output_text(self, task_id: str) -> str:
         """A task's whole output (stdout and stderr as written)."""

@@ -293,6 +293,7 @@
           events.append(eventRow(event));
           if (event.output !== undefined) {
             output.append(el("span", { class: event.channel === "stderr" ? "stderr" : null, text: event.output }));
+            output.hidden = false;
             byId("output-empty").hidden = true;
             output.scrollTop = output.scrollHeight;
           }
@@ -370,11 +371,10 @@
       if (e.reason) line.append(": ", el("span", { text: e.reason }));
       if (e.details) line.append(" ", el("span", { class: "muted mono", text: e.details }));
       const changed = new Set(data.changed);
-      const table = byId("replay-fields");
-      table.replaceChildren(
+      byId("replay-fields").replaceChildren(
         ...data.fields.map(([name, value]) =>
-          el("tr", { "data-field": name, class: changed.has(name) ? "changed" : null },
-            el("th", { text: name }), el("td", { text: value }))),
+          el("div", { "data-field": name, class: changed.has(name) ? "changed" : null },
+            el("dt", { text: name }), el("dd", { text: value }))),
       );
     }
 
