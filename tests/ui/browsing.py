@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,16 +212,30 @@ class Processes:
                 started.process.wait()
 
 
-def screenshot(page: Page, name: str, *, full_page: bool = False) -> Path:
-    """Write a screenshot of ``page`` where the docs find it (``docs/img/ui-NAME.png``)."""
+def screenshot(page: Page, name: str, *, full_page: bool = False, around: str = "") -> Path:
+    """Write a screenshot of ``page`` where the docs find it (``docs/img/ui-NAME.png``):
+    the viewport, the whole page, or the elements matching ``around`` (with a margin)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"ui-{name}.png"
-    page.screenshot(path=path, full_page=full_page, animations="disabled")
+    clip = None
+    if around:
+        boxes = [box for box in (e.bounding_box() for e in page.locator(around).all()) if box]
+        assert boxes, f"nothing matches {around!r}"
+        scroll = page.evaluate("[window.scrollX, window.scrollY]")
+        left = min(b["x"] for b in boxes) + scroll[0] - 12
+        top = min(b["y"] for b in boxes) + scroll[1] - 12
+        right = max(b["x"] + b["width"] for b in boxes) + scroll[0] + 12
+        bottom = max(b["y"] + b["height"] for b in boxes) + scroll[1] + 12
+        clip = {"x": max(0, left), "y": max(0, top), "width": right - left, "height": bottom - top}
+        full_page = True
+    page.screenshot(path=path, full_page=full_page, clip=clip, animations="disabled")
     return path
 
 
 def launch(database: str, agent: str, prompt: str, **options: Any) -> str:
-    """Launch a task from this process (not the dashboard's); its id."""
+    """Launch a task from this process (not the dashboard's); its id (12 hex digits, as
+    ``tasktrail submit`` makes them, unless ``task_id`` is given)."""
+    options.setdefault("task_id", uuid.uuid4().hex[:12])
 
     async def go() -> str:
         async with TaskManager(database, run_tasks=False) as tm:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -270,7 +271,11 @@ class Dashboard:
         active = await self.store.list_tasks(state=ACTIVE_STATES)
         running = Counter(task.worker_id for task in active)
         per_minute = minute_chart(await self.reader.finished_per_minute(since))
-        rows = [worker_row(worker, now, running.get(worker.worker_id, 0)) for worker in workers]
+        host = socket.gethostname()
+        rows = [
+            worker_row(worker, now, running.get(worker.worker_id, 0), host=host)
+            for worker in workers
+        ]
         rows.sort(key=lambda row: (row["status"] != "alive", -row["heartbeat_ts"]))
         return {
             "head": head,

@@ -18,6 +18,7 @@ import msgspec
 from tasktrail.events import OutputAppended, RecordedEvent
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task
+from tasktrail.runtime.recovery import owner_is_dead
 from tasktrail.store._workers import WorkerInfo
 from tasktrail.ui._timeline import Timeline
 
@@ -39,9 +40,11 @@ __all__ = [
 TITLE_LENGTH: Final = 120
 DETAIL_LENGTH: Final = 300
 LEASE: Final = 30.0
-"""Seconds without a heartbeat after which the page calls a worker silent (the default
+"""Seconds without a heartbeat after which the page calls a worker dead (the default
 ``lease_timeout`` of a worker; after it, another worker recovers its tasks)."""
 _HIDDEN: Final = frozenset({"version", "updated_at"})
+_TIMES: Final = frozenset({"not_before"})
+"""Payload fields that hold unix seconds."""
 
 
 def clock(moment: datetime | float | None, *, with_date: bool = True) -> str:
@@ -150,7 +153,8 @@ def event_details(event: RecordedEvent) -> str:
         value = getattr(event.payload, spec.name)
         default = spec.default_factory() if callable(spec.default_factory) else spec.default
         if value != default:
-            parts.append(f"{spec.name}={value_text(value)}")
+            shown = clock(value) if spec.name in _TIMES and value is not None else value_text(value)
+            parts.append(f"{spec.name}={shown}")
     return _clip(" ".join(parts), DETAIL_LENGTH)
 
 
@@ -189,15 +193,17 @@ def changed_fields(before: Task | None, after: Task) -> list[str]:
     return [k for k, v in now.items() if k not in _HIDDEN and then[k] != v]
 
 
-def worker_row(worker: WorkerInfo, now: float, running: int) -> dict[str, Any]:
-    """A worker as one row of the workers table."""
+def worker_row(worker: WorkerInfo, now: float, running: int, *, host: str) -> dict[str, Any]:
+    """A worker as one row of the workers table; ``host`` is this machine's name (a
+    worker of this host whose process is gone is dead at once)."""
     silent = now - worker.heartbeat_at
+    why = owner_is_dead(worker, now=now, lease_timeout=LEASE, host=host)
     if worker.stopped_at is not None:
         status = "stopped"
-    elif silent <= LEASE:
+    elif why is None:
         status = "alive"
     else:
-        status = "silent"
+        status = "dead"
     return {
         "id": worker.worker_id,
         "host": worker.host,
@@ -209,6 +215,8 @@ def worker_row(worker: WorkerInfo, now: float, running: int) -> dict[str, Any]:
         "heartbeat_age": duration(max(0.0, silent)),
         "stopped": clock(worker.stopped_at),
         "running": running,
+        "why": why if status == "dead" else "",
+        "agents": ", ".join(worker.agents) if worker.agents else "-",
     }
 
 

@@ -467,8 +467,10 @@
       byId("workers").tBodies[0].replaceChildren(...data.workers.map((w) =>
         el("tr", { "data-id": w.id },
           el("td", { class: "mono", text: w.id }),
-          el("td", {}, el("span", { class: `badge worker-${w.status}`, text: w.status })),
+          el("td", {}, el("span", { class: `badge worker-${w.status}`, title: w.why, text: w.status }),
+            ...(w.why ? [" ", el("span", { class: "why", text: w.why })] : [])),
           el("td", { text: w.host }), el("td", { class: "num", text: w.pid }),
+          el("td", { text: w.agents }),
           el("td", { class: "time", text: w.started }),
           el("td", { class: "time", text: `${w.heartbeat_age} ago` }),
           el("td", { class: "num", text: w.running }))));
