@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -97,8 +98,10 @@ def is_loopback(host: str) -> bool:
 
 
 class Guard:
-    """Security headers on every response; on a dashboard bound to a loopback address,
-    requests naming another host are refused (a DNS-rebinding page cannot read it)."""
+    """Security headers on every response, and a ``Server-Timing`` header: the time from
+    the request to the response's first byte (a page is rendered whole before it). On a
+    dashboard bound to a loopback address, requests naming another host are refused (a
+    DNS-rebinding page cannot read it)."""
 
     def __init__(self, app: ASGIApp, *, loopback_only: bool) -> None:
         self.app = app
@@ -118,6 +121,8 @@ class Guard:
                 await response(scope, receive, send)
                 return
 
+        started = time.perf_counter()
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = message.setdefault("headers", [])
@@ -125,6 +130,8 @@ class Guard:
                 for name, value in SECURITY_HEADERS.items():
                     if name.encode() not in present:
                         headers.append((name.encode(), value.encode()))
+                spent = (time.perf_counter() - started) * 1000
+                headers.append((b"server-timing", f"app;dur={spent:.1f}".encode()))
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
