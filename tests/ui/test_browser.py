@@ -7,7 +7,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from browsing import Processes, head, history, launch, origin, run, task, task_url
+from browsing import Processes, head, history, launch, origin, run, screenshot, task, task_url
 from playwright.sync_api import Page, expect
 
 from tasktrail import (
@@ -117,7 +117,7 @@ def test_verify_on_a_good_log_and_on_a_copy_with_one_byte_changed(
     """Verify from the page: the good log is intact; in a copy with one byte of an event
     changed, the page names the first bad sequence number and links to its event."""
     task_id = run(_small_log(db_path))
-    ui = processes.ui(str(db_path))
+    ui = processes.ui(db_path.name)  # relative to the processes' directory: a short label
     page.goto(ui.url + "verify")
     page.locator("#verify-button").click()
     expect(page.locator("#verify-result")).to_have_attribute("data-ok", "yes")
@@ -136,11 +136,12 @@ def test_verify_on_a_good_log_and_on_a_copy_with_one_byte_changed(
     for suffix in ("-wal", "-shm"):
         assert not Path(f"{copy}{suffix}").exists()
 
-    tampered = processes.ui(str(copy))
+    tampered = processes.ui(copy.name)
     page.goto(tampered.url + "verify")
     page.locator("#verify-button").click()
     expect(page.locator("#verify-result")).to_have_attribute("data-ok", "no")
     expect(page.locator("#bad-event")).to_have_text("sequence #4")
+    screenshot(page, "verify-tampered")
     page.locator("#bad-event").click()
     expect(page).to_have_url(task_url(tampered, task_id) + "#event-4")
     expect(page.locator("#event-4")).to_contain_text("the sum is 43")
