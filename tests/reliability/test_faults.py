@@ -30,6 +30,7 @@ from tasktrail import (
     Trigger,
 )
 from tasktrail._crashpoints import POINTS, set_hook
+from tasktrail.store._migrate import migrations
 
 
 async def test_disk_full_rolls_back_and_recovers(db_path: Path) -> None:
@@ -83,7 +84,7 @@ async def test_database_from_the_future_is_refused(db_path: Path) -> None:
     with pytest.raises(IncompatibleSchemaError, match="upgrade tasktrail") as info:
         async with SQLiteEventStore(db_path):
             pass
-    assert (info.value.found, info.value.known) == (99, 2)
+    assert (info.value.found, info.value.known) == (99, len(migrations()))
 
 
 # -- faults injected at every write step of a commit (scenario 4) -------------------------

@@ -12,7 +12,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from browsing import DEADLINE, Processes, Ui, environment, head, launch, until
+from browsing import DEADLINE, Processes, Ui, environment, head, launch, run, until
+
+from tasktrail import NewEvent, SQLiteEventStore, TaskCreated
 
 WITHOUT_THE_EXTRA = """
 import sys
@@ -182,3 +184,29 @@ def test_verify_runs_only_from_the_dashboards_own_pages(db: str, processes: Proc
     assert status == 200
     assert "The chain is intact" in body
     assert head(db) == 1
+
+
+async def _rerun_pair(path: str) -> None:
+    """A task with an input, and a rerun of it (as ``rerun()`` records one)."""
+    async with SQLiteEventStore(path) as store:
+        first = TaskCreated(agent="shell", prompt="sum", input={"numbers": [1, 2, 3]})
+        await store.append("original", [NewEvent(first)], expected_version=0)
+        again = TaskCreated(agent="shell", prompt="sum", rerun_of="original")
+        await store.append("again", [NewEvent(again, actor="ui")], expected_version=0)
+
+
+def test_a_task_page_shows_its_input_its_reruns_and_what_it_reruns(
+    tmp_path: Path, processes: Processes
+) -> None:
+    """The original's page shows its input and links to its rerun; the rerun's page links
+    back to the original."""
+    db = str(tmp_path / "reruns.db")
+    run(_rerun_pair(db))
+    ui = processes.ui(db)
+    status, page = ui.get("/tasks/original")
+    assert status == 200
+    assert '{"numbers": [1, 2, 3]}' in page.replace("&#34;", '"')
+    assert 'href="/tasks/again"' in page
+    status, page = ui.get("/tasks/again")
+    assert status == 200
+    assert 'href="/tasks/original"' in page

@@ -137,3 +137,18 @@ def test_a_timeline_needs_events() -> None:
     """No events, no timeline."""
     with pytest.raises(ValueError, match="needs the task's events"):
         timeline([])
+
+
+def test_a_scheduled_start_is_drawn_as_a_wait_until_its_time() -> None:
+    """A task launched with ``not_before`` waits in the queue until then, then for a
+    worker."""
+    events = history(
+        (0, TaskCreated(agent="a", not_before=T0 + 60)),
+        (61, TaskClaimed(worker_id="w1", attempt=1)),
+    )
+    assert spans(events) == [
+        ("queue", "backoff", 0, 60),
+        ("queue", "pending", 60, 61),
+        ("attempt 1", "starting", 61, None),
+    ]
+    assert timeline(events).spans[0].label == "scheduled start"

@@ -49,6 +49,7 @@ async def ui(db: str | None, host: str, port: int, allow_actions: bool, open_bro
     """
     try:
         from tasktrail.ui import Settings, serve
+        from tasktrail.ui._app import is_loopback
     except ImportError as err:
         raise TasktrailError(
             f"the dashboard needs the ui extra ({err}); install it with: "
@@ -65,6 +66,12 @@ async def ui(db: str | None, host: str, port: int, allow_actions: bool, open_bro
             click.echo(f"actions are on; open {url}?token={token} (the token lets the page act)")
         else:
             click.echo("read-only (start with --allow-actions to cancel and rerun from the page)")
+        if not is_loopback(host):
+            click.echo(
+                f"warning: listening on {host}: whoever reaches it sees every task's prompt "
+                "and output",
+                err=True,
+            )
         out.print("[dim]Ctrl-C stops it.[/]")
         if open_browser:
             webbrowser.open(url if token is None else f"{url}?token={token}")

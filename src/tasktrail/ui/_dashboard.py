@@ -41,6 +41,7 @@ from tasktrail.ui._views import (
     task_fields,
     task_header,
     task_row,
+    value_text,
     worker_row,
 )
 
@@ -170,6 +171,7 @@ class Dashboard:
         now = time.time()
         line = timeline(events)
         children = await self.store.list_tasks(parent_id=task_id, limit=MAX_CHILDREN + 1)
+        reruns = await self.store.list_tasks(rerun_of=task_id, limit=MAX_CHILDREN)
         rows = [event_row(event) for event in events]
         hidden = 0
         if len(rows) > MAX_EVENT_ROWS:
@@ -193,6 +195,8 @@ class Dashboard:
             "replay_changed": changed_fields(before, fold_all(events) or task),
             "children": [task_row(child) for child in children[:MAX_CHILDREN]],
             "more_children": len(children) > MAX_CHILDREN,
+            "reruns": [task_row(rerun) for rerun in reruns],
+            "input": None if task.input is None else value_text(task.input),
             "last_version": task.version,
         }
 

@@ -68,6 +68,17 @@ class TaskView:
     def __init__(self, store: EventStore, task_id: str) -> None:
         self.store = store
         self.task_id = task_id
+        self.history: list[RecordedEvent] = []
+        """The task's events so far: read once, then extended by each update's."""
+
+    async def _history(self, mine: list[RecordedEvent]) -> list[RecordedEvent]:
+        last = self.history[-1].version if self.history else 0
+        new = [event for event in mine if event.version > last]
+        if self.history and new and new[0].version == last + 1:
+            self.history.extend(new)
+        elif new or not self.history:  # the first update, or one this page did not see
+            self.history = await self.store.history(self.task_id)
+        return self.history
 
     async def messages(self, update: Update) -> list[tuple[str, bytes]]:
         mine = [event for event in update.events if event.stream_id == self.task_id]
@@ -75,9 +86,9 @@ class TaskView:
         if not mine or task is None:
             return []
         key = ("task", self.task_id)
+        history = await self._history(mine)
         data = update.cache.get(key)
         if data is None:
-            history = await self.store.history(self.task_id)
             now = time.time()
             line = timeline(history)
             payload: dict[str, Any] = {

@@ -37,8 +37,8 @@ class Span:
 
     lane: str
     kind: str
-    """``pending``, ``backoff`` (waiting for a retry's not-before time), ``starting`` or
-    ``running``."""
+    """``pending``, ``backoff`` (not before a time: a retry's backoff, a scheduled start),
+    ``starting`` or ``running``."""
     start: float
     end: float | None
     """Unix seconds; ``None`` while the phase lasts."""
@@ -116,11 +116,12 @@ class _Builder:
         self.lane = lane
         self.open = Span(lane, kind, at, None, label, version)
 
-    def wait(self, at: float, not_before: float | None, version: int) -> None:
-        """Back in the queue: a backoff until ``not_before``, then waiting."""
+    def wait(self, at: float, not_before: float | None, version: int, why: str) -> None:
+        """In the queue: not before ``not_before`` (a backoff, a scheduled start), then
+        waiting for a worker."""
         if not_before is not None and not_before > at:
             self.close(at)
-            self.spans.append(Span(QUEUE, "backoff", at, not_before, "retry backoff", version))
+            self.spans.append(Span(QUEUE, "backoff", at, not_before, why, version))
             at = not_before
         self.begin(QUEUE, "pending", at, "waiting for a worker", version)
 
@@ -139,8 +140,8 @@ def timeline(events: Sequence[RecordedEvent]) -> Timeline:
     for event in events:
         at = event.timestamp
         match event.payload:
-            case TaskCreated():
-                build.begin(QUEUE, "pending", at, "waiting for a worker", event.version)
+            case TaskCreated(not_before=not_before):
+                build.wait(at, not_before, event.version, "scheduled start")
             case TaskClaimed(worker_id=worker_id, attempt=attempt):
                 build.begin(_attempt(attempt), "starting", at, worker_id, event.version)
             case TaskStarted(session_id=session_id):
@@ -150,7 +151,7 @@ def timeline(events: Sequence[RecordedEvent]) -> Timeline:
                 kind = "recovery" if reason.startswith("recovery") else "requeue"
                 build.close(at)
                 build.mark(kind, event, reason)
-                build.wait(at, not_before, event.version)
+                build.wait(at, not_before, event.version, "retry backoff")
             case CancelRequested(force=force):
                 label = "cancel requested" + (" (force)" if force else "")
                 build.mark("cancel", event, f"{label}: {event.reason}" if event.reason else label)

@@ -34,6 +34,7 @@ __all__ = [
     "task_fields",
     "task_header",
     "task_row",
+    "value_text",
     "worker_row",
 ]
 
@@ -139,7 +140,7 @@ def task_header(task: Task, timeline: Timeline, now: float) -> dict[str, Any]:
         "exit_code": task.exit_code,
         "reason": task.reason,
         "result": None if task.result is None else value_text(task.result),
-        "rerun_of": getattr(task, "rerun_of", None),
+        "rerun_of": task.rerun_of,
     }
 
 

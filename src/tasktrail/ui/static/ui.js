@@ -226,7 +226,7 @@
       const spent = (span.end === null ? end : span.end) - span.start;
       const kind = span.kind + (span.end === null ? " open" : "");
       const rect = svg("rect", { class: kind, x: from, y, width: w, height: h, rx: 3 });
-      const what = { pending: "waiting for a worker", backoff: "retry backoff", starting: "starting", running: "running" }[span.kind];
+      const what = { pending: "waiting for a worker", backoff: "not before", starting: "starting", running: "running" }[span.kind];
       rect.append(svg("title", { text: `${what}${span.label ? " (" + span.label + ")" : ""}: ${duration(spent)}${span.end === null ? ", so far" : ""}` }));
       root.append(rect);
       if (w > 64) {
