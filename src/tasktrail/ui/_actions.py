@@ -18,10 +18,11 @@ tasks), in :class:`Actions` only.
 
 from __future__ import annotations
 
+import inspect
 import secrets
 import urllib.parse
-from collections.abc import Mapping
-from typing import Final
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 from tasktrail.errors import InvalidInputError
 from tasktrail.projection import Task
@@ -79,6 +80,11 @@ class Actions:
         """Whether the dashboard was started with actions on."""
         return self.manager is not None
 
+    @property
+    def can_rerun(self) -> bool:
+        """Whether the runtime offers ``rerun`` (it came after the dashboard)."""
+        return hasattr(self.manager, "rerun")
+
     def token_matches(self, given: str | None) -> bool:
         """Whether ``given`` is this dashboard's token (in constant time)."""
         return (
@@ -108,10 +114,24 @@ class Actions:
             raise InvalidInputError("give a reason: it is recorded in the log with the action")
         if len(reason) > MAX_REASON:
             raise InvalidInputError(f"the reason is longer than {MAX_REASON} characters")
+        if action not in ACTIONS:
+            raise InvalidInputError(f"unknown action {action[:40]!r}: one of {', '.join(ACTIONS)}")
+        # The runtime records who acted and why: ``cancel(..., actor=, reason=)`` and
+        # ``rerun(..., actor=, reason=)``. A runtime without them (before they landed)
+        # cancels as ``user`` with its own reason, and cannot rerun.
+        who = _who(manager.cancel, reason)
         if action == "cancel":
-            return await manager.cancel(task_id, force=False)
+            return await manager.cancel(task_id, force=False, **who)
         if action == "force-cancel":
-            return await manager.cancel(task_id, force=True)
-        if action == "rerun":
-            raise InvalidInputError("rerun needs the runtime's rerun(); not in this tasktrail yet")
-        raise InvalidInputError(f"unknown action {action[:40]!r}: one of {', '.join(ACTIONS)}")
+            return await manager.cancel(task_id, force=True, **who)
+        rerun = getattr(manager, "rerun", None)
+        if rerun is None:
+            raise InvalidInputError("this tasktrail's runtime cannot rerun a task yet")
+        task: Task = await rerun(task_id, **_who(rerun, reason))
+        return task
+
+
+def _who(method: Callable[..., object], reason: str) -> dict[str, Any]:
+    """The ``actor`` and ``reason`` keywords, if ``method`` takes them."""
+    names = inspect.signature(method).parameters
+    return {"actor": ACTOR, "reason": reason} if "actor" in names and "reason" in names else {}

@@ -164,6 +164,7 @@ class Pages:
             assets=self.assets,
             version=tasktrail.__version__,
             actions_on=self.dash.actions.enabled,
+            can_rerun=self.dash.actions.can_rerun,
             token_ok=self.token_ok(request),
             states=[state.value for state in TaskState],
             **context,
