@@ -57,11 +57,12 @@ def test_a_task_launched_elsewhere_appears_live_and_changes_state(
 
 
 def test_task_page_shows_timeline_events_replay_and_follows_output(
-    db_path: Path, tmp_path: Path, processes: Processes, page: Page
+    any_database: str, tmp_path: Path, processes: Processes, page: Page
 ) -> None:
     """A task's page, open before the task starts: its state, output, timeline and events
-    follow live; the replay slider shows the state after each version."""
-    db = str(db_path)
+    follow live; the replay slider shows the state after each version (SQLite and
+    PostgreSQL); verify runs on the same database."""
+    db = any_database
     gate = tmp_path / "gate"
     script = f"echo first line; while [ ! -e {gate} ]; do sleep 0.05; done; echo second line"
     task_id = launch(db, "shell", script, description="follow me")
@@ -97,6 +98,10 @@ def test_task_page_shows_timeline_events_replay_and_follows_output(
     expect(page.locator('#replay-fields [data-field="worker_id"]')).to_have_class("changed")
     slider.fill(str(len(events)))
     expect(page.locator("#replay-state")).to_have_text("completed")
+    page.goto(ui.url + "verify")
+    page.locator("#verify-button").click()
+    expect(page.locator("#verify-result")).to_have_attribute("data-ok", "yes")
+    expect(page.locator("#head-hash")).to_have_text(events[-1].hash)
 
 
 async def _small_log(path: Path) -> str:

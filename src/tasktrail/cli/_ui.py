@@ -21,7 +21,10 @@ __all__: list[str] = []
 
 @main.command()
 @db_option
-@click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
+@click.option(
+    "--host", metavar="ADDRESS", default="127.0.0.1", show_default=True,
+    help="The address to listen on.",
+)  # fmt: skip
 @click.option(
     "--port", type=click.IntRange(0, 65535), metavar="N", default=8765, show_default=True,
     help="The port to listen on (0: any free port).",
