@@ -10,6 +10,7 @@ import sys
 import threading
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from browsing import DEADLINE, Processes, Ui, environment, head, launch, run, until
@@ -133,10 +134,10 @@ def test_a_signal_stops_it_cleanly_with_a_stream_open(
 
 def test_a_late_page_catches_up_from_its_position(db: str, processes: Processes) -> None:
     """A stream opened with ``after`` receives what happened since, before it is ready;
-    then each new task as it comes."""
+    then each new task as it comes, and the counts per state."""
     ui = processes.ui(db)
     found: list[tuple[str, str]] = []
-    reader = threading.Thread(target=read_events, args=(ui, "after=0", 3, found))
+    reader = threading.Thread(target=read_events, args=(ui, "after=0", 99, found), daemon=True)
     reader.start()
     until(lambda: len(found) >= 2, "the catch-up and the ready message")
     name, data = found[0]
@@ -144,14 +145,18 @@ def test_a_late_page_catches_up_from_its_position(db: str, processes: Processes)
     assert [row["id"] for row in json.loads(data)["tasks"]] == ["t1"]
     assert found[1][0] == "ready"
     launch(db, "shell", "echo two", task_id="t2")
-    reader.join(DEADLINE)
-    name, data = found[2]
-    message = json.loads(data)
-    assert name == "tasks"
-    assert [(r["id"], r["state"], r["match"]) for r in message["tasks"]] == [
-        ("t2", "pending", True)
-    ]
-    assert message["counts"]["pending"] == 2
+
+    def messages() -> list[dict[str, Any]]:
+        return [json.loads(data) for name, data in found[2:] if name == "tasks"]
+
+    rows = until(
+        lambda: [row for m in messages() for row in m["tasks"]],
+        "the new task",
+    )
+    assert [(r["id"], r["state"], r["match"]) for r in rows] == [("t2", "pending", True)]
+    counts = until(lambda: [m["counts"] for m in messages() if m["counts"]], "the counts after it")
+    assert counts[-1]["pending"] == 2
+    ui.stop()
 
 
 def test_http_answers(db: str, processes: Processes) -> None:

@@ -27,7 +27,7 @@ from tasktrail.projection import Task, fold_all
 from tasktrail.runtime.manager import TaskManager
 from tasktrail.store import EventStore, open_store
 from tasktrail.store._validate import check_task_id, redact_url
-from tasktrail.ui._actions import Actions
+from tasktrail.ui._actions import Actions, new_token
 from tasktrail.ui._live import Hub
 from tasktrail.ui._queries import Cursor, Reader, TaskFilter, open_reader
 from tasktrail.ui._timeline import timeline
@@ -102,8 +102,6 @@ class Dashboard:
             await self.reader.open()
             stack.push_async_callback(self.reader.close)
             if self.settings.allow_actions:
-                from tasktrail.ui._actions import new_token
-
                 # Runs no tasks and enforces no deadline: it only records the actions.
                 manager = TaskManager(
                     self.settings.database, run_tasks=False, task_ttl=None, poll_interval=5.0

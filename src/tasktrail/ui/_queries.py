@@ -3,7 +3,8 @@
 The store lists tasks, but neither pages them by key nor counts them, and the dashboard
 needs both to stay fast on a log of 100,000 tasks. These few read-only queries run on a
 connection of their own (``query_only`` on SQLite, a small pool on PostgreSQL) and use the
-indexes of migration 3:
+indexes of migrations 3 and 4 (``tasks_by_created``, ``tasks_by_agent_created``,
+``tasks_finished``):
 
 * a page is a keyset query, newest first, on ``(created_at, rowid)`` (PostgreSQL:
   ``ord``), so the 2,000th page costs what the first does;
