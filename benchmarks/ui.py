@@ -50,6 +50,7 @@ from typing import Any
 import history
 from core import Comparison, Figure, environment
 from tasktrail import (
+    AsyncClient,
     NewEvent,
     OutputAppended,
     SQLiteEventStore,
@@ -275,11 +276,10 @@ async def child_worker(database: str) -> None:
 
 
 async def launch_all(database: str, count: int) -> None:
-    async with TaskManager(database, run_tasks=False) as tm:
+    async with AsyncClient(database) as client:
         for start in range(0, count, 500):
-            await asyncio.gather(
-                *(tm.launch("bench", f"task {n}") for n in range(start, min(start + 500, count)))
-            )
+            chunk = range(start, min(start + 500, count))
+            await asyncio.gather(*(client.launch("bench", f"task {n}") for n in chunk))
 
 
 def log_times(database: str) -> tuple[float, dict[str, float]]:

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from playwright.sync_api import Page, expect
 
-from tasktrail import RecordedEvent, Task, TaskManager, open_store
+from tasktrail import AsyncClient, RecordedEvent, Task, open_store
 
 T = TypeVar("T")
 
@@ -238,8 +238,8 @@ def launch(database: str, agent: str, prompt: str, **options: Any) -> str:
     options.setdefault("task_id", uuid.uuid4().hex[:12])
 
     async def go() -> str:
-        async with TaskManager(database, run_tasks=False) as tm:
-            return (await tm.launch(agent, prompt, **options)).id
+        async with AsyncClient(database) as client:
+            return (await client.launch(agent, prompt, **options)).id
 
     return run(go())
 

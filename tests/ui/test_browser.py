@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import sqlite3
 from pathlib import Path
 
-import pytest
 from browsing import Processes, head, history, launch, origin, run, screenshot, task, task_url
 from playwright.sync_api import Page, expect
 
@@ -19,7 +17,6 @@ from tasktrail import (
     TaskClaimed,
     TaskCompleted,
     TaskCreated,
-    TaskManager,
     TaskStarted,
 )
 
@@ -238,16 +235,6 @@ def test_actions_need_the_token_and_the_dashboards_own_origin(
     assert task(db, task_id).state == "pending"
 
 
-ACTOR_API = "actor" in inspect.signature(TaskManager.cancel).parameters
-"""Whether the runtime records who cancelled and why (``cancel(actor=, reason=)``)."""
-RERUN_API = hasattr(TaskManager, "rerun")
-
-
-@pytest.mark.xfail(
-    not ACTOR_API, strict=True,
-    reason="the runtime's cancel() records no actor and reason yet (TaskManager.cancel(actor=, "
-    "reason=), the runtime-truth issue); runs for real once it does",
-)  # fmt: skip
 def test_cancel_from_the_page_is_recorded_with_actor_ui_and_the_reason(
     db_path: Path, tmp_path: Path, processes: Processes, page: Page
 ) -> None:
@@ -296,16 +283,11 @@ def test_the_token_can_be_typed_in_the_page(
     assert task(db, task_id).state == "cancelled"
 
 
-@pytest.mark.xfail(
-    not RERUN_API, strict=True,
-    reason="the runtime has no rerun() yet (the runtime-truth issue); runs once it has",
-)  # fmt: skip
 def test_rerun_from_the_page_launches_a_linked_copy(
     db_path: Path, processes: Processes, page: Page
 ) -> None:
     """Rerun on a finished task's page launches a copy linked to it, recorded by actor
     ``ui`` with the reason; the copy's page links back."""
-    assert RERUN_API, "TaskManager.rerun() is missing"
     db = str(db_path)
     original = launch(db, "shell", "echo again", description="run me twice")
     processes.worker(db, "--id", "w-rerun")

@@ -9,15 +9,15 @@ from pathlib import Path
 from browsing import Processes, history, launch, run, screenshot, task, task_url, until
 from playwright.sync_api import Page, expect
 
-from tasktrail import TaskManager
+from tasktrail import AsyncClient
 
 
 def cancel(database: str, task_id: str) -> None:
     """Cancel a task from this process."""
 
     async def go() -> None:
-        async with TaskManager(database, run_tasks=False) as tm:
-            await tm.cancel(task_id)
+        async with AsyncClient(database) as client:
+            await client.cancel(task_id)
 
     run(go())
 

@@ -12,21 +12,20 @@ Off unless the dashboard was started with ``--allow-actions``. Then every action
 
 Anything else is refused with 403 before anything is written.
 
-The writes themselves go through :class:`~tasktrail.TaskManager` (a manager that runs no
-tasks), in :class:`Actions` only.
+The writes themselves go through an :class:`~tasktrail.AsyncClient` (it launches and
+cancels, never runs a task), in :meth:`Actions.perform` only.
 """
 
 from __future__ import annotations
 
-import inspect
 import secrets
 import urllib.parse
-from collections.abc import Callable, Mapping
-from typing import Any, Final
+from collections.abc import Mapping
+from typing import Final
 
 from tasktrail.errors import InvalidInputError
 from tasktrail.projection import Task
-from tasktrail.runtime.manager import TaskManager
+from tasktrail.runtime.client import AsyncClient
 
 __all__ = ["ACTIONS", "ACTOR", "Actions", "Forbidden", "new_token", "same_origin"]
 
@@ -69,21 +68,16 @@ def same_origin(headers: Mapping[str, str], *, scheme: str, host: str) -> bool:
 class Actions:
     """Cancel and rerun, for a dashboard started with actions on."""
 
-    def __init__(self, manager: TaskManager | None, token: str | None) -> None:
-        if (manager is None) != (token is None):
-            raise ValueError("actions need both a manager and a token, or neither")
-        self.manager = manager
+    def __init__(self, client: AsyncClient | None, token: str | None) -> None:
+        if (client is None) != (token is None):
+            raise ValueError("actions need both a client and a token, or neither")
+        self.client = client
         self.token = token
 
     @property
     def enabled(self) -> bool:
         """Whether the dashboard was started with actions on."""
-        return self.manager is not None
-
-    @property
-    def can_rerun(self) -> bool:
-        """Whether the runtime offers ``rerun`` (it came after the dashboard)."""
-        return hasattr(self.manager, "rerun")
+        return self.client is not None
 
     def token_matches(self, given: str | None) -> bool:
         """Whether ``given`` is this dashboard's token (in constant time)."""
@@ -93,10 +87,10 @@ class Actions:
             and secrets.compare_digest(given.encode(), self.token.encode())
         )
 
-    def authorize(self, *, origin_ok: bool, tokens: list[str | None]) -> TaskManager:
-        """The manager to act with; Forbidden unless actions are on, the request came
+    def authorize(self, *, origin_ok: bool, tokens: list[str | None]) -> AsyncClient:
+        """The client to act with; Forbidden unless actions are on, the request came
         from the dashboard and one of ``tokens`` (form field, header, cookie) matches."""
-        if self.manager is None:
+        if self.client is None:
             raise Forbidden("actions are off: start the dashboard with --allow-actions")
         if not origin_ok:
             raise Forbidden("refused: the request did not come from this dashboard's pages")
@@ -105,33 +99,19 @@ class Actions:
                 "refused: this action needs the token that `tasktrail ui` printed when it "
                 "started (open the URL it printed, or paste the token in the page)"
             )
-        return self.manager
+        return self.client
 
-    async def perform(self, manager: TaskManager, action: str, task_id: str, reason: str) -> Task:
+    async def perform(self, client: AsyncClient, action: str, task_id: str, reason: str) -> Task:
         """Take ``action`` on ``task_id``, recorded with actor ``ui`` and ``reason``."""
         reason = " ".join(reason.split())
         if not reason:
             raise InvalidInputError("give a reason: it is recorded in the log with the action")
         if len(reason) > MAX_REASON:
             raise InvalidInputError(f"the reason is longer than {MAX_REASON} characters")
-        if action not in ACTIONS:
-            raise InvalidInputError(f"unknown action {action[:40]!r}: one of {', '.join(ACTIONS)}")
-        # The runtime records who acted and why: ``cancel(..., actor=, reason=)`` and
-        # ``rerun(..., actor=, reason=)``. A runtime without them (before they landed)
-        # cancels as ``user`` with its own reason, and cannot rerun.
-        who = _who(manager.cancel, reason)
         if action == "cancel":
-            return await manager.cancel(task_id, force=False, **who)
+            return await client.cancel(task_id, force=False, actor=ACTOR, reason=reason)
         if action == "force-cancel":
-            return await manager.cancel(task_id, force=True, **who)
-        rerun = getattr(manager, "rerun", None)
-        if rerun is None:
-            raise InvalidInputError("this tasktrail's runtime cannot rerun a task yet")
-        task: Task = await rerun(task_id, **_who(rerun, reason))
-        return task
-
-
-def _who(method: Callable[..., object], reason: str) -> dict[str, Any]:
-    """The ``actor`` and ``reason`` keywords, if ``method`` takes them."""
-    names = inspect.signature(method).parameters
-    return {"actor": ACTOR, "reason": reason} if "actor" in names and "reason" in names else {}
+            return await client.cancel(task_id, force=True, actor=ACTOR, reason=reason)
+        if action == "rerun":
+            return await client.rerun(task_id, actor=ACTOR, reason=reason)
+        raise InvalidInputError(f"unknown action {action[:40]!r}: one of {', '.join(ACTIONS)}")

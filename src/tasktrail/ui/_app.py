@@ -164,7 +164,6 @@ class Pages:
             assets=self.assets,
             version=tasktrail.__version__,
             actions_on=self.dash.actions.enabled,
-            can_rerun=self.dash.actions.can_rerun,
             token_ok=self.token_ok(request),
             states=[state.value for state in TaskState],
             **context,
@@ -320,7 +319,7 @@ class Pages:
         host = request.headers.get("host", "")
         origin_ok = same_origin(request.headers, scheme=request.url.scheme, host=host)
         form = await self._form(request) if origin_ok else {}
-        manager = self.dash.actions.authorize(
+        client = self.dash.actions.authorize(
             origin_ok=origin_ok,
             tokens=[
                 form.get("token"),
@@ -331,7 +330,7 @@ class Pages:
         if action not in ACTIONS:
             raise InvalidInputError(f"unknown action {action[:40]!r}: one of {', '.join(ACTIONS)}")
         await self.dash._task(task_id)
-        task = await self.dash.actions.perform(manager, action, task_id, form.get("reason", ""))
+        task = await self.dash.actions.perform(client, action, task_id, form.get("reason", ""))
         return RedirectResponse(f"/tasks/{urllib.parse.quote(task.id, safe='')}?done={action}", 303)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -24,10 +23,11 @@ from tasktrail.errors import (
 )
 from tasktrail.lifecycle import ACTIVE_STATES, TaskState
 from tasktrail.projection import Task, fold_all
-from tasktrail.runtime.manager import TaskManager
+from tasktrail.runtime.client import AsyncClient
+from tasktrail.runtime.recovery import Identity, Leases
 from tasktrail.store import EventStore, open_store
 from tasktrail.store._validate import check_task_id, redact_url
-from tasktrail.ui._actions import Actions, new_token
+from tasktrail.ui._actions import ACTOR, Actions, new_token
 from tasktrail.ui._live import Hub
 from tasktrail.ui._queries import Cursor, Reader, TaskFilter, open_reader
 from tasktrail.ui._timeline import timeline
@@ -94,6 +94,8 @@ class Dashboard:
         self.hub = Hub(self.store, self.reader, poll_interval=settings.poll_interval)
         self.actions = Actions(None, None)
         self._following: asyncio.Task[None] | None = None
+        self._leases = Leases()
+        """What this dashboard saw of each worker's heartbeat (by its monotonic clock)."""
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Self:
@@ -102,12 +104,10 @@ class Dashboard:
             await self.reader.open()
             stack.push_async_callback(self.reader.close)
             if self.settings.allow_actions:
-                # Runs no tasks and enforces no deadline: it only records the actions.
-                manager = TaskManager(
-                    self.settings.database, run_tasks=False, task_ttl=None, poll_interval=5.0
-                )
-                await stack.enter_async_context(manager)
-                self.actions = Actions(manager, self.settings.token or new_token())
+                # Runs no task and enforces no deadline: it only records the actions.
+                client = AsyncClient(self.settings.database, actor=ACTOR, poll_interval=5.0)
+                await stack.enter_async_context(client)
+                self.actions = Actions(client, self.settings.token or new_token())
             await self.hub.start()
             self._following = asyncio.create_task(self.hub.run(), name="tasktrail-ui-hub")
             self._stack = stack.pop_all()
@@ -273,11 +273,14 @@ class Dashboard:
         active = await self.store.list_tasks(state=ACTIVE_STATES)
         running = Counter(task.worker_id for task in active)
         per_minute = minute_chart(await self.reader.finished_per_minute(since))
-        host = socket.gethostname()
+        here, watched = Identity.here(), time.monotonic()
         rows = [
-            worker_row(worker, now, running.get(worker.worker_id, 0), host=host)
+            worker_row(
+                worker, now, running.get(worker.worker_id, 0),
+                silent_for=self._leases.silent_for(worker, watched), here=here,
+            )
             for worker in workers
-        ]
+        ]  # fmt: skip
         rows.sort(key=lambda row: (row["status"] != "alive", -row["heartbeat_ts"]))
         return {
             "head": head,

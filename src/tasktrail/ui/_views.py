@@ -18,7 +18,7 @@ import msgspec
 from tasktrail.events import OutputAppended, RecordedEvent
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task
-from tasktrail.runtime.recovery import owner_is_dead
+from tasktrail.runtime.recovery import Identity, owner_is_dead
 from tasktrail.store._workers import WorkerInfo
 from tasktrail.ui._timeline import Timeline
 
@@ -41,8 +41,8 @@ __all__ = [
 TITLE_LENGTH: Final = 120
 DETAIL_LENGTH: Final = 300
 LEASE: Final = 30.0
-"""Seconds without a heartbeat after which the page calls a worker dead (the default
-``lease_timeout`` of a worker; after it, another worker recovers its tasks)."""
+"""Seconds in which a worker's heartbeat did not change after which the page calls it dead
+(the default ``lease_timeout`` of a worker; then another worker recovers its tasks)."""
 _HIDDEN: Final = frozenset({"version", "updated_at"})
 _TIMES: Final = frozenset({"not_before"})
 """Payload fields that hold unix seconds."""
@@ -194,11 +194,15 @@ def changed_fields(before: Task | None, after: Task) -> list[str]:
     return [k for k, v in now.items() if k not in _HIDDEN and then[k] != v]
 
 
-def worker_row(worker: WorkerInfo, now: float, running: int, *, host: str) -> dict[str, Any]:
-    """A worker as one row of the workers table; ``host`` is this machine's name (a
-    worker of this host whose process is gone is dead at once)."""
+def worker_row(
+    worker: WorkerInfo, now: float, running: int, *, silent_for: float, here: Identity
+) -> dict[str, Any]:
+    """A worker as one row of the workers table, judged as recovery judges it: dead once
+    its process is gone (seen from its own host, pid namespace and boot), or after
+    ``LEASE`` seconds in which this dashboard saw its heartbeat not change
+    (``silent_for``). ``now`` (wall clock) only dates the last heartbeat."""
     silent = now - worker.heartbeat_at
-    why = owner_is_dead(worker, now=now, lease_timeout=LEASE, host=host)
+    why = owner_is_dead(worker, silent_for=silent_for, lease_timeout=LEASE, here=here)
     if worker.stopped_at is not None:
         status = "stopped"
     elif why is None:
