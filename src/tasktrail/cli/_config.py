@@ -127,7 +127,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ConfigError(
                 where,
                 f"unknown agent {agent!r}; known: {', '.join(self.agent_names())}. Define it "
-                f"as [agents.{agent}] with a command, or pass --any-agent",
+                f"as [agents.{agent}] with a command, name the Python module that registers "
+                "it with --app MODULE:OBJECT, or pass --any-agent",
             )
 
 

@@ -36,6 +36,7 @@ from tasktrail.cli._app import (
 from tasktrail.cli._config import load_config
 from tasktrail.cli._inspect import print_output
 from tasktrail.cli._times import parse_duration, parse_moment
+from tasktrail.cli._worker import load_app
 from tasktrail.errors import (
     InvalidInputError,
     TaskCancelledError,
@@ -182,7 +183,11 @@ def read_prompt(words: tuple[str, ...], *, input_given: bool = False) -> str:
 @db_option
 @config_option
 @launch_options
-@click.option("--any-agent", is_flag=True, help="Accept an agent the config does not define.")
+@click.option(
+    "--app", "apps", multiple=True, metavar="MODULE:OBJECT",
+    help="Python agents defined on this Registry count as known (repeat).",
+)  # fmt: skip
+@click.option("--any-agent", is_flag=True, help="Accept an agent no config or --app defines.")
 @json_option
 @run_async
 async def submit(
@@ -191,12 +196,14 @@ async def submit(
     db: str | None,
     config: str | None,
     launch: dict[str, Any],
+    apps: tuple[str, ...],
     any_agent: bool,
     as_json: bool,
 ) -> None:
     """Queue a task for a worker and print its id (creates the database if needed).
 
-    The agent is `shell` (the prompt is a shell command) or one defined in tasktrail.toml.
+    The agent is `shell` (the prompt is a shell command), one defined in tasktrail.toml, or
+    a Python agent of an --app registry (served by `tasktrail worker --app ...`).
 
     \b
     Example:
@@ -206,7 +213,7 @@ async def submit(
       tasktrail submit resize --input '{"image": "a.png"}' --in 10m
     """
     settings = load_config(config)
-    if not any_agent:
+    if not any_agent and not any(agent in load_app(spec) for spec in apps):
         settings.check_agent(agent)
     text = read_prompt(prompt, input_given=launch["input"] is not None)
     async with AsyncClient(

@@ -51,6 +51,7 @@ from tasktrail.store import open_store
 
 __all__ = ["load_app", "setup_logging"]
 
+_log = logging.getLogger("tasktrail.cli.worker")
 _CLI_POLL: Final = 0.2
 """Seconds between looks at the log for the steps to print."""
 
@@ -194,10 +195,12 @@ async def worker(
         options["max_running"] = concurrency
     stop = asyncio.Event()
     err = console(stderr=True)
+    # With JSON logs, the worker's own lines are log records too: stderr stays parseable.
+    say = _log.warning if log_format == "json" else err.print
 
     def stopping(number: int) -> None:
         if not stop.is_set():
-            err.print(f"{signal.Signals(number).name}: stopping; running tasks are re-queued")
+            say(f"{signal.Signals(number).name}: stopping; running tasks are re-queued")
         stop.set()
 
     target = database(db)
@@ -209,7 +212,7 @@ async def worker(
         ) as tm:
             for name, runner in runners.items():
                 tm.register(name, runner)
-            err.print(
+            say(
                 f"worker {tm.worker_id} on {target}: agents {', '.join(runners)}; "
                 f"up to {options['max_running']} at once. Ctrl-C stops it."
             )
@@ -220,7 +223,7 @@ async def worker(
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), timeout=options["poll_interval"])
                     if exit_when_idle and await _idle(tm, list(runners)):
-                        err.print("no task left to run: stopping")
+                        say("no task left to run: stopping")
                         break
             finally:
                 if following is not None:
@@ -230,7 +233,7 @@ async def worker(
         if not quiet:  # what happened while it stopped (re-queued tasks)
             async with open_store(target) as store:
                 await reporter.catch_up(store)
-    err.print(f"worker {tm.worker_id} stopped")
+    say(f"worker {tm.worker_id} stopped")
 
 
 async def _idle(tm: TaskManager, agents: list[str]) -> bool:

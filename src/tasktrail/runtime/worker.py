@@ -362,6 +362,7 @@ class Worker:
         async def append(task_id: str, events: list[Event], reason: str | None) -> Task:
             return await self._append_fenced(run, events, reason)
 
+        _log.info("task %s: attempt %d of %s starts", task.id, task.attempt, task.agent)
         ctx = RunContext(task, append=append, clock=self.clock, cancel_grace=self.cancel_grace)
         run = Attempt(
             ctx, clock=self.clock, grace=self.cancel_grace, started_at=self.clock.monotonic(),
@@ -413,7 +414,8 @@ class Worker:
     async def _record(self, run: Attempt, outcome: Event, reason: str | None) -> None:
         """Record how an attempt ended, under its claim."""
         try:
-            await self._append_fenced(run, [outcome], reason)
+            task = await self._append_fenced(run, [outcome], reason)
+            _log.info("task %s: attempt %d ended %s", task.id, task.attempt, task.state.value)
         except AttemptSupersededError:
             raise
         except IllegalTransitionError:
