@@ -294,8 +294,11 @@ class Worker:
 
     def claim_soon(self) -> None:
         """Claim in a task of its own, which sends its request before the event loop next
-        runs the commit loop: a write made right after this call shares its commit."""
-        if self._group is not None and not self._closing:
+        runs the commit loop: a write made right after this call shares its commit. While
+        a claim is in flight, it only asks that claim for another round."""
+        if self._claim_lock.locked():
+            self._claim_again = True
+        elif self._group is not None and not self._closing:
             self._group.create_task(self._claim_quietly(), name="tasktrail-claim")
 
     async def _claim_quietly(self) -> None:
