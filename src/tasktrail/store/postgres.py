@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, Self, TypeVar
 
@@ -46,10 +46,17 @@ from tasktrail.store._plan import AppendResult, TaskRow
 from tasktrail.store._scan import fold_rows
 from tasktrail.store._shared import (
     check_state_at,
+    check_versions,
     decode_task,
     prepare_append,
-    replay,
+    replay_chunks,
     state_values,
+)
+from tasktrail.store._stream import (
+    DEFAULT_CHUNK_BYTES,
+    STREAM_MAX_ROWS,
+    bounded_chunks,
+    check_chunk_bytes,
 )
 from tasktrail.store._validate import check_task_id, redact_url
 from tasktrail.store.base import VerifyReport
@@ -58,6 +65,17 @@ from tasktrail.store.subscription import Subscription
 __all__ = ["PostgresEventStore"]
 
 _STALLED_WRITER_MS: Final = "60000"
+_STREAM_SIZES: Final = (  # (row by row, whole window): see tasktrail.store._stream
+    "SELECT version, octet_length(data) FROM events WHERE stream_id = $1 AND version > $2 "
+    "AND version <= $3 ORDER BY version LIMIT $4",
+    "SELECT count(*), max(k), sum(n) FROM (SELECT version AS k, octet_length(data) AS n "
+    "FROM events WHERE stream_id = $1 AND version > $2 AND version <= $3 ORDER BY version "
+    "LIMIT $4) AS w",
+)
+_STREAM_ROWS: Final = (
+    f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND version > $2 "
+    "AND version <= $3 ORDER BY version"
+)
 
 T = TypeVar("T")
 
@@ -326,6 +344,37 @@ class PostgresEventStore(OperationalTables):
         )
         return [self._event(row) for row in rows]
 
+    def iter_stream(
+        self,
+        stream_id: str,
+        *,
+        after_version: int = 0,
+        to_version: int | None = None,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    ) -> AsyncIterator[list[RecordedEvent]]:
+        """The events of one task with ``after_version < version <= to_version``, in order,
+        in non-empty chunks of about ``chunk_bytes`` of payload (a bigger event comes
+        alone). Each chunk is read by short queries: no connection is held between chunks.
+        """
+        check_task_id(stream_id)
+        after, last = check_versions(after_version, to_version, top=2**31 - 1)
+        return self._iter_stream(stream_id, after, last, check_chunk_bytes(chunk_bytes))
+
+    async def _iter_stream(
+        self, stream_id: str, after: int, last: int, budget: int
+    ) -> AsyncIterator[list[RecordedEvent]]:
+        async def probe(after: int, n: int, each: bool) -> list[Any]:
+            return await self._fetch(_STREAM_SIZES[not each], stream_id, after, last, n)
+
+        async def fetch(after: int, upto: int) -> list[RecordedEvent]:
+            rows = await self._fetch(_STREAM_ROWS, stream_id, after, upto)
+            return [self._event(row) for row in rows]
+
+        async for events in bounded_chunks(
+            probe, fetch, after=after, budget=budget, max_rows=STREAM_MAX_ROWS
+        ):
+            yield events
+
     async def read_all(self, *, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """Up to ``limit`` events of the whole log with a sequence number above ``after``.
 
@@ -425,7 +474,9 @@ class PostgresEventStore(OperationalTables):
         """The task as it was at ``version``, or at time ``at`` (the latest if neither);
         ``None`` when it did not exist yet at ``at``."""
         check_state_at(version, at)
-        return replay(task_id, await self.history(task_id), version=version, at=at)
+        return await replay_chunks(
+            task_id, self.iter_stream(task_id, to_version=version), version=version, at=at
+        )
 
     # -- checking and rebuilding -----------------------------------------------------------
 
