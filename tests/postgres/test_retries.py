@@ -110,9 +110,9 @@ async def test_terminated_connections_never_reach_the_caller(
 
 
 async def test_unreachable_server_is_a_storage_error() -> None:
-    """A server that never answers ends, after retry_timeout, in a clear StorageError."""
-    store = PostgresEventStore("postgresql://nobody@127.0.0.1:9/nowhere", retry_timeout=0.2)
-    with pytest.raises(StorageError, match="cannot reach PostgreSQL"):
+    """A server that cannot be reached ends, after connect_timeout, in a clear StorageError."""
+    store = PostgresEventStore("postgresql://nobody@127.0.0.1:9/nowhere", connect_timeout=0.2)
+    with pytest.raises(StorageError, match=r"cannot connect to PostgreSQL at 127\.0\.0\.1:9"):
         await store.open()
 
 

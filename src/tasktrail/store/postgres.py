@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import socket
 import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -58,7 +60,7 @@ from tasktrail.store._stream import (
     bounded_chunks,
     check_chunk_bytes,
 )
-from tasktrail.store._validate import check_task_id, redact_url
+from tasktrail.store._validate import check_task_id, redact_url, server_address
 from tasktrail.store.base import VerifyReport
 from tasktrail.store.subscription import Subscription
 
@@ -80,6 +82,16 @@ _STREAM_ROWS: Final = (
 T = TypeVar("T")
 
 
+def _unreachable(err: BaseException) -> str:
+    if isinstance(err, socket.gaierror):
+        return f"cannot resolve the host name ({err.strerror or err})"
+    if isinstance(err, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(err, TimeoutError):
+        return "no answer"
+    return str(err) or type(err).__name__
+
+
 class PostgresEventStore(OperationalTables):
     """The event log and task projection in a PostgreSQL database.
 
@@ -90,6 +102,9 @@ class PostgresEventStore(OperationalTables):
         max_batch_events: the most events written by one group commit.
         retry_timeout: seconds to keep retrying transient failures (a dropped connection,
             a serialization failure, a server restart) before raising StorageError.
+        connect_timeout: seconds ``open()`` tries to reach the server at all (a refused
+            connection, a host that does not answer) before raising StorageError naming
+            the host and port; once connected, failures are retried for ``retry_timeout``.
         pool_size: the most pooled connections for reads (plus one writer, one listener).
         clock: returns the time as unix seconds; injectable for tests.
         upcasters: extra upcasters, keyed by (event tag, schema version they read).
@@ -102,6 +117,7 @@ class PostgresEventStore(OperationalTables):
         max_event_bytes: int = 1 << 20,
         max_batch_events: int = 5000,
         retry_timeout: float = 30.0,
+        connect_timeout: float = 5.0,
         pool_size: int = 4,
         clock: Callable[[], float] = time.time,
         upcasters: Mapping[tuple[str, int], Upcaster] | None = None,
@@ -113,6 +129,11 @@ class PostgresEventStore(OperationalTables):
         self.max_event_bytes = max_event_bytes
         self.max_batch_events = max_batch_events
         self.retry_timeout = retry_timeout
+        if not (isinstance(connect_timeout, int | float) and 0 < connect_timeout < math.inf):
+            raise InvalidInputError(
+                f"connect_timeout must be a finite number of seconds > 0, not {connect_timeout!r}"
+            )
+        self.connect_timeout = float(connect_timeout)
         self.pool_size = pool_size
         self._clock = clock
         self._upcasters = {**BUILTIN_UPCASTERS, **(upcasters or {})}
@@ -145,8 +166,10 @@ class PostgresEventStore(OperationalTables):
         if self._opened:
             return self
 
+        reach_by = time.monotonic() + self.connect_timeout
+
         async def first_connection() -> asyncpg.Connection:
-            conn = await self._connect_writer()
+            conn = await self._reach(reach_by)
             try:
                 schema = await conn.fetchval("SELECT current_schema()")
                 if schema is None:
@@ -195,6 +218,25 @@ class PostgresEventStore(OperationalTables):
         await self._listen()
         return self
 
+    async def _reach(self, deadline: float) -> asyncpg.Connection:
+        """The writer's first connection. A server that cannot be reached at all (no such
+        host, connection refused, no answer) is reported once ``deadline`` has passed,
+        naming the host and port, instead of being retried for ``retry_timeout``."""
+        try:
+            left = max(deadline - time.monotonic(), 0.05)
+            return await asyncio.wait_for(self._connect_writer(), left)
+        except (OSError, TimeoutError) as err:
+            if not isinstance(err, socket.gaierror) and time.monotonic() < deadline:
+                raise  # retried: a server restarting refuses connections for a moment
+            tried = (
+                "" if isinstance(err, socket.gaierror) else f" (tried {self.connect_timeout:g} s)"
+            )
+            raise StorageError(
+                f"cannot connect to PostgreSQL at {server_address(self.url)} ({self.where}): "
+                f"{_unreachable(err)}{tried}; check that the server is running and that the "
+                "host and port are right"
+            ) from err
+
     async def _listen(self) -> None:
         """(Re)open the connection that hears other processes' commits; a failure is
         ignored (the hint is lost, polling still finds the events)."""
@@ -240,7 +282,7 @@ class PostgresEventStore(OperationalTables):
         await self.close()
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        if self._opened and not self._closing:
+        if getattr(self, "_opened", False) and not self._closing:  # __init__ may have failed
             _warn(f"PostgresEventStore({self.where!r}) was never closed", ResourceWarning)
 
     def _now(self) -> float:

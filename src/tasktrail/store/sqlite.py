@@ -60,7 +60,7 @@ from tasktrail.store._sqlite_commit import (
     decode_task,
     marks,
 )
-from tasktrail.store._sqlite_errors import translating
+from tasktrail.store._sqlite_errors import permission_problem, translating
 from tasktrail.store._sqlite_open import connect, init_schema
 from tasktrail.store._sqlite_scan import EVENT_COLUMNS, fetch_all, fold_log, scan, verify_chain
 from tasktrail.store._stream import (
@@ -151,9 +151,9 @@ class SQLiteEventStore:
             return self
         directory = os.path.dirname(self._abspath)
         if not await asyncio.to_thread(os.path.isdir, directory):
-            raise StorageError(
-                f"cannot open the database {self.path}: the directory {directory} does not exist"
-            )
+            denied = await asyncio.to_thread(permission_problem, self.path)
+            missing = f"the directory {directory} does not exist"
+            raise StorageError(denied[0] if denied else f"cannot open {self.path}: {missing}")
         try:
             with translating(self.path):
                 self._writer = await self._connect()
@@ -202,7 +202,7 @@ class SQLiteEventStore:
         await self.close()
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        if self._opened and not self._closing:
+        if getattr(self, "_opened", False) and not self._closing:  # __init__ may have failed
             _warn(f"SQLiteEventStore({self.path!r}) was never closed", ResourceWarning, source=self)
 
     def _check_open(self) -> None:
