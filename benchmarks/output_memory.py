@@ -68,9 +68,7 @@ async def build(database: str, megabytes: int) -> None:
             while left:
                 n = min(BATCH, left)
                 text = line if task_id == "big" else "one line\n"
-                await store.append(
-                    task_id, [NewEvent(OutputAppended(text=text)) for _ in range(n)]
-                )
+                await store.append(task_id, [NewEvent(OutputAppended(text=text)) for _ in range(n)])
                 left -= n
             await store.append(task_id, [NewEvent(TaskCompleted(result=0))])
 
@@ -101,9 +99,7 @@ def measure(database: str, label: str) -> None:
         else:
             big, seconds = peak_mb(database, [a.format(task="big") for a in template])
             small, _ = peak_mb(database, [a.format(task="small") for a in template])
-        print(
-            f"{name:<16} {big:>9.0f} MB {small:>9.0f} MB {big - small:>8.0f} MB {seconds:>6.1f}s"
-        )
+        print(f"{name:<16} {big:>9.0f} MB {small:>9.0f} MB {big - small:>8.0f} MB {seconds:>6.1f}s")
 
 
 def main() -> None:
