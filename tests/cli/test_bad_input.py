@@ -64,7 +64,7 @@ def test_the_documented_bounds_are_accepted(tmp_path: Path) -> None:
     path.write_text(
         "[worker]\nmax_running = 10000\nmax_attempts = 1000\npoll_interval = 3600\n"
         "lease_timeout = 86400\ncancel_grace = 86400\nretry_backoff = 86400\n"
-        "task_ttl = 316224000\nrun_timeout = 316224000\nqueue_timeout = 316224000\n"
+        "task_ttl = 315360000\nrun_timeout = 315360000\nqueue_timeout = 315360000\n"
         "[limits]\nclaude = 10000\n"
     )
     result = CliRunner().invoke(

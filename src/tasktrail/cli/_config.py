@@ -179,8 +179,9 @@ MAX_POLL_INTERVAL: Final = 3_600.0
 """Seconds; a worker that polls less often than hourly is not what anyone meant."""
 MAX_WAIT: Final = 86_400.0
 """Seconds (a day): the largest lease_timeout, cancel_grace, retry_backoff and agent grace."""
-MAX_DEADLINE: Final = 10 * 366 * 86_400.0
-"""Seconds (about ten years): the largest task_ttl, run_timeout and queue_timeout."""
+MAX_DEADLINE: Final = 10 * 365 * 86_400.0
+"""Seconds (ten years of 365 days, as TaskManager): the largest task_ttl, run_timeout and
+queue_timeout."""
 
 # name: (smallest, smallest allowed itself, largest, unit); 0 means "no limit" where allowed
 _WORKER_RANGES: Final[dict[str, tuple[float, bool, float, str]]] = {
