@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +33,7 @@ from tasktrail.cli._format import (
     STATE_COLOURS,
     age,
     changes,
+    history_row,
     history_table,
     record_table,
     state,
@@ -49,6 +51,8 @@ __all__ = ["print_output"]
 
 _STATES = click.Choice([s.value for s in TaskState])
 _FOLLOW_POLL = 0.2
+_HISTORY_PAGE = 500
+"""Events per table of ``history``: a long history is printed as it is read."""
 
 
 def when_now() -> str:
@@ -199,23 +203,40 @@ async def logs(task_id: str, db: str | None, follow: bool, as_json: bool) -> Non
 
 
 async def print_output(store: Any, task_id: str, *, follow: bool, as_json: bool) -> Task:
-    """Print the task's output events (``follow``: until it is finished); return the task."""
+    """Print the task's output events (``follow``: until it is finished); return the task.
+
+    The output is read in bounded chunks (``iter_stream``): memory does not grow with it.
+    """
     version = 0
     while True:
         task = await _task(store, task_id)  # read first: every event up to it is then seen
-        for event in await store.read_stream(task_id, after_version=version):
-            version = event.version
-            if not isinstance(event.payload, OutputAppended):
-                continue
-            if as_json:
-                emit_json(event)
-            else:
-                stream = sys.stderr if event.payload.channel == "stderr" else sys.stdout
-                stream.write(event.payload.text)
-                stream.flush()
+        async for events in store.iter_stream(task_id, after_version=version):
+            for event in events:
+                version = event.version
+                if not isinstance(event.payload, OutputAppended):
+                    continue
+                if as_json:
+                    emit_json(event)
+                else:
+                    stream = sys.stderr if event.payload.channel == "stderr" else sys.stdout
+                    stream.write(event.payload.text)
+            sys.stdout.flush()
+            sys.stderr.flush()
         if not follow or task.is_terminal:
             return task
         await asyncio.sleep(_FOLLOW_POLL)
+
+
+async def _events(store: Any, task_id: str) -> AsyncIterator[RecordedEvent]:
+    """Every event of a task, in order, read in bounded chunks; TaskNotFoundError when
+    there is none."""
+    found = False
+    async for events in store.iter_stream(task_id):
+        found = True
+        for event in events:
+            yield event
+    if not found:
+        raise TaskNotFoundError(task_id)
 
 
 @main.command()
@@ -226,18 +247,30 @@ async def print_output(store: Any, task_id: str, *, follow: bool, as_json: bool)
 async def history(task_id: str, db: str | None, as_json: bool) -> None:
     """Show every event of a task: a timeline with actor, reason and time.
 
+    A long history is printed as it is read, in tables of 500 events.
+
     \b
     Example:
       tasktrail history 3f2a9c...
       tasktrail history 3f2a9c... --json | jq -c '[.version, .type, .actor, .reason]'
     """
+    out = console()
+    title: str | None = f"history of {task_id}"
+    table, rows = None, 0
     async with open_existing(db) as store:
-        events = await store.history(task_id)
-    if as_json:
-        for event in events:
-            emit_json(event)
-    else:
-        console().print(history_table(events, title=f"history of {task_id}"))
+        async for event in _events(store, task_id):
+            if as_json:
+                emit_json(event)
+                continue
+            if table is None:
+                table = history_table((), title=title)
+            table.add_row(*history_row(event))  # a row of short text, not the event
+            rows += 1
+            if rows == _HISTORY_PAGE:
+                out.print(table)
+                table, title, rows = None, None, 0
+    if table is not None:
+        out.print(table)
 
 
 @main.command()
@@ -278,14 +311,17 @@ async def replay(
             else:
                 console().print(record_table(then))
             return
-        events = await store.history(task_id)
-    _step_through(events, as_json=as_json, pause=step and not as_json)
+        await _step_through(_events(store, task_id), as_json=as_json, pause=step and not as_json)
 
 
-def _step_through(events: list[RecordedEvent], *, as_json: bool, pause: bool) -> None:
+async def _step_through(
+    events: AsyncIterator[RecordedEvent], *, as_json: bool, pause: bool
+) -> None:
     out = console()
     task: Task | None = None
-    for event in events:
+    async for event in events:
+        if pause and task is not None:
+            click.pause("  (press any key for the next event)")
         before, task = task, fold(task, event)
         changed = changes(before, task)
         if as_json:
@@ -304,8 +340,6 @@ def _step_through(events: list[RecordedEvent], *, as_json: bool, pause: bool) ->
         )
         if changed:
             out.print(table)
-        if pause and event is not events[-1]:
-            click.pause("  (press any key for the next event)")
 
 
 @main.command()
