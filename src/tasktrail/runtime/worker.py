@@ -402,7 +402,10 @@ class Worker:
                     self._finishing -= 1
                 crash_point("runtime.after_finish")
         except AttemptSupersededError as err:
-            _log.warning("task %s: %s", task.id, err)
+            # A cancel or finish from elsewhere is routine; another attempt holding the
+            # task means this one was taken for dead: that deserves a warning.
+            level = logging.INFO if run.stop_reason == "lost" else logging.WARNING
+            _log.log(level, "task %s: %s", task.id, err)
         except TasktrailError as err:
             _log.warning(
                 "task %s: attempt %d could not record its end: %s", task.id, task.attempt, err
