@@ -1,0 +1,233 @@
+"""Profiles of the runtime scenarios, every thread included (``run.py --profile``).
+
+Each scenario's tasktrail side runs alone in a child process (this file) under py-spy,
+which samples every thread of the process from outside, the store's writer thread and
+aiosqlite's reader thread as well as the event loop's (an in-process profiler such as
+pyinstrument sees only the thread it runs on, so it would miss the writer thread, where
+every SQLite write of a batch runs). Nothing is timed: a profile explains a figure; the
+figure comes from the measured run.
+
+Scenarios: ``wait`` (the end-to-end run with a ``wait()`` per task), ``backlog`` (a
+manager draining tasks launched beforehand; the launches are made before the profiled
+process starts), ``c1`` (1,000 tasks at ``max_running=1`` with one watcher, as the peer
+sweep runs it).
+
+The raw samples (py-spy's collapsed stacks, ``profile-<scenario>.txt`` in ``--out``) are
+summed per thread: the share of samples each thread spent waiting (its deepest frame a
+selector, a queue or a lock), the lines that were on top of the stack most often ("self",
+by line: on the writer thread the ``COMMIT`` line is the fsync), and the functions that
+were anywhere on the stack most often ("total", counted once per sample).
+
+With ``--profile-tool pyinstrument`` the child profiles its event loop's thread in process
+instead (no ptrace needed), and the summary is pyinstrument's own text, cut short.
+
+Child entry: ``python benchmarks/profiling.py SCENARIO PATH --tasks N [--pyinstrument OUT]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from common import Say, Settings, remove_db
+
+HERE: Final = Path(__file__).resolve()
+SCENARIOS: Final = ("wait", "backlog", "c1")
+RATE: Final = 250
+"""Samples per second per thread."""
+TOP: Final = 12
+IDLE: Final = (
+    "select (selectors.py",
+    "_worker (concurrent/futures/thread.py",
+    "wait (threading.py",
+    "get (queue.py",
+    "_wait_for_tstate_lock (threading.py",
+)
+"""The deepest frame of a thread that waits for work (the loop in its selector, an idle
+pool thread, a thread blocked on a queue or a lock)."""
+
+
+def _workload(scenario: str, path: Path, tasks: int, max_running: int) -> Coroutine[Any, Any, Any]:
+    import runtime
+
+    if scenario == "wait":
+        return runtime.end_to_end(path, tasks, max_running, watch=False, probe=False)
+    if scenario == "c1":
+        return runtime.end_to_end(path, tasks, 1, watch=True, probe=False)
+    if scenario == "backlog":
+
+        async def drain() -> float:
+            from tasktrail import SQLiteEventStore
+
+            async with SQLiteEventStore(path) as store:
+                ids = [task.id for task in await store.list_tasks(state="pending")]
+            return await runtime.drain(path, ids, max_running)
+
+        return drain()
+    raise SystemExit(f"unknown scenario {scenario}")
+
+
+def _sizes(s: Settings, scenario: str) -> tuple[int, int]:
+    """(tasks, max_running) of a scenario's profiled run: the measured run's sizes."""
+    if scenario == "backlog":
+        return s.backlog_tasks, s.max_running
+    if scenario == "c1":
+        return s.sweep_tasks, 1
+    return s.runtime_tasks, s.max_running
+
+
+# -- reading py-spy's samples --------------------------------------------------------------------
+
+
+def _function(frame: str) -> str:
+    """``name (file:line)`` without the line."""
+    name, _, where = frame.partition(" (")
+    return f"{name} ({where.rsplit(':', 1)[0].rstrip(')')})"
+
+
+def summarize(raw: Path) -> dict[str, Any]:
+    """Per thread: samples, the share waiting, the top lines (self) and functions (total)."""
+    threads: dict[str, Counter[str]] = {}
+    totals: dict[str, Counter[str]] = {}
+    samples: Counter[str] = Counter()
+    waiting: Counter[str] = Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        label, *frames = stack.split(";")
+        name = label.split(": ", 1)[-1]
+        samples[name] += count
+        leaf = frames[-1] if frames else "(no Python frame)"
+        if leaf.startswith(IDLE):
+            waiting[name] += count
+            continue
+        threads.setdefault(name, Counter())[leaf] += count
+        seen = {_function(frame) for frame in frames}
+        totals.setdefault(name, Counter()).update(dict.fromkeys(seen, count))
+    summary: dict[str, Any] = {"samples": sum(samples.values()), "rate": RATE, "threads": []}
+    for name, n in samples.most_common():
+        busy = threads.get(name, Counter())
+        summary["threads"].append(
+            {
+                "name": name,
+                "samples": n,
+                "seconds": n / RATE,
+                "waiting": waiting[name] / n,
+                "self": [(c / n, frame) for frame, c in busy.most_common(TOP)],
+                "total": [(c / n, f) for f, c in totals.get(name, Counter()).most_common(TOP)],
+            }
+        )
+    return summary
+
+
+def top_lines(profile: dict[str, Any]) -> list[str]:
+    """The summary as text: a block per thread that did something."""
+    if "text" in profile:
+        return list(profile["text"])
+    lines = [
+        f"{profile['scenario']}: {profile['tool']}, {profile['samples']:,} samples at "
+        f"{profile['rate']} Hz per thread over {profile['seconds']:.1f} s "
+        f"(the run: {profile['tasks']:,} tasks)"
+    ]
+    for thread in profile["threads"]:
+        busy = 1 - thread["waiting"]
+        if busy * thread["seconds"] < 0.05:
+            continue
+        lines.append(
+            f"thread {thread['name']}: {thread['seconds']:.1f} s sampled, "
+            f"{busy:.0%} busy, {thread['waiting']:.0%} waiting for work"
+        )
+        lines.append("  self (top of the stack), share of the thread's samples:")
+        lines.extend(f"    {share:6.1%}  {frame}" for share, frame in thread["self"])
+        lines.append("  total (anywhere on the stack):")
+        lines.extend(f"    {share:6.1%}  {frame}" for share, frame in thread["total"])
+    return lines
+
+
+# -- running -------------------------------------------------------------------------------------
+
+
+def _prepare(s: Settings, scenario: str, path: Path) -> None:
+    remove_db(path)
+    if scenario == "backlog":
+        import runtime
+
+        asyncio.run(runtime.launch_backlog(path, s.backlog_tasks))
+
+
+def record(s: Settings, scenarios: Sequence[str], tool: str, out: Path, say: Say) -> dict[str, Any]:
+    """Profile each of ``scenarios``; the summaries by scenario (raw files in ``out``)."""
+    found: dict[str, Any] = {}
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if tool == "py-spy" and not Path(spy).exists():
+        say("py-spy is not installed (pip install -e '.[bench]'): no profiles")
+        return found
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="tasktrail-profile-", dir=s.directory) as tmp:
+        for scenario in scenarios:
+            path = Path(tmp, f"{scenario}.db")
+            _prepare(s, scenario, path)
+            tasks, max_running = _sizes(s, scenario)
+            child = [sys.executable, str(HERE), scenario, str(path), "--tasks", str(tasks),
+                     "--max-running", str(max_running)]  # fmt: skip
+            raw = out / f"profile-{scenario}.txt"
+            if tool == "py-spy":
+                command = [spy, "record", "--rate", str(RATE), "--threads", "--idle",
+                           "--format", "raw", "--output", str(raw), "--", *child]  # fmt: skip
+            else:
+                command = [*child, "--pyinstrument", str(raw)]
+            began = time.perf_counter()
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            seconds = time.perf_counter() - began
+            if done.returncode != 0 or not raw.exists():
+                say(f"profile of {scenario} failed: {(done.stderr or done.stdout)[-800:]}")
+                continue
+            profile: dict[str, Any] = {
+                "scenario": scenario, "tool": tool, "tasks": tasks, "max_running": max_running,
+                "seconds": seconds, "raw": str(raw),
+            }  # fmt: skip
+            if tool == "py-spy":
+                profile.update(summarize(raw))
+            else:
+                profile["text"] = raw.read_text().splitlines()[:60]
+            found[scenario] = profile
+            for line in top_lines(profile)[:1]:
+                say(line)
+            remove_db(path)
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The child: run one scenario's tasktrail side (optionally under pyinstrument)."""
+    parser = argparse.ArgumentParser(description="one profiled run (see run.py --profile)")
+    parser.add_argument("scenario", choices=SCENARIOS)
+    parser.add_argument("path", type=Path)
+    parser.add_argument("--tasks", type=int, required=True)
+    parser.add_argument("--max-running", type=int, default=200)
+    parser.add_argument("--pyinstrument", type=Path, help="profile in process, text to here")
+    args = parser.parse_args(argv)
+    work = _workload(args.scenario, args.path, args.tasks, args.max_running)
+    if args.pyinstrument is None:
+        asyncio.run(work)
+        return 0
+    from pyinstrument import Profiler
+
+    with Profiler(interval=1 / RATE, async_mode="disabled") as profiler:
+        asyncio.run(work)
+    args.pyinstrument.write_text(profiler.output_text(unicode=False, color=False, short_mode=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
