@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -45,15 +47,14 @@ SCENARIOS: Final = ("wait", "backlog", "c1")
 RATE: Final = 250
 """Samples per second per thread."""
 TOP: Final = 12
-IDLE: Final = (
-    "select (selectors.py",
-    "_worker (concurrent/futures/thread.py",
-    "wait (threading.py",
-    "get (queue.py",
-    "_wait_for_tstate_lock (threading.py",
+IDLE: Final = re.compile(
+    r"(^|\.)(select \(selectors\.py|_worker \(concurrent/futures/thread\.py|"
+    r"wait \(threading\.py|get \(queue\.py|_wait_for_tstate_lock \(threading\.py|"
+    r"_connection_worker_thread \(aiosqlite/core\.py:59\))"
 )
-"""The deepest frame of a thread that waits for work (the loop in its selector, an idle
-pool thread, a thread blocked on a queue or a lock)."""
+"""The deepest frame of a thread that waits for work: the event loop in its selector, an
+idle pool thread (the store's writer between batches), aiosqlite's thread at its queue, a
+thread blocked on a lock."""
 
 
 def _workload(scenario: str, path: Path, tasks: int, max_running: int) -> Coroutine[Any, Any, Any]:
@@ -64,15 +65,12 @@ def _workload(scenario: str, path: Path, tasks: int, max_running: int) -> Corout
     if scenario == "c1":
         return runtime.end_to_end(path, tasks, 1, watch=True, probe=False)
     if scenario == "backlog":
-
-        async def drain() -> float:
-            from tasktrail import SQLiteEventStore
-
-            async with SQLiteEventStore(path) as store:
-                ids = [task.id for task in await store.list_tasks(state="pending")]
-            return await runtime.drain(path, ids, max_running)
-
-        return drain()
+        db = sqlite3.connect(path)
+        try:
+            ids = [row[0] for row in db.execute("SELECT id FROM tasks WHERE state = 'pending'")]
+        finally:
+            db.close()
+        return runtime.drain(path, ids, max_running)
     raise SystemExit(f"unknown scenario {scenario}")
 
 
@@ -109,7 +107,7 @@ def summarize(raw: Path) -> dict[str, Any]:
         name = label.split(": ", 1)[-1]
         samples[name] += count
         leaf = frames[-1] if frames else "(no Python frame)"
-        if leaf.startswith(IDLE):
+        if IDLE.search(leaf):
             waiting[name] += count
             continue
         threads.setdefault(name, Counter())[leaf] += count
@@ -166,6 +164,39 @@ def _prepare(s: Settings, scenario: str, path: Path) -> None:
         asyncio.run(runtime.launch_backlog(path, s.backlog_tasks))
 
 
+def _spy(spy: str, child: list[str], raw: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``child``; once it is ready (imports done, its database prepared), attach py-spy
+    to it, wait until py-spy samples, then let the child run its workload to its end."""
+    proc = subprocess.Popen(child, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the profiled process failed to start")
+        command = [spy, "record", "--pid", str(proc.pid), "--rate", str(RATE), "--threads",
+                   "--idle", "--format", "raw", "--output", str(raw)]  # fmt: skip
+        sampler = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert sampler.stdout is not None
+        said = []
+        for line in sampler.stdout:  # "py-spy> Sampling process 250 times a second ..."
+            said.append(line)
+            if "Sampling" in line:
+                break
+        else:
+            raise RuntimeError(f"py-spy did not attach: {''.join(said)[-800:]}")
+        proc.stdin.write("go\n")
+        proc.stdin.close()
+        proc.wait()
+        said.append(sampler.stdout.read())
+        sampler.wait()
+        return subprocess.CompletedProcess(command, proc.returncode, "", "".join(said))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def record(s: Settings, scenarios: Sequence[str], tool: str, out: Path, say: Say) -> dict[str, Any]:
     """Profile each of ``scenarios``; the summaries by scenario (raw files in ``out``)."""
     found: dict[str, Any] = {}
@@ -182,13 +213,15 @@ def record(s: Settings, scenarios: Sequence[str], tool: str, out: Path, say: Say
             child = [sys.executable, str(HERE), scenario, str(path), "--tasks", str(tasks),
                      "--max-running", str(max_running)]  # fmt: skip
             raw = out / f"profile-{scenario}.txt"
+            raw.unlink(missing_ok=True)
+            began = time.perf_counter()
             if tool == "py-spy":
-                command = [spy, "record", "--rate", str(RATE), "--threads", "--idle",
-                           "--format", "raw", "--output", str(raw), "--", *child]  # fmt: skip
+                done = _spy(spy, child, raw)
             else:
                 command = [*child, "--pyinstrument", str(raw)]
-            began = time.perf_counter()
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
+                done = subprocess.run(
+                    command, input="go\n", capture_output=True, text=True, check=False
+                )
             seconds = time.perf_counter() - began
             if done.returncode != 0 or not raw.exists():
                 say(f"profile of {scenario} failed: {(done.stderr or done.stdout)[-800:]}")
@@ -218,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pyinstrument", type=Path, help="profile in process, text to here")
     args = parser.parse_args(argv)
     work = _workload(args.scenario, args.path, args.tasks, args.max_running)
+    print("ready", flush=True)
+    sys.stdin.readline()  # the profiler is attached
     if args.pyinstrument is None:
         asyncio.run(work)
         return 0
