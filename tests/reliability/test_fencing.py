@@ -55,7 +55,7 @@ class Processes:
         command = [*(prefix or []), sys.executable, str(path), *args]
         process = subprocess.Popen(
             command, cwd=self.root, env=self.env, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
+            stderr=subprocess.PIPE, text=True, start_new_session=True,
         )  # fmt: skip
         self.started.append(process)
         return process
@@ -64,7 +64,7 @@ class Processes:
         command = [*(prefix or []), sys.executable, "-m", "tasktrail", *args]
         process = subprocess.Popen(
             command, cwd=self.root, env=self.env, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
+            stderr=subprocess.PIPE, text=True, start_new_session=True,
         )  # fmt: skip
         self.started.append(process)
         return process
@@ -92,16 +92,12 @@ class Processes:
         return [json.loads(line) for line in shown.stdout.splitlines()]
 
     def close(self) -> None:
+        """End every process started, and what they started (each leads its own group)."""
         for process in self.started:
-            if process.poll() is None:
-                with_signal(process, signal.SIGCONT)
-                process.kill()
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGCONT)
+                os.killpg(process.pid, signal.SIGKILL)
             process.communicate()
-
-
-def with_signal(process: subprocess.Popen[str], number: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(process.pid, number)
 
 
 @pytest.fixture
