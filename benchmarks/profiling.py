@@ -10,7 +10,10 @@ figure comes from the measured run.
 Scenarios: ``wait`` (the end-to-end run with a ``wait()`` per task), ``backlog`` (a
 manager draining tasks launched beforehand; the launches are made before the profiled
 process starts), ``c1`` (1,000 tasks at ``max_running=1`` with one watcher, as the peer
-sweep runs it).
+sweep runs it), ``c8`` and ``c64`` (the same with 5,000 tasks at 8 and 64: 1,000 take too
+short a time to sample), ``idle`` (2,000 launches one after another on an idle client, as
+the idle latency run makes them). Sampling starts once the child has imported everything
+and prepared its database.
 
 The raw samples (py-spy's collapsed stacks, ``profile-<scenario>.txt`` in ``--out``) are
 summed per thread: the share of samples each thread spent waiting (its deepest frame a
@@ -43,7 +46,7 @@ from typing import Any, Final
 from common import Say, Settings, remove_db
 
 HERE: Final = Path(__file__).resolve()
-SCENARIOS: Final = ("wait", "backlog", "c1")
+SCENARIOS: Final = ("wait", "backlog", "c1", "c8", "c64", "idle")
 RATE: Final = 250
 """Samples per second per thread."""
 TOP: Final = 12
@@ -55,6 +58,13 @@ IDLE: Final = re.compile(
 """The deepest frame of a thread that waits for work: the event loop in its selector, an
 idle pool thread (the store's writer between batches), aiosqlite's thread at its queue, a
 thread blocked on a lock."""
+FRAME: Final = re.compile(
+    r"\((threading\.py|concurrent/futures/thread\.py|asyncio/runners\.py|profiling\.py)"
+    r"|BaseEventLoop\.(run_forever|_run_once|run_until_complete) |Handle\._run "
+    r"|_connection_worker_thread "
+)
+"""Frames on nearly every stack of their thread (the loop's and the threads' machinery),
+left out of the "total" lists."""
 
 
 def _workload(scenario: str, path: Path, tasks: int, max_running: int) -> Coroutine[Any, Any, Any]:
@@ -62,8 +72,10 @@ def _workload(scenario: str, path: Path, tasks: int, max_running: int) -> Corout
 
     if scenario == "wait":
         return runtime.end_to_end(path, tasks, max_running, watch=False, probe=False)
-    if scenario == "c1":
-        return runtime.end_to_end(path, tasks, 1, watch=True, probe=False)
+    if scenario in ("c1", "c8", "c64"):
+        return runtime.end_to_end(path, tasks, max_running, watch=True, probe=False)
+    if scenario == "idle":
+        return runtime.idle_launches(path, tasks)
     if scenario == "backlog":
         db = sqlite3.connect(path)
         try:
@@ -75,11 +87,15 @@ def _workload(scenario: str, path: Path, tasks: int, max_running: int) -> Corout
 
 
 def _sizes(s: Settings, scenario: str) -> tuple[int, int]:
-    """(tasks, max_running) of a scenario's profiled run: the measured run's sizes."""
+    """(tasks, max_running) of a scenario's profiled run (for ``idle``: launches)."""
     if scenario == "backlog":
         return s.backlog_tasks, s.max_running
     if scenario == "c1":
         return s.sweep_tasks, 1
+    if scenario in ("c8", "c64"):  # 1,000 tasks at 8 or 64 take too short a time to sample
+        return 5 * s.sweep_tasks, int(scenario[1:])
+    if scenario == "idle":
+        return 4 * s.samples, 1
     return s.runtime_tasks, s.max_running
 
 
@@ -111,7 +127,7 @@ def summarize(raw: Path) -> dict[str, Any]:
             waiting[name] += count
             continue
         threads.setdefault(name, Counter())[leaf] += count
-        seen = {_function(frame) for frame in frames}
+        seen = {_function(frame) for frame in frames if not FRAME.search(frame)}
         totals.setdefault(name, Counter()).update(dict.fromkeys(seen, count))
     summary: dict[str, Any] = {"samples": sum(samples.values()), "rate": RATE, "threads": []}
     for name, n in samples.most_common():

@@ -30,8 +30,9 @@ Parts (``--only``), in the order they run; scenario numbers as in the table:
   count, claims counted (``postgres.py``); skipped with a note when the server is not
   reachable.
 
-``--profile`` then records py-spy profiles (every thread) of the end-to-end, backlog and
-concurrency-1 runs (``profiling.py``) and adds their top lines to the results.
+``--profile`` then records py-spy profiles (every thread) of the end-to-end, backlog,
+concurrency 1/8/64 and idle-launch runs (``profiling.py``) and adds their top lines to the
+results.
 benchmarks/README.md explains every scenario, its baseline and the peers' configuration.
 """
 
@@ -321,7 +322,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="also record profiles (py-spy, every thread) of the wait, backlog and c1 runs",
+        help="also record profiles (py-spy, every thread) of the runtime scenarios: "
+        + ", ".join(profiling.SCENARIOS),
     )
     parser.add_argument(
         "--profile-only",
