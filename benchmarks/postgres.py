@@ -35,7 +35,8 @@ import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -70,6 +71,19 @@ async def _wait_go(go: str) -> None:
     print("ready", flush=True)
     while not await asyncio.to_thread(os.path.exists, go):  # noqa: ASYNC110 - another process
         await asyncio.sleep(0.001)
+
+
+async def _until_stdin_closes() -> None:
+    """Wait until the parent closes our stdin (read by the event loop: no thread)."""
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
+    )
+    try:
+        await reader.read()
+    finally:
+        transport.close()
 
 
 class _Counter(logging.Handler):
@@ -155,7 +169,7 @@ async def _child_tasktrail_worker(url: str, go: str, name: str, callers: int) ->
     async with manager as tm:
         await _wait_go(go)
         tm.register(AGENT, noop)
-        await asyncio.to_thread(sys.stdin.read)  # until the parent closes stdin
+        await _until_stdin_closes()
     print(json.dumps({"warnings": counter.warnings, "claim_failures": counter.claim_failures}))
 
 
@@ -164,7 +178,7 @@ async def _child_procrastinate_worker(url: str, go: str, callers: int) -> None:
     async with app.open_async():
         await _wait_go(go)
         await app.run_worker_async(concurrency=callers, wait=False, install_signal_handlers=False)
-        await asyncio.to_thread(sys.stdin.read)
+        await _until_stdin_closes()
 
 
 def child(argv: Sequence[str]) -> None:
@@ -215,10 +229,17 @@ class _Database:
 
 
 async def _timed_children(
-    argvs: list[list[str]], go: Path, done_sql: str | None, url: str, expected: int
+    argvs: list[list[str]],
+    go: Path,
+    done_sql: str | None,
+    url: str,
+    expected: int,
+    *,
+    before_go: Callable[[list[int]], Awaitable[object]] | None = None,
 ) -> tuple[float, list[dict[str, Any]]]:
     """Start the children, release them together; return the seconds until they finished
-    (or, with ``done_sql``, until it counts ``expected``) and what each printed last."""
+    (or, with ``done_sql``, until it counts ``expected``) and what each printed last.
+    ``before_go`` gets the children's pids once all are ready (a profiler attaches)."""
     import asyncpg
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONASYNCIODEBUG"}
@@ -241,6 +262,8 @@ async def _timed_children(
             line = await proc.stdout.readline()
             if line != b"ready\n":
                 raise RuntimeError(f"a benchmark process failed to start: {line!r}")
+        if before_go is not None:
+            await before_go([proc.pid for proc in procs])
         poller = await asyncpg.connect(url) if done_sql else None
         began = time.perf_counter()
         await asyncio.to_thread(go.touch)
@@ -341,6 +364,80 @@ async def _measure_one(
         }
 
 
+TICKS: Final = "(samples)"
+"""The key of :func:`_sample_activity`'s counter that counts its looks."""
+_ACTIVITY: Final = (
+    "SELECT state, wait_event_type, wait_event, left(query, 60) FROM pg_stat_activity "
+    "WHERE datname = $1 AND pid <> pg_backend_pid()"
+)
+
+
+async def _sample_activity(url: str, database: str, samples: Counter[str]) -> None:
+    """Every 10 ms, what each backend of ``database`` is doing (until cancelled)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        while True:
+            for state, kind, event, query in await conn.fetch(_ACTIVITY, database):
+                if state == "idle":
+                    what = "idle (no transaction)"
+                elif state == "idle in transaction":
+                    what = "idle in transaction: the server waits for the client"
+                elif kind:
+                    what = f"{state}, waiting on {kind}:{event}"
+                else:
+                    what = f"{state}, running: {' '.join(query.split())[:40]}"
+                samples[what] += 1
+            samples[TICKS] += 1
+            await asyncio.sleep(0.01)
+    finally:
+        await conn.close()
+
+
+async def profile_lifecycle(
+    s: Settings, processes: int, before_go: Callable[[list[int]], Awaitable[object]]
+) -> tuple[float, Counter[str]]:
+    """The lifecycle run of ``processes`` tasktrail workers on a fresh database, for a
+    profiler attached by ``before_go``; returns its seconds and what the server's backends
+    were doing, sampled every 10 ms (``pg_stat_activity``)."""
+    with tempfile.TemporaryDirectory(prefix="tasktrail-pg-") as tmp:
+        go = Path(tmp, "go")
+        async with _Database(s.server) as db:
+            from tasktrail import AsyncClient
+
+            async with AsyncClient(db.url) as client:
+                for start in range(0, s.pg_tasks, LAUNCH_CHUNK):
+                    chunk = range(start, min(s.pg_tasks, start + LAUNCH_CHUNK))
+                    await asyncio.gather(*(client.launch(AGENT) for _ in chunk))
+            argvs = [
+                ["tasktrail-worker", db.url, str(go), f"w{p}", str(s.pg_callers)]
+                for p in range(processes)
+            ]
+            done = "SELECT count(*) FROM tasks WHERE state = 'completed'"
+            activity: Counter[str] = Counter()
+
+            async def release(pids: list[int]) -> None:
+                await before_go(pids)
+                tasks.append(asyncio.create_task(_sample_activity(db.url, db.name, activity)))
+
+            tasks: list[asyncio.Task[None]] = []
+            try:
+                elapsed, _ = await _timed_children(
+                    argvs, go, done, db.url, s.pg_tasks, before_go=release
+                )
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+    return elapsed, activity
+
+
+def reachable(server: str) -> str | None:
+    """Why the PostgreSQL part cannot run (``None``: it can)."""
+    return asyncio.run(_reachable(server))
+
+
 async def _reachable(server: str) -> str | None:
     """Why the part cannot run (``None``: it can)."""
     try:
@@ -429,7 +526,7 @@ def part_postgres(s: Settings, say: Say) -> Outcome:
     """Scenario 8: append and lifecycle on PostgreSQL beside procrastinate, by process
     count; claims counted. Skipped, with a note, when the server is unreachable."""
     out = Outcome()
-    why = asyncio.run(_reachable(s.server))
+    why = reachable(s.server)
     if why is not None:
         note = f"PostgreSQL part skipped: {why}"
         say(note)

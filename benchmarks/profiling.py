@@ -12,7 +12,8 @@ manager draining tasks launched beforehand; the launches are made before the pro
 process starts), ``c1`` (1,000 tasks at ``max_running=1`` with one watcher, as the peer
 sweep runs it), ``c8`` and ``c64`` (the same with 5,000 tasks at 8 and 64: 1,000 take too
 short a time to sample), ``idle`` (2,000 launches one after another on an idle client, as
-the idle latency run makes them). Sampling starts once the child has imported everything
+the idle latency run makes them), ``postgres`` (the PostgreSQL lifecycle run with 4 worker
+processes; the first of them is sampled). Sampling starts once the child has imported everything
 and prepared its database.
 
 The raw samples (py-spy's collapsed stacks, ``profile-<scenario>.txt`` in ``--out``) are
@@ -46,7 +47,7 @@ from typing import Any, Final
 from common import Say, Settings, remove_db
 
 HERE: Final = Path(__file__).resolve()
-SCENARIOS: Final = ("wait", "backlog", "c1", "c8", "c64", "idle")
+SCENARIOS: Final = ("wait", "backlog", "c1", "c8", "c64", "idle", "postgres")
 RATE: Final = 250
 """Samples per second per thread."""
 TOP: Final = 12
@@ -96,6 +97,8 @@ def _sizes(s: Settings, scenario: str) -> tuple[int, int]:
         return 5 * s.sweep_tasks, int(scenario[1:])
     if scenario == "idle":
         return 4 * s.samples, 1
+    if scenario == "postgres":
+        return s.pg_tasks, s.pg_callers
     return s.runtime_tasks, s.max_running
 
 
@@ -154,6 +157,15 @@ def top_lines(profile: dict[str, Any]) -> list[str]:
         f"{profile['rate']} Hz per thread over {profile['seconds']:.1f} s "
         f"(the run: {profile['tasks']:,} tasks)"
     ]
+    if profile.get("server"):
+        lines.append(
+            f"the server: {profile['backends']:.1f} backends on average (the connections of "
+            f"{profile['processes']} worker processes and the parent's poller), "
+            f"{profile['server_idle']:.0%} of their samples idle outside a transaction; "
+            "the rest (pg_stat_activity every 10 ms):"
+        )
+        lines.extend(f"    {share:6.1%}  {what}" for share, what in profile["server"])
+        lines.append("worker 1 of them, sampled by py-spy:")
     for thread in profile["threads"]:
         busy = 1 - thread["waiting"]
         if busy * thread["seconds"] < 0.05:
@@ -213,6 +225,60 @@ def _spy(spy: str, child: list[str], raw: Path) -> subprocess.CompletedProcess[s
             proc.wait()
 
 
+async def _spy_on(spy: str, pid: int, raw: Path) -> asyncio.subprocess.Process:
+    """py-spy recording ``pid`` into ``raw``, once it samples (it ends with the process)."""
+    sampler = await asyncio.create_subprocess_exec(
+        spy, "record", "--pid", str(pid), "--rate", str(RATE), "--threads", "--idle",
+        "--format", "raw", "--output", str(raw), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert sampler.stdout is not None
+    while line := await sampler.stdout.readline():
+        if b"Sampling" in line:
+            return sampler
+    raise RuntimeError("py-spy did not attach")
+
+
+def _server(activity: Counter[str]) -> dict[str, Any]:
+    """``pg_stat_activity`` samples as shares: backends on average, the share idle, and
+    the rest's states as shares of the non-idle samples."""
+    import postgres
+
+    looks = activity.pop(postgres.TICKS, 0) or 1
+    idle = activity.pop("idle (no transaction)", 0)
+    busy = sum(activity.values()) or 1
+    return {
+        "backends": (busy + idle) / looks,
+        "server_idle": idle / ((busy + idle) or 1),
+        "server": [(n / busy, what) for what, n in activity.most_common(TOP)],
+    }
+
+
+def _spy_postgres(
+    s: Settings, spy: str, raw: Path, server: Counter[str]
+) -> subprocess.CompletedProcess[str]:
+    """The PostgreSQL lifecycle with the most worker processes, the first one sampled by
+    py-spy; ``server`` receives what the server's backends were doing meanwhile."""
+    import postgres
+
+    why = postgres.reachable(s.server)
+    if why is not None:
+        return subprocess.CompletedProcess([], 1, "", why)
+    samplers: list[asyncio.subprocess.Process] = []
+
+    async def attach(pids: list[int]) -> None:
+        samplers.append(await _spy_on(spy, pids[0], raw))
+
+    async def run() -> None:
+        _, activity = await postgres.profile_lifecycle(s, max(s.pg_processes), attach)
+        server.update(activity)
+        for sampler in samplers:
+            await sampler.communicate()
+
+    asyncio.run(run())
+    return subprocess.CompletedProcess([], 0, "", "")
+
+
 def record(s: Settings, scenarios: Sequence[str], tool: str, out: Path, say: Say) -> dict[str, Any]:
     """Profile each of ``scenarios``; the summaries by scenario (raw files in ``out``)."""
     found: dict[str, Any] = {}
@@ -226,12 +292,17 @@ def record(s: Settings, scenarios: Sequence[str], tool: str, out: Path, say: Say
             path = Path(tmp, f"{scenario}.db")
             _prepare(s, scenario, path)
             tasks, max_running = _sizes(s, scenario)
-            child = [sys.executable, str(HERE), scenario, str(path), "--tasks", str(tasks),
-                     "--max-running", str(max_running)]  # fmt: skip
             raw = out / f"profile-{scenario}.txt"
             raw.unlink(missing_ok=True)
+            child = [sys.executable, str(HERE), scenario, str(path), "--tasks", str(tasks),
+                     "--max-running", str(max_running)]  # fmt: skip
             began = time.perf_counter()
-            if tool == "py-spy":
+            server: Counter[str] = Counter()
+            if scenario == "postgres":
+                if tool != "py-spy":
+                    continue  # its workers are other processes: py-spy only
+                done = _spy_postgres(s, spy, raw, server)
+            elif tool == "py-spy":
                 done = _spy(spy, child, raw)
             else:
                 command = [*child, "--pyinstrument", str(raw)]
@@ -248,6 +319,9 @@ def record(s: Settings, scenarios: Sequence[str], tool: str, out: Path, say: Say
             }  # fmt: skip
             if tool == "py-spy":
                 profile.update(summarize(raw))
+            if server:
+                profile["processes"] = max(s.pg_processes)
+                profile.update(_server(server))
             else:
                 profile["text"] = raw.read_text().splitlines()[:60]
             found[scenario] = profile
