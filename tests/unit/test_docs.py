@@ -5,18 +5,31 @@ contains the comment ``# not-run``. Each block runs as ``__main__`` in a fresh t
 directory, except a block whose first line is ``# continued from the previous step``: it
 runs in the directory of the block before it on the same page (the tutorial's steps build
 on one database).
+
+Two more rules let pages show real applications:
+
+* A block titled with a file name (```python title="jobs.py"```) is also saved under that
+  name in its directory, which is on ``sys.path`` while its chain runs: a later block of
+  the chain imports it (``from jobs import tasks``), or starts ``tasktrail worker --app
+  jobs:tasks`` on it. The modules a chain imported are forgotten after it.
+* A block with ``await`` at its top level runs as a notebook cell runs: compiled with
+  ``ast.PyCF_ALLOW_TOP_LEVEL_AWAIT``, evaluated to a coroutine, and run with
+  ``asyncio.run`` (so the cell's code runs inside an event loop, as in Jupyter).
 """
 
 from __future__ import annotations
 
+import ast
+import asyncio
 import importlib.util
+import inspect
 import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
+from types import CodeType, ModuleType
 
 import pytest
 
@@ -28,9 +41,10 @@ NOT_RUN = "# not-run"
 CONTINUED = "# continued from the previous step"
 
 _FENCE = re.compile(
-    r"^(?P<indent>[ \t]*)```python\b[^\n]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$",
+    r"^(?P<indent>[ \t]*)```python\b(?P<info>[^\n]*)\n(?P<body>.*?)^(?P=indent)```[ \t]*$",
     re.MULTILINE | re.DOTALL,
 )
+_TITLE = re.compile(r'\btitle="(?P<title>[^"]+)"')
 
 
 @dataclass(frozen=True)
@@ -40,10 +54,13 @@ class Block:
     page: Path
     line: int
     code: str
+    title: str | None = None
+    """The file name the page gives the block (``title="jobs.py"``), if any."""
 
     @property
     def where(self) -> str:
-        return f"{self.page.relative_to(ROOT)}:{self.line}"
+        page = self.page.relative_to(ROOT) if self.page.is_relative_to(ROOT) else self.page
+        return f"{page}:{self.line}"
 
 
 def _pages() -> list[Path]:
@@ -59,7 +76,8 @@ def _blocks(page: Path) -> Iterator[Block]:
         lines = match["body"].splitlines(keepends=True)
         code = "".join(line.removeprefix(indent) for line in lines)
         line = text.count("\n", 0, match.start()) + 2  # the first line of code
-        yield Block(page, line, code)
+        title = _TITLE.search(match["info"])
+        yield Block(page, line, code, title["title"] if title else None)
 
 
 def _chains() -> list[list[Block]]:
@@ -115,15 +133,109 @@ def test_cli_reference_is_current() -> None:
         assert f"### {name}\n" in text
 
 
+def _compile(block: Block) -> CodeType:
+    """The block's code; top-level ``await`` is allowed, as in a notebook cell."""
+    return compile(block.code, block.where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+
+
+def _run_block(block: Block, directory: Path) -> None:
+    """Run one block as ``__main__`` in ``directory`` (the current directory), saving it
+    there first when it is titled with a file name."""
+    if block.title is not None and block.title.endswith(".py"):
+        (directory / block.title).write_text(block.code, encoding="utf-8")
+    code = _compile(block)
+    namespace = {"__name__": "__main__", "__file__": str(directory / (block.title or "example.py"))}
+    if code.co_flags & inspect.CO_COROUTINE:
+        # A notebook cell: its top-level awaits run in an event loop, as Jupyter runs them.
+        asyncio.run(eval(code, namespace))
+    else:
+        exec(code, namespace)
+
+
+def _run_chain(chain: list[Block], directory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the blocks of a chain in ``directory``; modules they saved there are importable
+    while the chain runs and forgotten after it (another page may reuse a file name)."""
+    monkeypatch.chdir(directory)
+    monkeypatch.syspath_prepend(str(directory))
+    before = set(sys.modules)
+    try:
+        for block in chain:
+            _run_block(block, directory)
+    finally:
+        for name in set(sys.modules) - before:
+            module_file = getattr(sys.modules[name], "__file__", None) or ""
+            if module_file.startswith(str(directory)):
+                del sys.modules[name]
+
+
 @pytest.mark.parametrize("chain", [pytest.param(c, id=c[0].where) for c in _chains()])
 def test_code_example_runs(
     chain: list[Block], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A runnable python block (with the blocks that continue it) runs without error."""
-    monkeypatch.chdir(tmp_path)
-    for block in chain:
-        code = compile(block.code, block.where, "exec")
-        exec(code, {"__name__": "__main__", "__file__": str(tmp_path / "example.py")})
+    _run_chain(chain, tmp_path, monkeypatch)
+
+
+def test_a_top_level_await_block_runs_in_an_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A block with top-level ``await`` runs to its end inside a running event loop."""
+    code = (
+        "import asyncio, pathlib\n"
+        "loop = asyncio.get_running_loop()\n"
+        "value = await asyncio.sleep(0, result=42)\n"
+        "pathlib.Path('cell.txt').write_text(f'{value} {loop.is_running()}')\n"
+    )
+    _run_chain([Block(tmp_path / "page.md", 1, code)], tmp_path, monkeypatch)
+    assert (tmp_path / "cell.txt").read_text() == "42 True"
+
+
+def test_a_top_level_await_block_fails_like_a_cell() -> None:
+    """An exception raised after a top-level ``await`` reaches the test (it is not lost)."""
+    code = "import asyncio\nawait asyncio.sleep(0)\nraise LookupError('from the cell')\n"
+    with pytest.raises(LookupError, match="from the cell"):
+        _run_block(Block(Path("page.md"), 1, code), Path.cwd())
+
+
+def test_a_block_without_await_runs_outside_an_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A block without top-level ``await`` runs as a script: no event loop is running."""
+    code = (
+        "import asyncio, pathlib\n"
+        "try:\n"
+        "    asyncio.get_running_loop()\n"
+        "    found = 'a loop'\n"
+        "except RuntimeError:\n"
+        "    found = 'no loop'\n"
+        "pathlib.Path('script.txt').write_text(found)\n"
+    )
+    _run_chain([Block(tmp_path / "page.md", 1, code)], tmp_path, monkeypatch)
+    assert (tmp_path / "script.txt").read_text() == "no loop"
+
+
+def test_a_titled_block_is_importable_by_the_blocks_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A block titled ``name.py`` is saved; a later block of its chain imports it."""
+    module = Block(tmp_path / "page.md", 1, "ANSWER = 42\n", title="docs_example_mod.py")
+    user = Block(
+        tmp_path / "page.md",
+        5,
+        f"{CONTINUED}\nimport docs_example_mod\nassert docs_example_mod.ANSWER == 42\n",
+    )
+    _run_chain([module, user], tmp_path, monkeypatch)
+    assert (tmp_path / "docs_example_mod.py").read_text() == "ANSWER = 42\n"
+    assert "docs_example_mod" not in sys.modules  # forgotten after the chain
+
+
+def test_titles_are_read_from_the_fence(tmp_path: Path) -> None:
+    """The fence's ``title="..."`` becomes the block's title; other blocks have none."""
+    page = tmp_path / "page.md"
+    page.write_text(
+        '```python title="jobs.py"\nx = 1\n```\n\n```python\ny = 2\n```\n', encoding="utf-8"
+    )
+    assert [(b.title, b.code) for b in _blocks(page)] == [("jobs.py", "x = 1\n"), (None, "y = 2\n")]
 
 
 def test_mkdocs_build_strict(tmp_path: Path) -> None:
