@@ -13,8 +13,11 @@ Two more rules let pages show real applications:
   the chain imports it (``from jobs import tasks``), or starts ``tasktrail worker --app
   jobs:tasks`` on it. The modules a chain imported are forgotten after it.
 * A block with ``await`` at its top level runs as a notebook cell runs: compiled with
-  ``ast.PyCF_ALLOW_TOP_LEVEL_AWAIT``, evaluated to a coroutine, and run with
-  ``asyncio.run`` (so the cell's code runs inside an event loop, as in Jupyter).
+  ``ast.PyCF_ALLOW_TOP_LEVEL_AWAIT``, evaluated to a coroutine, and run in an event loop
+  (``asyncio.Runner.run``, which is ``asyncio.run`` for one cell), so its code runs
+  inside a running loop, as in Jupyter. From such a block on, the blocks of its chain are
+  cells of one notebook: they share one namespace and one event loop (a kernel), so a
+  client opened in one cell is used in the next; the loop is closed after the chain.
 """
 
 from __future__ import annotations
@@ -138,30 +141,71 @@ def _compile(block: Block) -> CodeType:
     return compile(block.code, block.where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
 
 
-def _run_block(block: Block, directory: Path) -> None:
-    """Run one block as ``__main__`` in ``directory`` (the current directory), saving it
-    there first when it is titled with a file name."""
+class _Kernel:
+    """What the notebook cells of one chain share, as the cells of a notebook share its
+    kernel: one namespace and one event loop, which every cell runs inside."""
+
+    def __init__(self, directory: Path) -> None:
+        self.runner = asyncio.Runner()
+        self.namespace: dict[str, object] = {
+            "__name__": "__main__",
+            "__file__": str(directory / "notebook.ipynb"),
+        }
+
+    def run(self, code: CodeType) -> None:
+        """Run one cell: its top-level awaits in the loop; a cell without any still runs
+        inside the running loop, as every cell of a notebook does."""
+        if code.co_flags & inspect.CO_COROUTINE:
+            self.runner.run(eval(code, self.namespace))
+        else:
+
+            async def cell() -> None:
+                exec(code, self.namespace)
+
+            self.runner.run(cell())
+
+
+def _save(block: Block, directory: Path) -> None:
+    """Save a block titled with a file name there, for the blocks after it to import."""
     if block.title is not None and block.title.endswith(".py"):
         (directory / block.title).write_text(block.code, encoding="utf-8")
+
+
+def _run_block(block: Block, directory: Path) -> None:
+    """Run one block as ``__main__``, as a script (a block with top-level ``await``: as a
+    notebook cell, in an event loop of its own)."""
+    _save(block, directory)
     code = _compile(block)
-    namespace = {"__name__": "__main__", "__file__": str(directory / (block.title or "example.py"))}
     if code.co_flags & inspect.CO_COROUTINE:
-        # A notebook cell: its top-level awaits run in an event loop, as Jupyter runs them.
-        asyncio.run(eval(code, namespace))
-    else:
-        exec(code, namespace)
+        kernel = _Kernel(directory)
+        with kernel.runner:
+            kernel.run(code)
+        return
+    name = str(directory / (block.title or "example.py"))
+    exec(code, {"__name__": "__main__", "__file__": name})
 
 
 def _run_chain(chain: list[Block], directory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run the blocks of a chain in ``directory``; modules they saved there are importable
-    while the chain runs and forgotten after it (another page may reuse a file name)."""
+    """Run the blocks of a chain in ``directory`` (see the module doc): scripts, and from
+    the first block with top-level ``await`` on, notebook cells sharing one kernel.
+    Modules the blocks saved there are importable while the chain runs, and forgotten
+    after it (another page may reuse a file name)."""
     monkeypatch.chdir(directory)
     monkeypatch.syspath_prepend(str(directory))
     before = set(sys.modules)
+    kernel: _Kernel | None = None
     try:
         for block in chain:
-            _run_block(block, directory)
+            code = _compile(block)
+            if kernel is None and not code.co_flags & inspect.CO_COROUTINE:
+                _run_block(block, directory)
+                continue
+            kernel = kernel or _Kernel(directory)
+            _save(block, directory)
+            kernel.run(code)
     finally:
+        if kernel is not None:
+            kernel.runner.close()
         for name in set(sys.modules) - before:
             module_file = getattr(sys.modules[name], "__file__", None) or ""
             if module_file.startswith(str(directory)):
@@ -195,6 +239,32 @@ def test_a_top_level_await_block_fails_like_a_cell() -> None:
     code = "import asyncio\nawait asyncio.sleep(0)\nraise LookupError('from the cell')\n"
     with pytest.raises(LookupError, match="from the cell"):
         _run_block(Block(Path("page.md"), 1, code), Path.cwd())
+
+
+def test_notebook_cells_of_a_chain_share_a_namespace_and_a_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cells after a top-level-await block share its namespace and its event loop."""
+    first = Block(
+        tmp_path / "page.md",
+        1,
+        "import asyncio\n"
+        "loop = asyncio.get_running_loop()\n"
+        "ticket = asyncio.get_running_loop().create_future()\n"
+        "await asyncio.sleep(0)\n",
+    )
+    plain = Block(  # no await: still a cell, inside the running loop
+        tmp_path / "page.md",
+        6,
+        f"{CONTINUED}\nticket.set_result(asyncio.get_running_loop() is loop)\n",
+    )
+    last = Block(
+        tmp_path / "page.md",
+        9,
+        f"{CONTINUED}\nimport pathlib\npathlib.Path('kernel.txt').write_text(str(await ticket))\n",
+    )
+    _run_chain([first, plain, last], tmp_path, monkeypatch)
+    assert (tmp_path / "kernel.txt").read_text() == "True"
 
 
 def test_a_block_without_await_runs_outside_an_event_loop(
