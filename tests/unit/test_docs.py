@@ -11,7 +11,9 @@ Two more rules let pages show real applications:
 * A block titled with a file name (```python title="jobs.py"```) is also saved under that
   name in its directory, which is on ``sys.path`` while its chain runs: a later block of
   the chain imports it (``from jobs import tasks``), or starts ``tasktrail worker --app
-  jobs:tasks`` on it. The modules a chain imported are forgotten after it.
+  jobs:tasks`` on it. The modules a chain imported are forgotten after it. A titled block
+  marked ``# not-run`` (a program that serves until stopped) is saved but not run, and so
+  is a titled block in another language (```toml title="tasktrail.toml"```).
 * A block with ``await`` at its top level runs as a notebook cell runs: compiled with
   ``ast.PyCF_ALLOW_TOP_LEVEL_AWAIT``, evaluated to a coroutine, and run in an event loop
   (``asyncio.Runner.run``, which is ``asyncio.run`` for one cell), so its code runs
@@ -44,7 +46,8 @@ NOT_RUN = "# not-run"
 CONTINUED = "# continued from the previous step"
 
 _FENCE = re.compile(
-    r"^(?P<indent>[ \t]*)```python\b(?P<info>[^\n]*)\n(?P<body>.*?)^(?P=indent)```[ \t]*$",
+    r"^(?P<indent>[ \t]*)```(?P<language>[\w+-]*)(?P<info>[^\n]*)\n(?P<body>.*?)"
+    r"^(?P=indent)```[ \t]*$",
     re.MULTILINE | re.DOTALL,
 )
 _TITLE = re.compile(r'\btitle="(?P<title>[^"]+)"')
@@ -52,13 +55,19 @@ _TITLE = re.compile(r'\btitle="(?P<title>[^"]+)"')
 
 @dataclass(frozen=True)
 class Block:
-    """One python code block of a page."""
+    """One code block of a page: python, or a file in another language that it names."""
 
     page: Path
     line: int
     code: str
     title: str | None = None
     """The file name the page gives the block (``title="jobs.py"``), if any."""
+    language: str = "python"
+
+    @property
+    def runs(self) -> bool:
+        """Whether the block is run (python, not marked ``# not-run``)."""
+        return self.language == "python" and NOT_RUN not in self.code
 
     @property
     def where(self) -> str:
@@ -80,16 +89,19 @@ def _blocks(page: Path) -> Iterator[Block]:
         code = "".join(line.removeprefix(indent) for line in lines)
         line = text.count("\n", 0, match.start()) + 2  # the first line of code
         title = _TITLE.search(match["info"])
-        yield Block(page, line, code, title["title"] if title else None)
+        if match["language"] == "python" or title is not None:
+            name = title["title"] if title else None
+            yield Block(page, line, code, name, match["language"])
 
 
 def _chains() -> list[list[Block]]:
-    """Runnable blocks, grouped so that each group shares one directory."""
+    """Runnable (or saved) blocks, grouped so that each group shares one directory; only
+    groups that run something."""
     chains: list[list[Block]] = []
     for page in _pages():
         current: list[Block] | None = None
         for block in _blocks(page):
-            if NOT_RUN in block.code:
+            if not block.runs and block.title is None:
                 continue
             if block.code.startswith(CONTINUED):
                 if current is None:
@@ -98,7 +110,7 @@ def _chains() -> list[list[Block]]:
             else:
                 current = [block]
                 chains.append(current)
-    return chains
+    return [chain for chain in chains if any(block.runs for block in chain)]
 
 
 def _load_generator(name: str = "gen_state_diagram") -> ModuleType:
@@ -166,8 +178,8 @@ class _Kernel:
 
 
 def _save(block: Block, directory: Path) -> None:
-    """Save a block titled with a file name there, for the blocks after it to import."""
-    if block.title is not None and block.title.endswith(".py"):
+    """Save a block titled with a file name there, for the blocks after it to use."""
+    if block.title is not None:
         (directory / block.title).write_text(block.code, encoding="utf-8")
 
 
@@ -196,6 +208,9 @@ def _run_chain(chain: list[Block], directory: Path, monkeypatch: pytest.MonkeyPa
     kernel: _Kernel | None = None
     try:
         for block in chain:
+            if not block.runs:
+                _save(block, directory)
+                continue
             code = _compile(block)
             if kernel is None and not code.co_flags & inspect.CO_COROUTINE:
                 _run_block(block, directory)
@@ -299,13 +314,38 @@ def test_a_titled_block_is_importable_by_the_blocks_after_it(
     assert "docs_example_mod" not in sys.modules  # forgotten after the chain
 
 
+def test_titled_blocks_that_do_not_run_are_saved_for_the_chain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A titled ``# not-run`` block and a titled TOML block are saved, not run."""
+    program = Block(
+        tmp_path / "page.md", 1, "# not-run: serves for ever\nwhile True: pass\n", "serve.py"
+    )
+    config = Block(tmp_path / "page.md", 5, f"{CONTINUED}\nx = 1\n", "app.toml", "toml")
+    user = Block(
+        tmp_path / "page.md",
+        9,
+        f"{CONTINUED}\nimport pathlib\n"
+        "assert 'while True' in pathlib.Path('serve.py').read_text()\n"
+        "assert pathlib.Path('app.toml').read_text().endswith('x = 1\\n')\n",
+    )
+    _run_chain([program, config, user], tmp_path, monkeypatch)
+    assert (tmp_path / "serve.py").exists()
+
+
 def test_titles_are_read_from_the_fence(tmp_path: Path) -> None:
     """The fence's ``title="..."`` becomes the block's title; other blocks have none."""
     page = tmp_path / "page.md"
     page.write_text(
-        '```python title="jobs.py"\nx = 1\n```\n\n```python\ny = 2\n```\n', encoding="utf-8"
+        '```python title="jobs.py"\nx = 1\n```\n\n```python\ny = 2\n```\n\n'
+        '```toml title="a.toml"\nz = 3\n```\n\n```console\n$ ls\n```\n',
+        encoding="utf-8",
     )
-    assert [(b.title, b.code) for b in _blocks(page)] == [("jobs.py", "x = 1\n"), (None, "y = 2\n")]
+    assert [(b.title, b.language, b.code) for b in _blocks(page)] == [
+        ("jobs.py", "python", "x = 1\n"),
+        (None, "python", "y = 2\n"),
+        ("a.toml", "toml", "z = 3\n"),
+    ]
 
 
 def test_mkdocs_build_strict(tmp_path: Path) -> None:
