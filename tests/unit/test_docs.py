@@ -13,7 +13,8 @@ Two more rules let pages show real applications:
   the chain imports it (``from jobs import tasks``), or starts ``tasktrail worker --app
   jobs:tasks`` on it. The modules a chain imported are forgotten after it. A titled block
   marked ``# not-run`` (a program that serves until stopped) is saved but not run, and so
-  is a titled block in another language (```toml title="tasktrail.toml"```).
+  is a titled block in another language (```toml title="tasktrail.toml"```); such a file
+  belongs to the chain before it, as if it continued it.
 * A block with ``await`` at its top level runs as a notebook cell runs: compiled with
   ``ast.PyCF_ALLOW_TOP_LEVEL_AWAIT``, evaluated to a coroutine, and run in an event loop
   (``asyncio.Runner.run``, which is ``asyncio.run`` for one cell), so its code runs
@@ -94,16 +95,16 @@ def _blocks(page: Path) -> Iterator[Block]:
             yield Block(page, line, code, name, match["language"])
 
 
-def _chains() -> list[list[Block]]:
+def _chains(pages: list[Path] | None = None) -> list[list[Block]]:
     """Runnable (or saved) blocks, grouped so that each group shares one directory; only
     groups that run something."""
     chains: list[list[Block]] = []
-    for page in _pages():
+    for page in _pages() if pages is None else pages:
         current: list[Block] | None = None
         for block in _blocks(page):
             if not block.runs and block.title is None:
                 continue
-            if block.code.startswith(CONTINUED):
+            if block.code.startswith(CONTINUED) or (not block.runs and current is not None):
                 if current is None:
                     raise AssertionError(f"{block.where}: nothing before it to continue from")
                 current.append(block)
@@ -331,6 +332,30 @@ def test_titled_blocks_that_do_not_run_are_saved_for_the_chain(
     )
     _run_chain([program, config, user], tmp_path, monkeypatch)
     assert (tmp_path / "serve.py").exists()
+
+
+def test_a_saved_file_belongs_to_the_chain_before_it(tmp_path: Path) -> None:
+    """A titled block that does not run joins the chain before it; untitled ones are left
+    out, and a chain that runs nothing is no test."""
+    page = tmp_path / "page.md"
+    page.write_text(
+        '```python title="jobs.py"\nx = 1\n```\n\n'
+        '```toml title="app.toml"\ny = 2\n```\n\n'
+        '```python title="serve.py"\n# not-run: serves\n```\n\n'
+        "```python\n# not-run: a signature\n```\n\n"
+        f"```python\n{CONTINUED}\nimport jobs\n```\n\n"
+        '```toml title="alone.toml"\nz = 3\n```\n',
+        encoding="utf-8",
+    )
+    (first, *others) = _chains([page])
+    assert [b.title or b.code for b in first] == [
+        "jobs.py",
+        "app.toml",
+        "serve.py",
+        f"{CONTINUED}\nimport jobs\n",
+        "alone.toml",
+    ]
+    assert others == []
 
 
 def test_titles_are_read_from_the_fence(tmp_path: Path) -> None:
