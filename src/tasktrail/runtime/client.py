@@ -48,6 +48,7 @@ from tasktrail.events import (
 )
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task
+from tasktrail.runtime._aio import first_of
 from tasktrail.runtime._settings import count, optional_seconds, seconds
 from tasktrail.runtime.clock import Clock, SystemClock
 from tasktrail.runtime.reads import ReadBatcher
@@ -55,7 +56,7 @@ from tasktrail.runtime.waiting import Waiters
 from tasktrail.store import EventStore, VerifyReport, open_store
 from tasktrail.store._validate import check_actor, check_task_id
 
-__all__ = ["AsyncClient", "first_of"]
+__all__ = ["AsyncClient"]
 
 _log = logging.getLogger(__name__)
 
@@ -71,17 +72,6 @@ class _Setting:
 
 
 SETTING: Final = _Setting()
-
-
-async def first_of(*awaitables: Awaitable[Any]) -> None:
-    """Wait until the first of ``awaitables`` is done; cancel the others."""
-    futures = [asyncio.ensure_future(a) for a in awaitables]
-    try:
-        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for future in futures:
-            future.cancel()
-        await asyncio.gather(*futures, return_exceptions=True)
 
 
 class AsyncClient:

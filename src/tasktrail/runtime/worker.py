@@ -49,9 +49,9 @@ from tasktrail.events import (
 )
 from tasktrail.lifecycle import ACTIVE_STATES
 from tasktrail.projection import Task
+from tasktrail.runtime._aio import first_of
 from tasktrail.runtime._settings import count, seconds
 from tasktrail.runtime.attempt import Attempt
-from tasktrail.runtime.client import first_of
 from tasktrail.runtime.clock import Clock
 from tasktrail.runtime.context import RunContext, Runner
 from tasktrail.runtime.notify import Callback, Notifier
