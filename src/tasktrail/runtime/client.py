@@ -439,9 +439,7 @@ class AsyncClient:
         """Look up every waited-for task at once (finishes recorded by other processes)
         when another process commits, and every ``poll_interval`` at the latest."""
         while True:
-            await first_of(
-                self.store.wait_for_change(self.poll_interval), self.clock.sleep(self.poll_interval)
-            )
+            await first_of(self._changed(), self.clock.sleep(self.poll_interval))
             if waited := self._waiters.task_ids():
                 try:
                     for task in await self.store.get_tasks(waited):
@@ -451,6 +449,14 @@ class AsyncClient:
                     return
                 except TasktrailError as err:
                     _log.warning("reading %d waited-for tasks failed: %s", len(waited), err)
+
+    async def _changed(self) -> None:
+        """Return when another process may have committed, or after ``poll_interval``; a
+        store that cannot tell (busy, damaged) is simply waited out."""
+        try:
+            await self.store.wait_for_change(self.poll_interval)
+        except TasktrailError:  # never return at once: the loop would spin
+            await self.clock.sleep(self.poll_interval)
 
     async def run(
         self, agent: str, prompt: str = "", *, timeout: float | None = None, **options: Any
