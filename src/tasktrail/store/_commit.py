@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
@@ -55,7 +57,10 @@ __all__ = [
     "drive",
 ]
 
+_log = logging.getLogger("tasktrail.store")
 _CACHE_LIMIT: Final = 50_000  # live tasks kept between commits
+SLOW_COMMIT: Final = 1.0
+"""Seconds after which a commit is logged as slow (a warning of ``tasktrail.store``)."""
 _PAGE: Final = 8
 """Queue rows read beyond the slots asked for, on the first page of a claim's walk."""
 _MAX_PAGE: Final = 2048
@@ -206,15 +211,23 @@ class GroupCommitter(ABC):
     async def _commit(self, batch: list[Queued]) -> None:
         """Write one batch, then answer every caller of it: with its outcome, or with the
         error that failed the whole batch."""
+        started = time.monotonic()
         try:
             async with self._write_lock:
                 outcomes, tasks, written = await self._write_batch(batch)
         except TasktrailError as err:
+            _log.warning("a commit of %d request(s) failed: %s", len(batch), err)
             self._fail(batch, err)
             return
         except BaseException as err:
             self._fail(batch, err)
             raise
+        took = time.monotonic() - started
+        if took >= SLOW_COMMIT:
+            _log.warning(
+                "a commit of %d request(s) took %.1f s (a slow disk, or the write lock held "
+                "by another connection)", len(batch), took,
+            )  # fmt: skip
         self._answer(batch, outcomes, tasks, written)
 
     # -- the queue ---------------------------------------------------------------------------

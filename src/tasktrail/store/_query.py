@@ -19,6 +19,7 @@ from tasktrail.store._shared import state_values
 __all__ = [
     "FINAL_TYPES",
     "Params",
+    "check_limit",
     "TaskFilter",
     "finished_sql",
     "next_at_sql",
@@ -48,6 +49,13 @@ class Params:
         return f"{column} IN ({', '.join(self.add(v) for v in items)})"
 
 
+def check_limit(limit: object) -> int:
+    """A listing's ``limit``: a whole number >= 0."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise InvalidInputError(f"limit must be a whole number >= 0, not {limit!r}")
+    return limit
+
+
 def timestamp(value: datetime | float | int, name: str) -> float:
     """Unix seconds of a time filter (an aware datetime, or unix seconds)."""
     if isinstance(value, datetime):
@@ -72,11 +80,13 @@ def task_where(
     rerun_of: str | None = None,
     since: datetime | float | None = None,
     until: datetime | float | None = None,
+    finished_since: float | None = None,
 ) -> str:
     """The ``WHERE`` clause (or ``""``) of a task listing: every filter given must hold.
 
     ``state`` and ``agent`` may each be one value or several; ``since``/``until`` bound the
-    creation time (``since`` inclusive, ``until`` exclusive).
+    creation time (``since`` inclusive, ``until`` exclusive); ``finished_since`` leaves out
+    the tasks that finished before it (unix seconds).
     """
     clauses: list[str] = []
     if state is not None:
@@ -94,6 +104,11 @@ def task_where(
         clauses.append(f"created_at >= {p.add(timestamp(since, 'since'))}")
     if until is not None:
         clauses.append(f"created_at < {p.add(timestamp(until, 'until'))}")
+    if finished_since is not None:  # a finished task's last write is its finish
+        clauses.append(
+            "(state NOT IN ('completed', 'failed', 'cancelled') "
+            f"OR updated_at >= {p.add(finished_since)})"
+        )
     return f" WHERE {' AND '.join(clauses)}" if clauses else ""
 
 

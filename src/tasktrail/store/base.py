@@ -86,6 +86,7 @@ class EventStore(Protocol):
         rerun_of: str | None = None,
         since: datetime | float | None = None,
         until: datetime | float | None = None,
+        finished_since: float | None = None,
         limit: int | None = None,
         newest_first: bool = False,
     ) -> list[Task]: ...

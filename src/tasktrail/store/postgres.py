@@ -47,7 +47,7 @@ from tasktrail.store._pg_open import init_schema, lock_keys
 from tasktrail.store._pg_ops import OperationalTables
 from tasktrail.store._pg_scan import EVENT_COLUMNS, live_rows, scan, verify_chain
 from tasktrail.store._plan import AppendResult, TaskRow, task_row
-from tasktrail.store._query import Params, finished_sql, task_where
+from tasktrail.store._query import Params, check_limit, finished_sql, task_where
 from tasktrail.store._scan import fold_rows, fold_tasks
 from tasktrail.store._shared import (
     check_state_at,
@@ -477,6 +477,7 @@ class PostgresEventStore(OperationalTables):
         rerun_of: str | None = None,
         since: datetime | float | None = None,
         until: datetime | float | None = None,
+        finished_since: float | None = None,
         limit: int | None = None,
         newest_first: bool = False,
     ) -> list[Task]:
@@ -485,12 +486,12 @@ class PostgresEventStore(OperationalTables):
         p = Params(numbered=True)
         where = task_where(
             p, state=state, agent=agent, parent_id=parent_id, rerun_of=rerun_of, since=since,
-            until=until,
+            until=until, finished_since=finished_since,
         )  # fmt: skip
         order = "DESC" if newest_first else "ASC"
         sql = f"SELECT record FROM tasks{where} ORDER BY created_at {order}, ord {order}"
         if limit is not None:
-            sql += f" LIMIT {p.add(int(limit))}"
+            sql += f" LIMIT {p.add(check_limit(limit))}"
         return [decode_task(row[0]) for row in await self._fetch(sql, *p.values)]
 
     async def get_tasks(self, task_ids: Iterable[str]) -> list[Task]:
