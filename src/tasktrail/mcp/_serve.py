@@ -1,0 +1,145 @@
+"""One run of ``tasktrail mcp``: the manager (with its in-process worker, or launch-only),
+the MCP server over stdio or streamable HTTP, and a clean stop on SIGINT / SIGTERM or when
+the client goes away (running tasks are re-queued, never left ``running``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mcp.server import Server
+from mcp.server.stdio import stdio_server
+
+from tasktrail.cli._app import on_signals
+from tasktrail.cli._config import SHELL_AGENT, Config
+from tasktrail.errors import ConfigError, RunnerError
+from tasktrail.mcp._bridge import RUN_TIMEOUT_KEY, Bridge
+from tasktrail.mcp._http import HttpOptions, serve_http
+from tasktrail.mcp._server import build_server
+from tasktrail.runtime.context import RunContext, Runner
+from tasktrail.runtime.manager import TaskManager
+
+__all__ = ["ServeOptions", "TimedRunner", "launchable_agents", "serve"]
+
+Announce = Callable[[str], None]
+
+
+def _to_stderr(line: str) -> None:
+    print(f"tasktrail mcp: {line}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """What ``tasktrail mcp`` was asked to do."""
+
+    database: str
+    config: Config = field(default_factory=Config)
+    worker: bool = True
+    """Run tasks in this process (else only launch them, for separate workers)."""
+    max_running: int | None = None
+    """Tasks the in-process worker runs at once (default: the config's worker.max_running)."""
+    allow_agents: tuple[str, ...] = ()
+    """Agents launchable although the config does not define them (only ``shell``)."""
+    http: HttpOptions | None = None
+    """Serve streamable HTTP with these options; ``None``: stdio."""
+
+
+def launchable_agents(config: Config, allow: tuple[str, ...] = ()) -> dict[str, str]:
+    """The agents a tool call may launch, with their descriptions: the config's agents,
+    and the built-in ``shell`` only when allowed explicitly."""
+    for name in allow:
+        if name != SHELL_AGENT and name not in config.agents:
+            raise ConfigError(
+                config.path or "tasktrail.toml",
+                f"--allow-agent {name}: only the built-in {SHELL_AGENT!r} agent is allowed this "
+                f"way; define {name!r} as [agents.{name}] in the config",
+            )
+    agents = {name: agent.description for name, agent in config.agents.items()}
+    if SHELL_AGENT in allow and SHELL_AGENT not in agents:
+        agents[SHELL_AGENT] = "runs the prompt as a shell command (/bin/sh -c)"
+    return agents
+
+
+class TimedRunner:
+    """A runner that stops the attempt after the task's own run timeout (launch_task's
+    ``timeout``, kept in the task's metadata) and fails it saying so."""
+
+    def __init__(self, inner: Runner) -> None:
+        self.inner = inner
+        self.manages_start = bool(getattr(inner, "manages_start", False))
+
+    async def __call__(self, ctx: RunContext) -> Any:
+        limit = ctx.task.metadata.get(RUN_TIMEOUT_KEY)
+        if not isinstance(limit, int | float) or isinstance(limit, bool) or limit <= 0:
+            return await self.inner(ctx)
+        try:
+            async with asyncio.timeout(limit) as deadline:
+                return await self.inner(ctx)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise RunnerError(f"run timeout of {limit:g} s (set at launch) expired") from None
+
+
+def _runners(config: Config, agents: Mapping[str, str]) -> dict[str, Runner]:
+    every = config.runners()
+    return {name: TimedRunner(every[name]) for name in agents}
+
+
+async def _serve_stdio(server: Server[Any]) -> None:
+    async with stdio_server() as (read, write):
+        await server.run(read, write, server.create_initialization_options())
+
+
+async def serve(options: ServeOptions, *, announce: Announce = _to_stderr) -> None:
+    """Serve until the client goes away (stdio), or SIGINT / SIGTERM."""
+    config = options.config
+    agents = launchable_agents(config, options.allow_agents)
+    settings = config.worker.manager_settings()
+    if options.max_running is not None:
+        settings["max_running"] = options.max_running
+    if options.worker:
+        manager = TaskManager(options.database, limits=config.limits, **settings)
+    else:
+        manager = TaskManager(
+            options.database, run_tasks=False, poll_interval=settings["poll_interval"]
+        )
+    stop = asyncio.Event()
+
+    def stopping(number: int) -> None:
+        announce(f"{signal.Signals(number).name}: stopping; running tasks are re-queued")
+        stop.set()
+
+    with on_signals(stopping, signal.SIGINT, signal.SIGTERM):
+        async with manager as tm:
+            if options.worker:
+                for name, runner in _runners(config, agents).items():
+                    tm.register(name, runner)
+            server = build_server(Bridge(tm, agents=agents, runs_tasks=options.worker))
+            what = (
+                f"worker {tm.worker_id} runs up to {settings['max_running']} at once"
+                if options.worker
+                else "no worker here (--no-worker): separate `tasktrail worker`s run the tasks"
+            )
+            launch = ", ".join(sorted(agents)) or "none (define agents in tasktrail.toml)"
+            announce(f"database {options.database}; agents: {launch}; {what}")
+            if options.http is None:
+                serving = asyncio.create_task(_serve_stdio(server))
+            else:
+                serving = asyncio.create_task(serve_http(server, options.http, stop, announce))
+            waiting = asyncio.create_task(stop.wait())
+            try:
+                await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiting.cancel()
+                if options.http is None:
+                    serving.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await serving
+    announce("stopped")
