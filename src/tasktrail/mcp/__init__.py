@@ -19,7 +19,7 @@ Layout::
 """
 
 from tasktrail.mcp._bridge import Bridge, actor_for
-from tasktrail.mcp._serve import ServeOptions, serve
+from tasktrail.mcp._serve import ServeOptions, serve, served
 from tasktrail.mcp._server import build_server
 from tasktrail.mcp._tasks import TASKS_EXTENSION, DurableTasks
 from tasktrail.mcp._tools import TOOLS, ToolSpec, tool_definitions
@@ -34,5 +34,6 @@ __all__ = [
     "actor_for",
     "build_server",
     "serve",
+    "served",
     "tool_definitions",
 ]

@@ -86,6 +86,7 @@ def task_record(task: Task) -> dict[str, Any]:
         "attempt": task.attempt,
         "max_attempts": task.max_attempts,
         "worker_id": task.worker_id,
+        "session_id": task.session_id,
         "created_at": _iso(task.created_at),
         "started_at": _iso(task.started_at),
         "finished_at": _iso(task.finished_at),
@@ -244,7 +245,7 @@ class Bridge:
                 "cancel requested: its worker stops the process (SIGTERM, then SIGKILL after "
                 "the grace period) and records cancelled; wait_task shows the end"
             )
-        record = {"task_id": task.id, "state": task.state.value, "note": note}
+        record: dict[str, Any] = {"task_id": task.id, "state": task.state.value, "note": note}
         if task.cancel_requested and not task.is_terminal:
             record["cancel_requested"] = True
         return Outcome(record)

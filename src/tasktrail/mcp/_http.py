@@ -106,7 +106,9 @@ class Guard:
     def authorized(self, header: str | None) -> bool:
         """Whether an ``Authorization`` header carries the token (compared in constant time)."""
         scheme, _, value = (header or "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self._token)
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            value.strip().encode(), self._token
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, cast
 
+import anyio
 from mcp.server import Server
 from mcp.server.stdio import stdio_server
 
@@ -25,7 +27,7 @@ from tasktrail.mcp._server import build_server
 from tasktrail.runtime.context import RunContext, Runner
 from tasktrail.runtime.manager import TaskManager
 
-__all__ = ["ServeOptions", "TimedRunner", "launchable_agents", "serve"]
+__all__ = ["ServeOptions", "TimedRunner", "launchable_agents", "serve", "served"]
 
 Announce = Callable[[str], None]
 
@@ -92,13 +94,56 @@ def _runners(config: Config, agents: Mapping[str, str]) -> dict[str, Runner]:
     return {name: TimedRunner(every[name]) for name in agents}
 
 
+class _PipeLines:
+    """The lines of standard input, read by the event loop rather than by a thread, so a
+    signal can stop the server while the client keeps its end of the pipe open (the
+    SDK's thread, blocked in a read, would hold the process until the client wrote)."""
+
+    LIMIT: Final = 64 << 20
+    """The longest line (one JSON-RPC message) accepted."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self._reader = reader
+
+    @classmethod
+    async def open(cls) -> tuple[_PipeLines, asyncio.BaseTransport] | None:
+        """Standard input as lines, or ``None`` when it is not a pipe (a file, a tty)."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=cls.LIMIT)
+        pipe = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
+        try:
+            transport, _ = await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(reader), pipe
+            )
+        except (OSError, ValueError):
+            pipe.close()
+            return None
+        return cls(reader), transport
+
+    def __aiter__(self) -> _PipeLines:
+        return self
+
+    async def __anext__(self) -> str:
+        line = await self._reader.readline()
+        if not line:
+            raise StopAsyncIteration
+        return line.decode("utf-8", errors="replace")
+
+
 async def _serve_stdio(server: Server[Any]) -> None:
-    async with stdio_server() as (read, write):
-        await server.run(read, write, server.create_initialization_options())
+    opened = await _PipeLines.open()
+    stdin = cast("anyio.AsyncFile[str] | None", None if opened is None else opened[0])
+    try:
+        async with stdio_server(stdin=stdin) as (read, write):
+            await server.run(read, write, server.create_initialization_options())
+    finally:
+        if opened is not None:
+            opened[1].close()
 
 
-async def serve(options: ServeOptions, *, announce: Announce = _to_stderr) -> None:
-    """Serve until the client goes away (stdio), or SIGINT / SIGTERM."""
+@contextlib.asynccontextmanager
+async def served(options: ServeOptions) -> AsyncIterator[Server[Any]]:
+    """The MCP server of ``options``, its manager open (and its worker running) inside."""
     config = options.config
     agents = launchable_agents(config, options.allow_agents)
     settings = config.worker.manager_settings()
@@ -110,6 +155,26 @@ async def serve(options: ServeOptions, *, announce: Announce = _to_stderr) -> No
         manager = TaskManager(
             options.database, run_tasks=False, poll_interval=settings["poll_interval"]
         )
+    async with manager as tm:
+        if options.worker:
+            for name, runner in _runners(config, agents).items():
+                tm.register(name, runner)
+        yield build_server(Bridge(tm, agents=agents, runs_tasks=options.worker))
+
+
+def _describe(options: ServeOptions) -> str:
+    agents = launchable_agents(options.config, options.allow_agents)
+    launch = ", ".join(sorted(agents)) or "none (define agents in tasktrail.toml)"
+    if options.worker:
+        most = options.max_running or options.config.worker.max_running
+        what = f"an in-process worker runs up to {most} at once"
+    else:
+        what = "no worker here (--no-worker): separate `tasktrail worker`s run the tasks"
+    return f"database {options.database}; agents: {launch}; {what}"
+
+
+async def serve(options: ServeOptions, *, announce: Announce = _to_stderr) -> None:
+    """Serve until the client goes away (stdio), or SIGINT / SIGTERM."""
     stop = asyncio.Event()
 
     def stopping(number: int) -> None:
@@ -117,18 +182,8 @@ async def serve(options: ServeOptions, *, announce: Announce = _to_stderr) -> No
         stop.set()
 
     with on_signals(stopping, signal.SIGINT, signal.SIGTERM):
-        async with manager as tm:
-            if options.worker:
-                for name, runner in _runners(config, agents).items():
-                    tm.register(name, runner)
-            server = build_server(Bridge(tm, agents=agents, runs_tasks=options.worker))
-            what = (
-                f"worker {tm.worker_id} runs up to {settings['max_running']} at once"
-                if options.worker
-                else "no worker here (--no-worker): separate `tasktrail worker`s run the tasks"
-            )
-            launch = ", ".join(sorted(agents)) or "none (define agents in tasktrail.toml)"
-            announce(f"database {options.database}; agents: {launch}; {what}")
+        async with served(options) as server:
+            announce(_describe(options))
             if options.http is None:
                 serving = asyncio.create_task(_serve_stdio(server))
             else:

@@ -84,7 +84,9 @@ def build_server(bridge: Bridge, *, extensions: Sequence[Extension] | None = Non
     ) -> CallToolResult:
         spec = TOOLS_BY_NAME.get(params.name)
         if spec is None:
-            return error_result(f"unknown tool {params.name!r}; the tools are: {', '.join(schemas)}")
+            return error_result(
+                f"unknown tool {params.name!r}; the tools are: {', '.join(schemas)}"
+            )
         try:
             args = spec.arguments.model_validate(params.arguments or {})
         except ValidationError as err:

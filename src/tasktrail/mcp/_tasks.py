@@ -101,7 +101,9 @@ class DurableTasks(Extension):
     def methods(self) -> Sequence[MethodBinding]:
         return [
             MethodBinding("tasks/get", GetTaskParams, self._get, protocol_versions=_MODERN),
-            MethodBinding("tasks/update", UpdateTaskParams, self._update, protocol_versions=_MODERN),
+            MethodBinding(
+                "tasks/update", UpdateTaskParams, self._update, protocol_versions=_MODERN
+            ),
             MethodBinding("tasks/cancel", GetTaskParams, self._cancel, protocol_versions=_MODERN),
         ]
 
@@ -114,7 +116,9 @@ class DurableTasks(Extension):
         if ctx.protocol_version not in _MODERN:
             return False
         capabilities = ctx.session.client_capabilities
-        return bool(capabilities and capabilities.extensions and TASKS_EXTENSION in capabilities.extensions)
+        return bool(
+            capabilities and capabilities.extensions and TASKS_EXTENSION in capabilities.extensions
+        )
 
     async def intercept_tool_call(
         self,
@@ -159,7 +163,9 @@ class DurableTasks(Extension):
             raise MCPError(code=INVALID_PARAMS, message="Failed to retrieve task: Task not found")
         return task
 
-    async def _get(self, ctx: ServerRequestContext[Any, Any], params: GetTaskParams) -> HandlerResult:
+    async def _get(
+        self, ctx: ServerRequestContext[Any, Any], params: GetTaskParams
+    ) -> HandlerResult:
         task = await self._task(ctx, params.task_id)
         answer = {"resultType": "complete", **self.shape(task)}
         if task.state in (TaskState.COMPLETED, TaskState.FAILED):

@@ -158,9 +158,11 @@ TOOLS: Final[tuple[ToolSpec, ...]] = (
         ),
         arguments=CancelArgs,
         annotations=ToolAnnotations(
-            read_only_hint=False, destructive_hint=True, idempotent_hint=True,
+            read_only_hint=False,
+            destructive_hint=True,
+            idempotent_hint=True,
             open_world_hint=False,
-        ),  # fmt: skip
+        ),
         run=Bridge.cancel_task,
     ),
     ToolSpec(
