@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mcp_clients import event_count, in_process, payload, tool_error
 
-from conftest import event_count, in_process, payload, tool_error
 from tasktrail.mcp._args import MAX_PROMPT_CHARS
 
 BAD_CALLS = [

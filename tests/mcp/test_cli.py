@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from mcp_clients import plain_env
 
-from conftest import plain_env
 from tasktrail.cli import main
 
 WITHOUT_SDK = """

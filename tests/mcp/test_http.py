@@ -20,8 +20,8 @@ import pytest
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.types import Implementation
+from mcp_clients import CONFIG, DEADLINE, event_count, payload, plain_env, until
 
-from conftest import CONFIG, DEADLINE, event_count, payload, plain_env, until
 from mcp import ClientSession
 from tasktrail import TaskState, open_store
 

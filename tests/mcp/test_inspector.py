@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mcp_clients import plain_env
 
-from conftest import plain_env
 from tasktrail import open_store
 
 

@@ -8,7 +8,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from conftest import over_stdio, payload, until
+from mcp_clients import over_stdio, payload, until
+
 from mcp import ClientSession
 from tasktrail.runtime.recovery import pid_exists
 

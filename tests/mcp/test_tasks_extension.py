@@ -11,10 +11,10 @@ import pytest
 from mcp.client import ClaimContext, ClientExtension, ResultClaim
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, Request, RequestParams, Result
+from mcp_clients import event_count, in_process, over_stdio, payload, until
 from mcp_types.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, MISSING_REQUIRED_CLIENT_CAPABILITY
 from pydantic import ConfigDict, Field
 
-from conftest import event_count, in_process, over_stdio, payload, until
 from mcp import ClientSession
 from tasktrail.mcp import TASKS_EXTENSION
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from mcp.client import Client
+from mcp_clients import in_process, payload, tool_error, until
 
-from conftest import in_process, payload, tool_error, until
 from tasktrail import TaskManager, TaskState
 from tasktrail.runtime.recovery import pid_exists
 
