@@ -62,6 +62,11 @@ def test_tasktrail_and_its_help_do_not_import_the_sdk(tmp_path: Path) -> None:
             ["--allow-agent", "python"], "only the built-in 'shell' agent", id="allow-agent"
         ),
         pytest.param(["--config", "missing.toml"], "no such configuration file", id="config"),
+        pytest.param(
+            ["--no-worker", "--max-running", "2"],
+            "--max-running sets the in-process worker",
+            id="max-running",
+        ),
     ],
 )
 def test_usage_errors_are_one_line(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
@@ -11,7 +14,7 @@ from tasktrail.errors import ConfigError
 from tasktrail.mcp import TOOLS, actor_for, tool_definitions
 from tasktrail.mcp._args import LaunchArgs, describe_error
 from tasktrail.mcp._http import Guard
-from tasktrail.mcp._serve import launchable_agents
+from tasktrail.mcp._serve import PipeLines, launchable_agents
 
 
 async def refuse_all(scope: Scope, receive: Receive, send: Send) -> None:
@@ -121,3 +124,30 @@ def test_every_tool_is_defined_for_a_model() -> None:
     launch = definitions[0].input_schema["properties"]["agent"]
     assert launch["enum"] == ["claude", "shell"]
     assert "claude: the coding agent" in launch["description"]
+
+
+async def test_standard_input_lines_survive_an_oversized_message() -> None:
+    """A line over the limit is dropped (read as an empty, unparsable line); the next
+    line arrives whole, and the end of the pipe ends the lines."""
+    read_end, write_end = os.pipe()
+    opened = await PipeLines.open(read_end, limit=64)
+    os.close(read_end)
+    assert opened is not None
+    lines, transport = opened
+    with os.fdopen(write_end, "wb") as pipe:
+        pipe.write(b"x" * 200 + b"\n" + b'{"jsonrpc": "2.0"}\n')
+    try:
+        got = [line async for line in lines]
+    finally:
+        transport.close()
+    assert got[0] == "\n"
+    assert got[-1] == '{"jsonrpc": "2.0"}\n'
+    assert all(len(line) <= 64 for line in got)
+
+
+async def test_standard_input_that_is_not_a_pipe_is_left_to_the_sdk(tmp_path: Path) -> None:
+    """A regular file on standard input is not a pipe: the SDK's own reader is used."""
+    path = tmp_path / "requests.jsonl"
+    path.write_text("{}\n")
+    with path.open("rb") as file:
+        assert await PipeLines.open(file.fileno()) is None

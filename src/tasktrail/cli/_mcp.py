@@ -67,6 +67,8 @@ async def mcp(
     """
     if not http and (host is not None or port is not None or allow_origins):
         raise InvalidInputError("--host, --port and --allow-origin need --http")
+    if no_worker and max_running is not None:
+        raise InvalidInputError("--max-running sets the in-process worker: omit --no-worker")
     try:
         from tasktrail.mcp._http import TOKEN_ENV, HttpOptions, new_token
         from tasktrail.mcp._serve import ServeOptions, serve

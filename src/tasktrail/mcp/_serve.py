@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -27,7 +28,9 @@ from tasktrail.mcp._server import build_server
 from tasktrail.runtime.context import RunContext, Runner
 from tasktrail.runtime.manager import TaskManager
 
-__all__ = ["ServeOptions", "TimedRunner", "launchable_agents", "serve", "served"]
+__all__ = ["PipeLines", "ServeOptions", "TimedRunner", "launchable_agents", "serve", "served"]
+
+logger = logging.getLogger("tasktrail.mcp")
 
 Announce = Callable[[str], None]
 
@@ -94,23 +97,29 @@ def _runners(config: Config, agents: Mapping[str, str]) -> dict[str, Runner]:
     return {name: TimedRunner(every[name]) for name in agents}
 
 
-class _PipeLines:
+class PipeLines:
     """The lines of standard input, read by the event loop rather than by a thread, so a
     signal can stop the server while the client keeps its end of the pipe open (the
     SDK's thread, blocked in a read, would hold the process until the client wrote)."""
 
-    LIMIT: Final = 64 << 20
-    """The longest line (one JSON-RPC message) accepted."""
+    LIMIT: Final = 16 << 20
+    """The longest line (one JSON-RPC message) accepted: 4 times what HTTP accepts."""
 
     def __init__(self, reader: asyncio.StreamReader) -> None:
         self._reader = reader
 
     @classmethod
-    async def open(cls) -> tuple[_PipeLines, asyncio.BaseTransport] | None:
-        """Standard input as lines, or ``None`` when it is not a pipe (a file, a tty)."""
+    async def open(
+        cls, fd: int | None = None, *, limit: int = LIMIT
+    ) -> tuple[PipeLines, asyncio.BaseTransport] | None:
+        """The lines of ``fd`` (standard input), or ``None`` when it is not a pipe (a
+        file, a terminal): then the SDK reads it its own way."""
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=cls.LIMIT)
-        pipe = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
+        reader = asyncio.StreamReader(limit=limit)
+        try:
+            pipe = os.fdopen(os.dup(sys.stdin.fileno() if fd is None else fd), "rb", buffering=0)
+        except (OSError, ValueError, AttributeError):
+            return None
         try:
             transport, _ = await loop.connect_read_pipe(
                 lambda: asyncio.StreamReaderProtocol(reader), pipe
@@ -120,18 +129,22 @@ class _PipeLines:
             return None
         return cls(reader), transport
 
-    def __aiter__(self) -> _PipeLines:
+    def __aiter__(self) -> PipeLines:
         return self
 
     async def __anext__(self) -> str:
-        line = await self._reader.readline()
+        try:
+            line = await self._reader.readline()
+        except ValueError:  # longer than the limit: dropped, and answered as unparsable
+            logger.warning("a message over %d bytes on standard input was dropped", self.LIMIT)
+            return "\n"
         if not line:
             raise StopAsyncIteration
         return line.decode("utf-8", errors="replace")
 
 
 async def _serve_stdio(server: Server[Any]) -> None:
-    opened = await _PipeLines.open()
+    opened = await PipeLines.open()
     stdin = cast("anyio.AsyncFile[str] | None", None if opened is None else opened[0])
     try:
         async with stdio_server(stdin=stdin) as (read, write):
