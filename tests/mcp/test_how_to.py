@@ -52,8 +52,12 @@ async def test_the_how_to_session(db_path: Path, tmp_path: Path) -> None:
         cancelled = await call(
             client, "cancel_task", task_id=tests["task_id"], reason="models.py is being rewritten"
         )
-        assert cancelled["state"] == "cancelled"
-        assert cancelled["note"] == "cancelled (its descendants too)"
+        # cancelled at once, or (on a loaded machine) still stopping within the grace period
+        assert cancelled["note"] in (
+            "cancelled (its descendants too)",
+            "cancel requested: its worker stops the process (SIGTERM, then SIGKILL after the "
+            "grace period) and records cancelled; wait_task shows the end",
+        )
         go.touch()
         done = await call(client, "wait_task", task_id=review["task_id"], timeout=60)
         assert (done["state"], done["finished"]) == ("completed", True)

@@ -113,7 +113,8 @@ async def test_cancel_stops_a_running_task(
         cancelled = await call(client, "cancel_task", task_id=task_id, reason="not needed")
         done = await call(client, "wait_task", task_id=task_id, timeout=30)
         history = await call(client, "task_history", task_id=task_id)
-    assert cancelled["state"] == "cancelled"
+    # cancelled at once, or (on a loaded machine) still stopping within the grace period
+    assert cancelled["state"] == "cancelled" or cancelled["cancel_requested"] is True
     assert done["state"] == "cancelled"
     assert not pid_exists(pid)
     events = history["events"]
