@@ -3,6 +3,7 @@
 from typing import TYPE_CHECKING
 
 from tasktrail.errors import (
+    AttemptSupersededError,
     ConcurrencyLimitError,
     ConfigError,
     CorruptDatabaseError,
@@ -74,6 +75,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AgentSessionRunner",
     "AppendResult",
+    "AttemptSupersededError",
     "CancelRequested",
     "ChildFinished",
     "ConcurrencyLimitError",

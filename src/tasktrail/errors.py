@@ -6,6 +6,7 @@ The whole tree, so a caller can pick the level it cares about::
     ├── TaskNotFoundError            (also LookupError)
     ├── TaskExistsError
     ├── IllegalTransitionError
+    │   └── AttemptSupersededError
     ├── VersionConflictError
     ├── ConcurrencyLimitError
     ├── EventIdConflictError
@@ -43,6 +44,7 @@ import signal
 from collections.abc import Sequence
 
 __all__ = [
+    "AttemptSupersededError",
     "ConcurrencyLimitError",
     "ConfigError",
     "CorruptDatabaseError",
@@ -107,6 +109,27 @@ class IllegalTransitionError(TasktrailError):
         where = f"in state '{state}'" if state is not None else "before it exists"
         extra = f" ({detail})" if detail else ""
         super().__init__(f"task {task_id!r} cannot {trigger!r} {where}{extra}; nothing was written")
+
+
+class AttemptSupersededError(IllegalTransitionError):
+    """A write of an attempt that no longer owns its task (the fence of every attempt).
+
+    Each write an attempt makes names the claim it runs under (worker and attempt
+    number). Once the task was re-queued, claimed again, or finished by someone else,
+    the old attempt can write nothing: its worker stops it. Nothing was written.
+    """
+
+    def __init__(
+        self, task_id: str, state: str, *, worker_id: str, attempt: int, owner: str
+    ) -> None:
+        self.worker_id = worker_id
+        self.attempt = attempt
+        super().__init__(
+            task_id,
+            state,
+            "continue its attempt",
+            detail=f"attempt {attempt} of worker {worker_id} was superseded: {owner}",
+        )
 
 
 class VersionConflictError(TasktrailError):

@@ -44,9 +44,11 @@ __all__ = [
     "TaskRequeued",
     "TaskStarted",
     "Upcaster",
+    "as_stored",
     "decode_payload",
     "encode_payload",
     "new_event_id",
+    "round_trips",
 ]
 
 
@@ -57,11 +59,12 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     schema_version: ClassVar[int] = 1
 
 
-class TaskCreated(Event, frozen=True, kw_only=True, tag="task.created"):
+class TaskCreated(Event, frozen=True, kw_only=True, omit_defaults=True, tag="task.created"):
     """A task was created; it is ``pending``.
 
     Schema 2. Schema 1 was the seed managers' shape, ``{"options": {"agent", "prompt",
-    "description"}, "sessionId"}``; it is upcast on read.
+    "description"}, "sessionId"}``; it is upcast on read. The fields after ``metadata``
+    came later, with defaults (no schema change). A field at its default is not written.
     """
 
     trigger = Trigger.CREATE
@@ -76,6 +79,19 @@ class TaskCreated(Event, frozen=True, kw_only=True, tag="task.created"):
     priority: int = 0
     max_attempts: int = 1
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+    input: Any = None
+    """The task's input: any JSON value (``None``: no input)."""
+    not_before: float | None = None
+    """Unix time before which the task must not start (a scheduled start)."""
+    rerun_of: str | None = None
+    """The task this one re-runs (``TaskManager.rerun``)."""
+    task_ttl: float | None = None
+    """Seconds the task may live, from creation, before a worker fails it."""
+    queue_timeout: float | None = None
+    """Seconds the task may wait for its first start before a worker fails it."""
+    run_timeout: float | None = None
+    """Seconds one attempt may run before its worker stops it (then retries or fails)."""
+
 
 
 class TaskClaimed(Event, frozen=True, kw_only=True, tag="task.claimed"):
@@ -324,6 +340,28 @@ def encode_payload(event: Event) -> bytes:
             "JSON cannot carry (it would be read back as null)"
         )
     return encoded
+
+
+_FREE_FORM: Final = frozenset({TaskCreated, TaskCompleted, ChildFinished})
+"""Event types with fields of any JSON value (``metadata``, ``input``, ``result``)."""
+
+
+def as_stored(event: Event, encoded: bytes) -> Event:
+    """``event`` as a read of the log gives it back: its free-form values (a result, an
+    input, metadata) are what JSON made of them (a tuple becomes a list, a datetime the
+    ISO text msgspec writes), so a task folded at append time equals one replayed later."""
+    if type(event) in _FREE_FORM:
+        decoded: Event = _decoder.decode(encoded)
+        return decoded
+    return event
+
+
+def round_trips(value: object) -> bool:
+    """Whether JSON gives ``value`` back exactly (no tuple, set, datetime, int dict key...)."""
+    try:
+        return bool(msgspec.json.decode(_encoder.encode(value)) == value)
+    except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError):
+        return False
 
 
 def _too_deep(value: object) -> bool:

@@ -61,8 +61,19 @@ class Task(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """The reason recorded with the latest state change, if any."""
     cancel_requested: bool = False
     not_before: float | None = None
-    """Unix time before which the next attempt must not start (retry backoff)."""
+    """Unix time before which the next attempt must not start (a scheduled start, or a
+    retry's backoff)."""
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+    input: Any = None
+    """The task's input, any JSON value (``None``: none was given)."""
+    rerun_of: str | None = None
+    """The task this one re-runs, if it is a rerun."""
+    task_ttl: float | None = None
+    """Seconds the task may live from creation (recorded at launch; workers enforce it)."""
+    queue_timeout: float | None = None
+    """Seconds the task may wait for its first start (recorded at launch)."""
+    run_timeout: float | None = None
+    """Seconds one attempt may run (recorded at launch)."""
     version: int
     """How many events the task has: the version of its latest event."""
     created_at: datetime
@@ -106,6 +117,12 @@ def _created(event: RecordedEvent, payload: TaskCreated, when: datetime) -> Task
         priority=payload.priority,
         max_attempts=payload.max_attempts,
         metadata=payload.metadata,
+        input=payload.input,
+        not_before=payload.not_before,
+        rerun_of=payload.rerun_of,
+        task_ttl=payload.task_ttl,
+        queue_timeout=payload.queue_timeout,
+        run_timeout=payload.run_timeout,
         reason=event.reason,
         version=event.version,
         created_at=when,

@@ -1,15 +1,18 @@
-"""Group commit, shared by every backend: the queue, the commit loop, the planning reads.
+"""Group commit, shared by every backend: the queue, the commit loop, and the steps of one
+batch.
 
-``submit`` queues a validated append and returns a future. One loop takes everything
-queued and hands it to the backend's ``_commit``, which opens a write transaction (holding
-the backend's write lock: ``BEGIN IMMEDIATE`` on SQLite, an advisory lock on PostgreSQL),
-calls :meth:`GroupCommitter._plan` to read the log's tail and the current rows of the
-streams involved and let :func:`plan_batch` decide each append, writes the plan, commits,
-and only then answers each caller. Appends that arrive during a commit form the next
-batch, so many concurrent callers share one durable commit.
+``submit`` queues a validated append (or a claim) and returns a future. One loop takes
+everything queued and hands it to the backend's ``_write_batch``, which opens a write
+transaction (``BEGIN IMMEDIATE`` on SQLite, an advisory lock on PostgreSQL), runs the
+batch's steps (:meth:`GroupCommitter._steps`), commits, and only then are the callers
+answered. Appends that arrive during a commit form the next batch, so many concurrent
+callers share one durable commit.
 
-A backend supplies the reads the plan depends on (:meth:`GroupCommitter._tail`,
-``_task_rows``, ``_active_counts``, ``_known_ids``), all run inside its write transaction.
+The steps are written once, as a generator that yields the reads and writes it needs
+(:class:`Op`) and receives their results: the backend only executes each op with its
+driver. SQLite runs the whole generator on its writer thread, one hop per batch;
+PostgreSQL drives it with ``await``. So what a batch decides (appends planned against the
+projection, then claims chosen under the same lock) is the same on both backends.
 """
 
 from __future__ import annotations
@@ -17,38 +20,141 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import Any, Final
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, TypeAlias
 
 from tasktrail.errors import TasktrailError
+from tasktrail.events import Event, NewEvent, TaskClaimed, TaskStarted
 from tasktrail.projection import Task
-from tasktrail.store._plan import AppendResult, BatchPlan, PendingAppend, plan_batch
+from tasktrail.store._claim import ClaimRequest, ClaimResult, QueuePage, QueuePosition, choose
+from tasktrail.store._plan import (
+    AppendResult,
+    BatchPlan,
+    EventRow,
+    PendingAppend,
+    TaskRow,
+    plan_batch,
+)
+from tasktrail.store._shared import prepare_append
 
-__all__ = ["GroupCommitter", "Queued"]
+__all__ = [
+    "GroupCommitter",
+    "Op",
+    "Outcome",
+    "Queued",
+    "ReadActive",
+    "ReadKnownIds",
+    "ReadNextAt",
+    "ReadQueue",
+    "ReadTail",
+    "ReadTasks",
+    "Write",
+    "drive",
+]
 
 _CACHE_LIMIT: Final = 50_000  # live tasks kept between commits
+_PAGE: Final = 64  # queue rows read per page while choosing claims
+
+Request: TypeAlias = PendingAppend | ClaimRequest
+Outcome: TypeAlias = AppendResult | ClaimResult | TasktrailError
+
+
+# -- the ops a batch asks its backend for -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReadTail:
+    """-> (sequence, hash) of the log's last event; (0, GENESIS) when it is empty."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadTasks:
+    """-> {task id: Task} for each of ``ids`` that exists."""
+
+    ids: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadActive:
+    """-> {limit key: tasks starting or running}."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadKnownIds:
+    """-> {event id: (stream id, version, sequence)} for each of ``ids`` stored."""
+
+    ids: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadQueue:
+    """-> [(position, Task)]: one page of the start queue (see :class:`QueuePage`)."""
+
+    page: QueuePage
+
+
+@dataclass(frozen=True, slots=True)
+class ReadNextAt:
+    """-> the earliest ``not_before`` after ``now`` of a pending task of ``agents`` (and
+    among ``task_ids``), or ``None``."""
+
+    now: float
+    agents: tuple[str, ...] | None
+    task_ids: tuple[str, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """-> None: insert ``events`` and upsert ``tasks`` (``last_sequence`` is the last event's)."""
+
+    events: list[EventRow]
+    tasks: list[TaskRow]
+    last_sequence: int
+
+
+Op: TypeAlias = ReadTail | ReadTasks | ReadActive | ReadKnownIds | ReadQueue | ReadNextAt | Write
+Steps: TypeAlias = Generator[Op, Any, "tuple[list[Outcome], dict[str, Task | None], int | None]"]
+
+
+def drive(steps: Generator[Op, Any, Any], execute: Callable[[Op], Any]) -> Any:
+    """Run ``steps`` to its end with a synchronous ``execute``; return what it returns."""
+    result: Any = None
+    while True:
+        try:
+            op = steps.send(result)
+        except StopIteration as stop:
+            return stop.value
+        result = execute(op)
 
 
 class Queued:
-    """One caller's append in the queue, with the future that answers it."""
+    """One caller's request in the queue, with the future that answers it."""
 
     __slots__ = ("future", "request", "size")
 
-    def __init__(self, request: PendingAppend, future: asyncio.Future[AppendResult]) -> None:
+    def __init__(self, request: Request, future: asyncio.Future[Any]) -> None:
         self.request = request
         self.future = future
-        self.size = len(request.events)
+        self.size = len(request.events) if isinstance(request, PendingAppend) else request.slots
 
 
 class GroupCommitter(ABC):
     """Owns a store's appends: the queue, the commit loop, the task cache."""
 
     def __init__(
-        self, *, name: str, lock: asyncio.Lock, clock: Callable[[], float], max_batch_events: int
+        self,
+        *,
+        name: str,
+        lock: asyncio.Lock,
+        clock: Callable[[], float],
+        max_batch_events: int,
+        max_event_bytes: int,
     ) -> None:
         self._write_lock = lock
         self._clock = clock
         self.max_batch_events = max_batch_events
+        self.max_event_bytes = max_event_bytes
         self._queue: list[Queued] = []
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -63,45 +169,31 @@ class GroupCommitter(ABC):
     # -- what a backend provides -------------------------------------------------------------
 
     @abstractmethod
-    async def _write_batch(self, batch: list[Queued]) -> tuple[BatchPlan, dict[str, Task | None]]:
-        """Plan and write one batch in one transaction, under the write lock; return the
-        plan and the tasks it read. A driver error is raised as a :class:`TasktrailError`."""
-
-    @abstractmethod
-    async def _tail(self, db: Any) -> tuple[int, str]:
-        """(sequence, hash) of the last event in the log, (0, GENESIS) when it is empty."""
-
-    @abstractmethod
-    async def _task_rows(self, db: Any, task_ids: list[str]) -> dict[str, Task]:
-        """The projection of each of ``task_ids`` that exists."""
-
-    @abstractmethod
-    async def _active_counts(self, db: Any) -> dict[str, int]:
-        """Starting/running tasks per limit key, read under the write lock."""
-
-    @abstractmethod
-    async def _known_ids(self, db: Any, event_ids: list[str]) -> dict[str, tuple[str, int, int]]:
-        """The stored (stream, version, sequence) of each of ``event_ids`` in the log."""
+    async def _write_batch(
+        self, batch: list[Queued]
+    ) -> tuple[list[Outcome], dict[str, Task | None], int | None]:
+        """Run :meth:`_steps` for ``batch`` in one write transaction, under the write lock;
+        return what it returned. A driver error is raised as a :class:`TasktrailError`."""
 
     async def _commit(self, batch: list[Queued]) -> None:
         """Write one batch, then answer every caller of it: with its outcome, or with the
         error that failed the whole batch."""
         try:
             async with self._write_lock:
-                plan, tasks = await self._write_batch(batch)
+                outcomes, tasks, written = await self._write_batch(batch)
         except TasktrailError as err:
             self._fail(batch, err)
             return
         except BaseException as err:
             self._fail(batch, err)
             raise
-        self._answer(batch, plan, tasks)
+        self._answer(batch, outcomes, tasks, written)
 
     # -- the queue ---------------------------------------------------------------------------
 
-    def submit(self, request: PendingAppend) -> asyncio.Future[AppendResult]:
+    def submit(self, request: Request) -> asyncio.Future[Any]:
         """Queue ``request`` for the next commit; the future resolves after it."""
-        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append(Queued(request, future))
         self._wakeup.set()
         return future
@@ -115,6 +207,7 @@ class GroupCommitter(ABC):
     def forget(self) -> None:
         """Drop the cached tasks (the projection was rewritten)."""
         self._live_tasks.clear()
+        self._cache_sequence = -1
 
     def signal_commit(self) -> None:
         """Wake everyone in :meth:`wait_for_commit` (events were committed)."""
@@ -154,7 +247,7 @@ class GroupCommitter(ABC):
             pass
 
     def _take_batch(self) -> list[Queued]:
-        """The oldest queued appends, up to ``max_batch_events`` events (at least one)."""
+        """The oldest queued requests, up to ``max_batch_events`` events (at least one)."""
         size = count = 0
         for item in self._queue:
             if count and size + item.size > self.max_batch_events:
@@ -166,18 +259,25 @@ class GroupCommitter(ABC):
 
     # -- answering -----------------------------------------------------------------------------
 
-    def _answer(self, batch: list[Queued], plan: BatchPlan, tasks: dict[str, Task | None]) -> None:
-        """Tell each caller of a committed batch what became of its append."""
-        if plan.event_rows:
-            self._remember(tasks, plan.last_sequence)
-        for item, outcome in zip(batch, plan.outcomes, strict=True):
+    def _answer(
+        self,
+        batch: list[Queued],
+        outcomes: list[Outcome],
+        tasks: dict[str, Task | None],
+        written: int | None,
+    ) -> None:
+        """Tell each caller of a committed batch what became of its request; ``written``
+        is the last sequence number the batch wrote (``None``: it wrote nothing)."""
+        if written is not None:
+            self._remember(tasks, written)
+        for item, outcome in zip(batch, outcomes, strict=True):
             if item.future.done():
                 continue
             if isinstance(outcome, TasktrailError):
                 item.future.set_exception(outcome)
             else:
                 item.future.set_result(outcome)
-        if plan.event_rows:
+        if written is not None:
             self.signal_commit()
 
     def _remember(self, tasks: dict[str, Task | None], last_sequence: int) -> None:
@@ -201,44 +301,74 @@ class GroupCommitter(ABC):
                 else:
                     item.future.set_exception(error)
 
-    # -- planning --------------------------------------------------------------------------------
+    # -- the steps of one batch ------------------------------------------------------------------
 
-    async def _plan(
-        self, db: Any, batch: list[Queued], *, careful: bool
-    ) -> tuple[BatchPlan, dict[str, Task | None]]:
-        """Read what the batch depends on (under the write lock) and plan it.
+    def _steps(self, batch: list[Queued], *, careful: bool) -> Steps:
+        """Plan and write one batch: its appends first, then its claims, which see them.
 
-        The projection rows of live tasks are cached between commits. The cache is valid
-        only while nobody else wrote: if the log's tail is not the one this store last
-        committed (another process appended), the cache is dropped and rows are read.
-        With ``careful``, every event id of the batch is looked up first (a retry after an
+        Returns (an outcome per request, every task the batch read or wrote, the last
+        sequence number written or ``None`` when it wrote nothing). The projection rows of live tasks are cached between
+        commits, valid only while nobody else wrote: if the log's tail is not the one this
+        store last committed (another process appended), the cache is dropped. With
+        ``careful``, every event id of the batch is looked up first (a retry after an
         ambiguous commit); otherwise only those of appends the first plan refused.
         """
-        last_sequence, last_hash = await self._tail(db)
+        last_sequence, last_hash = yield ReadTail()
+        tail = last_sequence
         if careful or last_sequence != self._cache_sequence:
             self._live_tasks.clear()
+        appends = [item.request for item in batch if isinstance(item.request, PendingAppend)]
         tasks: dict[str, Task | None] = {}
         missing = []
-        for item in batch:
-            task_id = item.request.stream_id
-            if task_id not in tasks:
-                cached = self._live_tasks.get(task_id)
-                tasks[task_id] = cached
+        for request in appends:
+            if request.stream_id not in tasks:
+                cached = self._live_tasks.get(request.stream_id)
+                tasks[request.stream_id] = cached
                 if cached is None:
-                    missing.append(task_id)
+                    missing.append(request.stream_id)
         if missing:
-            tasks.update(await self._task_rows(db, missing))
-        initial = dict(tasks)
+            tasks.update((yield ReadTasks(missing)))
         timestamp = self._clock()
+        outcomes: dict[int, Outcome] = {}
+        if appends:
+            limited = any(request.limit is not None for request in appends)
+            counts = (yield ReadActive()) if limited else None
+            plan = yield from self._plan_appends(
+                appends, tasks, counts, careful, last_sequence, last_hash, timestamp
+            )
+            if plan.event_rows:
+                yield Write(plan.event_rows, list(plan.task_rows.values()), plan.last_sequence)
+            last_sequence, last_hash = plan.last_sequence, plan.last_hash
+            results = iter(plan.outcomes)
+            for index, item in enumerate(batch):
+                if isinstance(item.request, PendingAppend):
+                    outcomes[index] = next(results)
+        for index, item in enumerate(batch):
+            if isinstance(item.request, ClaimRequest):
+                claim, last_sequence, last_hash = yield from self._claim(
+                    item.request, tasks, last_sequence, last_hash, timestamp
+                )
+                outcomes[index] = claim
+        written = last_sequence if last_sequence != tail else None
+        return [outcomes[index] for index in range(len(batch))], tasks, written
 
-        limited = any(item.request.limit is not None for item in batch)
-        counts = await self._active_counts(db) if limited else None
+    def _plan_appends(
+        self,
+        appends: list[PendingAppend],
+        tasks: dict[str, Task | None],
+        counts: dict[str, int] | None,
+        careful: bool,
+        last_sequence: int,
+        last_hash: str,
+        timestamp: float,
+    ) -> Generator[Op, Any, BatchPlan]:
+        initial = dict(tasks)
 
         def plan(known: dict[str, tuple[str, int, int]]) -> BatchPlan:
             tasks.clear()
             tasks.update(initial)
             return plan_batch(
-                (item.request for item in batch),
+                appends,
                 active=None if counts is None else dict(counts),
                 tasks=tasks,
                 known_ids=known,
@@ -247,19 +377,77 @@ class GroupCommitter(ABC):
                 timestamp=timestamp,
             )
 
-        def ids(items: list[Queued]) -> list[str]:
-            return [e.event_id for item in items for e in item.request.events]
+        def ids(requests: Sequence[PendingAppend]) -> list[str]:
+            return [e.event_id for request in requests for e in request.events]
 
         if careful:
-            return plan(await self._known_ids(db, ids(batch))), tasks
+            return plan((yield ReadKnownIds(ids(appends))))
         # Fast path: assume fresh event ids. A refused append may be the retry of one
         # already stored (it then conflicts with itself): look its ids up, plan again.
         first = plan({})
         refused = [
-            item
-            for item, outcome in zip(batch, first.outcomes, strict=True)
+            request
+            for request, outcome in zip(appends, first.outcomes, strict=True)
             if isinstance(outcome, TasktrailError)
         ]
-        if refused and (known := await self._known_ids(db, ids(refused))):
-            return plan(known), tasks
-        return first, tasks
+        if refused:
+            known = yield ReadKnownIds(ids(refused))
+            if known:
+                return plan(known)
+        return first
+
+    def _claim(
+        self,
+        request: ClaimRequest,
+        tasks: dict[str, Task | None],
+        last_sequence: int,
+        last_hash: str,
+        timestamp: float,
+    ) -> Generator[Op, Any, tuple[ClaimResult, int, str]]:
+        """Choose the tasks ``request`` may start, walking the queue page by page, and
+        append their claims (and starts) after the batch's appends."""
+        counts: dict[str, int] = dict((yield ReadActive()))
+        full = {key for key, limit in request.limits.items() if counts.get(key, 0) >= limit}
+        agents = None if request.agents is None else tuple(sorted(request.agents))
+        task_ids = None if request.task_ids is None else tuple(sorted(request.task_ids))
+        chosen: list[Task] = []
+        after: QueuePosition | None = None
+        while len(chosen) < request.slots:
+            page = QueuePage(
+                now=request.now, limit=max(_PAGE, 2 * request.slots), agents=agents,
+                task_ids=task_ids, full_keys=tuple(sorted(full)), after=after,
+            )  # fmt: skip
+            rows: list[tuple[QueuePosition, Task]] = yield ReadQueue(page)
+            choose(rows, request=request, counts=counts, full=full, chosen=chosen)
+            if len(rows) < page.limit:
+                break
+            after = rows[-1][0]
+        next_at = None
+        if len(chosen) < request.slots:
+            next_at = yield ReadNextAt(request.now, agents, task_ids)
+        if not chosen:
+            return ClaimResult([], next_at), last_sequence, last_hash
+        claims = []
+        for task in chosen:
+            payloads: list[Event] = [
+                TaskClaimed(worker_id=request.worker_id, attempt=task.attempt + 1)
+            ]
+            if task.agent in request.start_agents:
+                payloads.append(TaskStarted())
+            events = [NewEvent(payload, actor=request.worker_id) for payload in payloads]
+            claims.append(
+                prepare_append(task.id, events, task.version, max_event_bytes=self.max_event_bytes)
+            )
+            tasks[task.id] = task
+        plan = plan_batch(
+            claims,
+            tasks=tasks,
+            known_ids={},
+            last_sequence=last_sequence,
+            last_hash=last_hash,
+            timestamp=timestamp,
+        )
+        claimed = [outcome.task for outcome in plan.outcomes if isinstance(outcome, AppendResult)]
+        if plan.event_rows:
+            yield Write(plan.event_rows, list(plan.task_rows.values()), plan.last_sequence)
+        return ClaimResult(claimed, next_at), plan.last_sequence, plan.last_hash

@@ -25,13 +25,30 @@ from tasktrail.errors import StorageError
 from tasktrail.projection import Task
 from tasktrail.store import _commit
 from tasktrail.store._chain import GENESIS
-from tasktrail.store._commit import Queued
+from tasktrail.store._commit import (
+    Op,
+    Outcome,
+    Queued,
+    ReadActive,
+    ReadKnownIds,
+    ReadNextAt,
+    ReadQueue,
+    ReadTail,
+    ReadTasks,
+    Write,
+)
 from tasktrail.store._pg_errors import is_transient, retrying
 from tasktrail.store._pg_open import LOCK_CLASS
-from tasktrail.store._plan import BatchPlan
+from tasktrail.store._query import Params, next_at_sql, queue_sql
 from tasktrail.store._shared import decode_task
 
-__all__ = ["ACTIVE_COUNTS", "INSERT_TASKS", "PgGroupCommitter", "columns"]
+__all__ = [
+    "ACTIVE_COUNTS",
+    "INSERT_TASKS",
+    "TASK_WIDTH",
+    "PgGroupCommitter",
+    "columns",
+]
 
 T = TypeVar("T")
 
@@ -41,11 +58,14 @@ _EVENT_TYPES: Final = (
 )  # fmt: skip
 _TASK_TYPES: Final = (
     "text", "text", "text", "text", "text", "int", "int", "bigint", "float8", "float8", "text",
+    "float8", "text", "float8",
 )  # fmt: skip
 _TASK_COLUMNS: Final = (
     "id, state, agent, parent_id, concurrency_key, priority, version, last_seq, created_at, "
-    "updated_at, record"
+    "updated_at, record, not_before, rerun_of, expires_at"
 )
+TASK_WIDTH: Final = len(_TASK_TYPES)
+"""Columns of a projection row (:data:`~._plan.TaskRow`)."""
 
 
 def _unnest(types: Sequence[str], first: int) -> str:
@@ -62,16 +82,17 @@ def _insert_tasks(first: int) -> str:
 
 
 INSERT_TASKS: Final = _insert_tasks(1)
-"""Insert projection rows ($1..$11: one array per column) in the given order."""
+"""Insert projection rows ($1..$14: one array per column) in the given order."""
 WRITE_BATCH: Final = (
     f"WITH e AS (INSERT INTO events SELECT * FROM {_unnest(_EVENT_TYPES, 1)}), "
     f"t AS ({_insert_tasks(13)} ON CONFLICT (id) DO UPDATE SET state = excluded.state, "
     "version = excluded.version, last_seq = excluded.last_seq, "
-    "updated_at = excluded.updated_at, record = excluded.record) "
-    "SELECT pg_notify($24, $25)"
+    "updated_at = excluded.updated_at, record = excluded.record, "
+    "not_before = excluded.not_before, expires_at = excluded.expires_at) "
+    "SELECT pg_notify($27, $28)"
 )
-"""One statement, one round trip: the events ($1..$12), the projection rows ($13..$23),
-and the wake-up NOTIFY ($24 channel, $25 last sequence)."""
+"""One statement, one round trip: the events ($1..$12), the projection rows ($13..$26),
+and the wake-up NOTIFY ($27 channel, $28 last sequence)."""
 ACTIVE_COUNTS: Final = (
     "SELECT coalesce(concurrency_key, agent), count(*) FROM tasks "
     "WHERE state IN ('starting', 'running') GROUP BY 1"
@@ -101,6 +122,7 @@ class PgGroupCommitter(_commit.GroupCommitter):
         channel: str,
         clock: Callable[[], float],
         max_batch_events: int,
+        max_event_bytes: int,
         retry_timeout: float,
     ) -> None:
         self._connect = connect
@@ -111,7 +133,13 @@ class PgGroupCommitter(_commit.GroupCommitter):
         self._retry_timeout = retry_timeout
         self.retries = 0
         """How many times a transaction was tried again (a statistic for tests)."""
-        super().__init__(name=where, lock=lock, clock=clock, max_batch_events=max_batch_events)
+        super().__init__(
+            name=where,
+            lock=lock,
+            clock=clock,
+            max_batch_events=max_batch_events,
+            max_event_bytes=max_event_bytes,
+        )
 
     async def connection(self) -> asyncpg.Connection:
         """The writer connection, opened again if it was lost."""
@@ -171,10 +199,12 @@ class PgGroupCommitter(_commit.GroupCommitter):
     def _count_retry(self, _err: BaseException) -> None:
         self.retries += 1
 
-    async def _write_batch(self, batch: list[Queued]) -> tuple[BatchPlan, dict[str, Task | None]]:
+    async def _write_batch(
+        self, batch: list[Queued]
+    ) -> tuple[list[Outcome], dict[str, Task | None], int | None]:
         careful = False
 
-        async def write(conn: asyncpg.Connection) -> tuple[BatchPlan, dict[str, Task | None]]:
+        async def write(conn: asyncpg.Connection) -> tuple[list[Outcome], dict[str, Task | None], int | None]:
             return await self._write(conn, batch, careful=careful)
 
         def doubt(err: BaseException) -> None:
@@ -194,34 +224,57 @@ class PgGroupCommitter(_commit.GroupCommitter):
 
     async def _write(
         self, conn: asyncpg.Connection, batch: list[Queued], *, careful: bool
-    ) -> tuple[BatchPlan, dict[str, Task | None]]:
-        plan, tasks = await self._plan(conn, batch, careful=careful)
-        if plan.event_rows:
-            await conn.execute(
-                WRITE_BATCH,
-                *columns(plan.event_rows, 12),
-                *columns(plan.task_rows.values(), 11),
-                self._channel,
-                str(plan.last_sequence),
-            )
-        return plan, tasks
+    ) -> tuple[list[Outcome], dict[str, Task | None], int | None]:
+        steps = self._steps(batch, careful=careful)
+        result: Any = None
+        while True:
+            try:
+                op = steps.send(result)
+            except StopIteration as stop:
+                done: tuple[list[Outcome], dict[str, Task | None], int | None] = stop.value
+                return done
+            result = await self._execute(conn, op)
 
-    async def _tail(self, db: asyncpg.Connection) -> tuple[int, str]:
-        row = await db.fetchrow("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
-        return (int(row[0]), str(row[1])) if row is not None else (0, GENESIS)
-
-    async def _task_rows(self, db: asyncpg.Connection, task_ids: list[str]) -> dict[str, Task]:
-        rows = await db.fetch("SELECT id, record FROM tasks WHERE id = ANY($1::text[])", task_ids)
-        return {row[0]: decode_task(row[1]) for row in rows}
-
-    async def _active_counts(self, db: asyncpg.Connection) -> dict[str, int]:
-        return {str(key): int(count) for key, count in await db.fetch(ACTIVE_COUNTS)}
-
-    async def _known_ids(
-        self, db: asyncpg.Connection, event_ids: list[str]
-    ) -> dict[str, tuple[str, int, int]]:
-        rows = await db.fetch(
-            "SELECT event_id, stream_id, version, seq FROM events WHERE event_id = ANY($1::text[])",
-            event_ids,
-        )
-        return {r[0]: (r[1], int(r[2]), int(r[3])) for r in rows}
+    async def _execute(self, conn: asyncpg.Connection, op: Op) -> Any:
+        """Run one op of a batch's steps inside the locked transaction."""
+        match op:
+            case ReadTail():
+                row = await conn.fetchrow("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
+                return (int(row[0]), str(row[1])) if row is not None else (0, GENESIS)
+            case ReadTasks(ids=ids):
+                rows = await conn.fetch(
+                    "SELECT id, record FROM tasks WHERE id = ANY($1::text[])", ids
+                )
+                return {row[0]: decode_task(row[1]) for row in rows}
+            case ReadActive():
+                return {str(k): int(n) for k, n in await conn.fetch(ACTIVE_COUNTS)}
+            case ReadKnownIds(ids=ids):
+                rows = await conn.fetch(
+                    "SELECT event_id, stream_id, version, seq FROM events "
+                    "WHERE event_id = ANY($1::text[])",
+                    ids,
+                )
+                return {r[0]: (r[1], int(r[2]), int(r[3])) for r in rows}
+            case ReadQueue(page=page):
+                p = Params(numbered=True)
+                sql = queue_sql(page, p, order="ord")
+                return [
+                    ((int(r[0]), float(r[1]), int(r[2])), decode_task(r[3]))
+                    for r in await conn.fetch(sql, *p.values)
+                ]
+            case ReadNextAt(now=now, agents=agents, task_ids=task_ids):
+                p = Params(numbered=True)
+                value = await conn.fetchval(
+                    next_at_sql(p, now=now, agents=agents, task_ids=task_ids), *p.values
+                )
+                return None if value is None else float(value)
+            case Write(events=events, tasks=task_rows, last_sequence=last):
+                await conn.execute(
+                    WRITE_BATCH,
+                    *columns(events, 12),
+                    *columns(task_rows, TASK_WIDTH),
+                    self._channel,
+                    str(last),
+                )
+                return None
+        raise AssertionError(f"unknown op {op!r}")  # pragma: no cover

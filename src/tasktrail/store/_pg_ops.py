@@ -8,9 +8,12 @@ decision it takes from it as events.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from typing import Any
 
-from tasktrail.store._workers import WorkerInfo
+import msgspec
+
+from tasktrail.store._workers import WORKER_COLUMNS, WorkerInfo, worker_info
 
 __all__ = ["OperationalTables"]
 
@@ -27,15 +30,27 @@ class OperationalTables(ABC):
 
     # -- workers -------------------------------------------------------------------------------
 
-    async def register_worker(self, worker_id: str, *, host: str, pid: int) -> None:
-        """Record a worker as alive now (insert, or revive a reused id)."""
+    async def register_worker(
+        self,
+        worker_id: str,
+        *,
+        host: str,
+        pid: int,
+        agents: Iterable[str] | None = None,
+        pid_namespace: str | None = None,
+        boot_id: str | None = None,
+    ) -> None:
+        """Record a worker as alive now (insert, or revive a reused id), with the agents it
+        runs and the pid namespace and boot its pid belongs to (``None``: unknown)."""
         now = self._now()
+        served = None if agents is None else msgspec.json.encode(sorted(agents)).decode()
         await self._execute(
-            "INSERT INTO workers VALUES ($1, $2, $3, $4, $5, NULL) ON CONFLICT (worker_id) "
-            "DO UPDATE SET host = excluded.host, pid = excluded.pid, "
+            f"INSERT INTO workers ({WORKER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, NULL, $6, $7, $8) "
+            "ON CONFLICT (worker_id) DO UPDATE SET host = excluded.host, pid = excluded.pid, "
             "started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, "
-            "stopped_at = NULL",
-            worker_id, host, pid, now, now,
+            "stopped_at = NULL, agents = excluded.agents, "
+            "pid_namespace = excluded.pid_namespace, boot_id = excluded.boot_id",
+            worker_id, host, pid, now, now, served, pid_namespace, boot_id,
         )  # fmt: skip
 
     async def heartbeat(self, worker_id: str) -> None:
@@ -52,11 +67,8 @@ class OperationalTables(ABC):
 
     async def list_workers(self) -> list[WorkerInfo]:
         """Every worker ever registered in this database."""
-        rows = await self._fetch(
-            "SELECT worker_id, host, pid, started_at, heartbeat_at, stopped_at FROM workers "
-            "ORDER BY started_at"
-        )
-        return [WorkerInfo(*row) for row in rows]
+        rows = await self._fetch(f"SELECT {WORKER_COLUMNS} FROM workers ORDER BY started_at")
+        return [worker_info(row) for row in rows]
 
     async def was_delivered(self, subscriber: str, event_id: str) -> bool:
         """Whether ``subscriber`` already handed ``event_id`` to its callback."""

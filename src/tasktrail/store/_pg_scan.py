@@ -20,7 +20,7 @@ EVENT_COLUMNS: Final = (
 """The columns of an event row, in the order the hash covers them, payload as bytes."""
 TASK_COLUMNS: Final = (
     "id, state, agent, parent_id, concurrency_key, priority, version, last_seq, created_at, "
-    "updated_at, record"
+    "updated_at, record, not_before, rerun_of, expires_at"
 )
 """The columns of a projection row, in the order of :data:`~._plan.TaskRow`."""
 _APPEND_ONLY_TRIGGERS: Final = frozenset({"events_append_only_update", "events_append_only_delete"})

@@ -16,6 +16,7 @@ from typing import TypeAlias
 import msgspec
 
 from tasktrail.errors import (
+    AttemptSupersededError,
     ConcurrencyLimitError,
     EventIdConflictError,
     IllegalTransitionError,
@@ -35,6 +36,7 @@ __all__ = [
     "EventRow",
     "PendingAppend",
     "TaskRow",
+    "pending_deadline",
     "plan_batch",
     "task_row",
 ]
@@ -46,10 +48,12 @@ EventRow: TypeAlias = tuple[
 correlation_id, data, hash): one row of the ``events`` table."""
 
 TaskRow: TypeAlias = tuple[
-    str, str, str, "str | None", "str | None", int, int, int, float, float, str
-]
+    str, str, str, "str | None", "str | None", int, int, int, float, float, str,
+    "float | None", "str | None", "float | None",
+]  # fmt: skip
 """(id, state, agent, parent_id, concurrency_key, priority, version, last_sequence,
-created_at, updated_at, record): one row of the ``tasks`` table."""
+created_at, updated_at, record, not_before, rerun_of, expires_at): one row of the ``tasks``
+table."""
 
 _encode_task = msgspec.json.Encoder(order="deterministic").encode
 
@@ -79,6 +83,9 @@ class PendingAppend:
     limit: int | None = None
     """At most this many tasks of the task's limit key may be starting or running after
     the append (checked only when the append starts the task)."""
+    fence: tuple[str, int] | None = None
+    """(worker id, attempt): the append is an attempt's, accepted only while that very
+    attempt holds the task (``starting``/``running`` under that claim)."""
 
 
 @dataclass(slots=True)
@@ -106,7 +113,25 @@ def task_row(task: Task, last_sequence: int) -> TaskRow:
         task.created_at.timestamp(),
         task.updated_at.timestamp(),
         _encode_task(task).decode(),
+        task.not_before,
+        task.rerun_of,
+        pending_deadline(task),
     )
+
+
+def pending_deadline(task: Task) -> float | None:
+    """When a pending task expires (its TTL, or its queue timeout before its first start),
+    as unix time; ``None`` for a task that is not pending or has no such deadline.
+
+    Only pending tasks need it as a query column: any worker may fail a pending task past
+    its deadline, while a running attempt's deadlines are enforced by its own worker."""
+    if task.state is not TaskState.PENDING:
+        return None
+    created = task.created_at.timestamp()
+    deadlines = [] if task.task_ttl is None else [created + task.task_ttl]
+    if task.queue_timeout is not None and task.attempt == 0:
+        deadlines.append(created + task.queue_timeout)
+    return min(deadlines, default=None)
 
 
 def _check_ids(
@@ -169,6 +194,24 @@ def _count(active: dict[str, int], task: Task | None, step: int) -> None:
         active[task.limit_key] = active.get(task.limit_key, 0) + step
 
 
+def _check_fence(stream_id: str, task: Task | None, fence: tuple[str, int]) -> None:
+    """Refuse an attempt's write once the attempt no longer holds the task."""
+    worker_id, attempt = fence
+    if task is None:
+        raise TaskNotFoundError(stream_id)
+    if task.is_active and task.worker_id == worker_id and task.attempt == attempt:
+        return
+    if task.is_terminal:
+        owner = f"the task is {task.state.value}"
+    elif task.state is TaskState.PENDING:
+        owner = "the task was re-queued"
+    else:
+        owner = f"attempt {task.attempt} of worker {task.worker_id} holds the task"
+    raise AttemptSupersededError(
+        stream_id, task.state.value, worker_id=worker_id, attempt=attempt, owner=owner
+    )
+
+
 def _plan_one(
     request: PendingAppend,
     plan: BatchPlan,
@@ -187,6 +230,8 @@ def _plan_one(
         return AppendResult(stream_id, stored[0], stored[1], task, duplicate=True)
     if task is not None and request.events[0].payload.trigger is Trigger.CREATE:
         raise TaskExistsError(stream_id)
+    if request.fence is not None:
+        _check_fence(stream_id, task, request.fence)
     version = task.version if task is not None else 0
     if request.expected_version is not None and request.expected_version != version:
         raise VersionConflictError(stream_id, request.expected_version, version)

@@ -14,7 +14,7 @@ from datetime import datetime
 import msgspec
 
 from tasktrail.errors import CorruptDatabaseError, InvalidInputError, PayloadTooLargeError
-from tasktrail.events import Event, NewEvent, RecordedEvent, encode_payload
+from tasktrail.events import Event, NewEvent, RecordedEvent, as_stored, encode_payload
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task, fold
 from tasktrail.store._plan import PendingAppend
@@ -44,6 +44,7 @@ def prepare_append(
     ):
         raise InvalidInputError(f"expected_version must be an int >= 0, not {expected_version!r}")
     data: list[bytes] = []
+    stored: list[NewEvent] = []
     for new in events:
         if not isinstance(new, NewEvent) or not isinstance(new.payload, Event):
             raise InvalidInputError(f"expected NewEvent(payload=<Event>), got {new!r:.80}")
@@ -65,7 +66,9 @@ def prepare_append(
                         f"invalid text {text!r:.40}: PostgreSQL cannot store a NUL character"
                     )
         data.append(encoded)
-    return PendingAppend(stream_id, list(events), data, expected_version)
+        payload = as_stored(new.payload, encoded)
+        stored.append(new if payload is new.payload else msgspec.structs.replace(new, payload=payload))
+    return PendingAppend(stream_id, stored, data, expected_version)
 
 
 _COLUMN_FIELDS = ("agent", "parent_id", "concurrency_key")

@@ -1,34 +1,65 @@
-"""Group commit for the SQLite store: ``BEGIN IMMEDIATE`` is the write lock.
+"""Group commit for the SQLite store: ``BEGIN IMMEDIATE`` is the write lock, and the whole
+write of a batch is one call on the store's writer thread.
 
-The queue, the loop and the planning live in :mod:`tasktrail.store._commit`; this module
-supplies the SQLite reads and writes (one fsync per batch with ``synchronous=FULL``).
+The queue, the loop and the steps of a batch live in :mod:`tasktrail.store._commit`; this
+module owns the writing connection (:class:`Writer`) and executes the steps' ops on it.
+A batch costs one hop to the writer thread (not one per statement) and, with
+``synchronous=FULL``, one fsync.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from collections.abc import Callable, Iterable
-from typing import Final
-
-import aiosqlite
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 from tasktrail._crashpoints import crash_point
+from tasktrail.errors import StoreClosedError
 from tasktrail.projection import Task
 from tasktrail.store import _commit
 from tasktrail.store._chain import GENESIS
-from tasktrail.store._commit import Queued
-from tasktrail.store._plan import BatchPlan
+from tasktrail.store._claim import QueuePosition
+from tasktrail.store._commit import (
+    Op,
+    Outcome,
+    Queued,
+    ReadActive,
+    ReadKnownIds,
+    ReadNextAt,
+    ReadQueue,
+    ReadTail,
+    ReadTasks,
+    Write,
+    drive,
+)
+from tasktrail.store._query import Params, next_at_sql, queue_sql
 from tasktrail.store._shared import decode_task
 from tasktrail.store._sqlite_errors import DriverError, translate
 
-__all__ = ["ACTIVE_COUNTS", "GroupCommitter", "UPSERT_TASK", "chunks", "decode_task", "marks"]
+__all__ = [
+    "ACTIVE_COUNTS",
+    "GroupCommitter",
+    "UPSERT_TASK",
+    "Writer",
+    "chunks",
+    "decode_task",
+    "marks",
+]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 INSERT_EVENT: Final = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 UPSERT_TASK: Final = (
-    "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+    "INSERT INTO tasks (id, state, agent, parent_id, concurrency_key, priority, version, "
+    "last_seq, created_at, updated_at, record, not_before, rerun_of, expires_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
     "state = excluded.state, version = excluded.version, last_seq = excluded.last_seq, "
-    "updated_at = excluded.updated_at, record = excluded.record"
+    "updated_at = excluded.updated_at, record = excluded.record, "
+    "not_before = excluded.not_before, expires_at = excluded.expires_at"
 )
 ACTIVE_COUNTS: Final = (
     "SELECT coalesce(concurrency_key, agent), count(*) FROM tasks "
@@ -49,86 +80,152 @@ def marks(count: int) -> str:
     return ",".join("?" * count)
 
 
+class Writer:
+    """The store's one writing connection, owned by a thread of its own.
+
+    Every write is a function of the connection run there by :meth:`call`: a whole group
+    commit is one call, so the event loop hands work over once per batch.
+    """
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="tasktrail-writer")
+        self._conn: sqlite3.Connection | None = None
+
+    async def open(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        """Open the connection (on the writer thread, where it will be used)."""
+        loop = asyncio.get_running_loop()
+        self._conn = await loop.run_in_executor(self._executor, connect)
+
+    async def call(
+        self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """``fn(connection, *args, **kwargs)`` on the writer thread.
+
+        A caller cancelled meanwhile stops waiting; the call itself runs to its end (the
+        thread cannot be interrupted), and the next call runs after it.
+        """
+        conn = self._conn
+        if conn is None:
+            raise StoreClosedError()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, functools.partial(fn, conn, *args, **kwargs)
+        )
+
+    async def close(self) -> None:
+        """Close the connection once the calls already queued are done."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._executor, conn.close)
+        self._executor.shutdown(wait=False)
+
+
+def execute(conn: sqlite3.Connection, op: Op) -> Any:
+    """Run one op of a batch's steps on the writing connection (inside its transaction)."""
+    match op:
+        case ReadTail():
+            row = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+            return (row[0], row[1]) if row else (0, GENESIS)
+        case ReadTasks(ids=ids):
+            tasks: dict[str, Task] = {}
+            for chunk in chunks(ids):
+                rows = conn.execute(
+                    f"SELECT id, record FROM tasks WHERE id IN ({marks(len(chunk))})", chunk
+                ).fetchall()
+                tasks.update((r[0], decode_task(r[1])) for r in rows)
+            return tasks
+        case ReadActive():
+            return {str(k): int(n) for k, n in conn.execute(ACTIVE_COUNTS).fetchall()}
+        case ReadKnownIds(ids=ids):
+            known: dict[str, tuple[str, int, int]] = {}
+            for chunk in chunks(ids):
+                rows = conn.execute(
+                    "SELECT event_id, stream_id, version, seq FROM events "
+                    f"WHERE event_id IN ({marks(len(chunk))})",
+                    chunk,
+                ).fetchall()
+                known.update((r[0], (r[1], r[2], r[3])) for r in rows)
+            return known
+        case ReadQueue(page=page):
+            p = Params(numbered=False)
+            sql = queue_sql(page, p, order="rowid")
+            found: list[tuple[QueuePosition, Task]] = [
+                ((r[0], r[1], r[2]), decode_task(r[3]))
+                for r in conn.execute(sql, p.values).fetchall()
+            ]
+            return found
+        case ReadNextAt(now=now, agents=agents, task_ids=task_ids):
+            p = Params(numbered=False)
+            sql = next_at_sql(p, now=now, agents=agents, task_ids=task_ids)
+            row = conn.execute(sql, p.values).fetchone()
+            return None if row is None or row[0] is None else float(row[0])
+        case Write(events=events, tasks=task_rows):
+            conn.executemany(INSERT_EVENT, events)
+            crash_point("commit.after_insert")
+            conn.executemany(UPSERT_TASK, task_rows)
+            return None
+    raise AssertionError(f"unknown op {op!r}")  # pragma: no cover
+
+
 class GroupCommitter(_commit.GroupCommitter):
-    """Owns the writer connection's appends."""
+    """Owns the writer connection's appends and claims."""
 
     def __init__(
         self,
-        db: aiosqlite.Connection,
+        writer: Writer,
         *,
         path: str,
         lock: asyncio.Lock,
         clock: Callable[[], float],
         max_batch_events: int,
+        max_event_bytes: int,
     ) -> None:
-        self._db = db
+        self._writer = writer
         self._path = path
-        super().__init__(name=path, lock=lock, clock=clock, max_batch_events=max_batch_events)
+        super().__init__(
+            name=path,
+            lock=lock,
+            clock=clock,
+            max_batch_events=max_batch_events,
+            max_event_bytes=max_event_bytes,
+        )
 
-    async def _write_batch(self, batch: list[Queued]) -> tuple[BatchPlan, dict[str, Task | None]]:
+    async def _write_batch(
+        self, batch: list[Queued]
+    ) -> tuple[list[Outcome], dict[str, Task | None], int | None]:
+        return await self._writer.call(self._write_sync, batch)
+
+    def _write_sync(
+        self, conn: sqlite3.Connection, batch: list[Queued]
+    ) -> tuple[list[Outcome], dict[str, Task | None], int | None]:
         """The fast path trusts that event ids are fresh and lets the UNIQUE index catch a
         retried append; on that (rare) IntegrityError the batch is planned again, this
         time looking up every event id, so the retry is answered as a duplicate.
         """
         try:
             try:
-                return await self._write(batch, careful=False)
+                return self._transaction(conn, batch, careful=False)
             except sqlite3.IntegrityError:
-                return await self._write(batch, careful=True)
+                return self._transaction(conn, batch, careful=True)
         except DriverError as err:
             raise translate(err, self._path) from err
 
-    async def _write(
-        self, batch: list[Queued], *, careful: bool
-    ) -> tuple[BatchPlan, dict[str, Task | None]]:
-        db = self._db
-        assert db is not None
+    def _transaction(
+        self, conn: sqlite3.Connection, batch: list[Queued], *, careful: bool
+    ) -> tuple[list[Outcome], dict[str, Task | None], int | None]:
         crash_point("commit.before_begin")
-        await db.execute("BEGIN IMMEDIATE")
+        conn.execute("BEGIN IMMEDIATE")
         try:
             crash_point("commit.after_begin")
-            plan, tasks = await self._plan(db, batch, careful=careful)
-            if plan.event_rows:
-                await db.executemany(INSERT_EVENT, plan.event_rows)
-                crash_point("commit.after_insert")
-                await db.executemany(UPSERT_TASK, plan.task_rows.values())
+            done: tuple[list[Outcome], dict[str, Task | None], int | None] = drive(
+                self._steps(batch, careful=careful), functools.partial(execute, conn)
+            )
             crash_point("commit.before_commit")
-            await db.execute("COMMIT")
+            conn.execute("COMMIT")
             crash_point("commit.after_commit")
         except BaseException:
-            if db.in_transaction:
-                await db.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        return plan, tasks
-
-    async def _tail(self, db: aiosqlite.Connection) -> tuple[int, str]:
-        tail = list(
-            await db.execute_fetchall("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
-        )
-        return (tail[0][0], tail[0][1]) if tail else (0, GENESIS)
-
-    async def _task_rows(self, db: aiosqlite.Connection, task_ids: list[str]) -> dict[str, Task]:
-        tasks: dict[str, Task] = {}
-        for chunk in chunks(task_ids):
-            rows = await db.execute_fetchall(
-                f"SELECT id, record FROM tasks WHERE id IN ({marks(len(chunk))})", chunk
-            )
-            tasks.update((r[0], decode_task(r[1])) for r in rows)
-        return tasks
-
-    async def _active_counts(self, db: aiosqlite.Connection) -> dict[str, int]:
-        rows = await db.execute_fetchall(ACTIVE_COUNTS)
-        return {str(key): int(count) for key, count in rows}
-
-    async def _known_ids(
-        self, db: aiosqlite.Connection, event_ids: list[str]
-    ) -> dict[str, tuple[str, int, int]]:
-        known: dict[str, tuple[str, int, int]] = {}
-        for chunk in chunks(event_ids):
-            rows = await db.execute_fetchall(
-                f"SELECT event_id, stream_id, version, seq FROM events "
-                f"WHERE event_id IN ({marks(len(chunk))})",
-                chunk,
-            )
-            known.update((r[0], (r[1], r[2], r[3])) for r in rows)
-        return known
+        return done

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 
@@ -11,56 +10,76 @@ import aiosqlite
 from tasktrail.errors import IncompatibleSchemaError, StorageBusyError
 from tasktrail.store._migrate import migrations
 
-__all__ = ["connect", "init_schema"]
+__all__ = ["connect", "init_schema", "open_connection"]
+
+
+def _pragmas(busy_timeout: float, synchronous: str) -> list[str]:
+    return [
+        f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}",
+        f"PRAGMA synchronous = {synchronous}",
+        "PRAGMA foreign_keys = OFF",
+    ]
 
 
 async def connect(path: str, *, busy_timeout: float, synchronous: str) -> aiosqlite.Connection:
-    """A connection in autocommit mode (transactions are explicit) with tasktrail's pragmas."""
+    """A reading connection in autocommit mode with tasktrail's pragmas."""
     db = await aiosqlite.connect(path, isolation_level=None)
     try:
-        await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        await db.execute(f"PRAGMA synchronous = {synchronous}")
-        await db.execute("PRAGMA foreign_keys = OFF")
+        for pragma in _pragmas(busy_timeout, synchronous):
+            await db.execute(pragma)
     except BaseException:
         await db.close()
         raise
     return db
 
 
-async def init_schema(db: aiosqlite.Connection, path: str, *, busy_timeout: float) -> None:
+def open_connection(path: str, *, busy_timeout: float, synchronous: str) -> sqlite3.Connection:
+    """The writing connection (used from the store's writer thread only), in autocommit
+    mode: every transaction is explicit."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        for pragma in _pragmas(busy_timeout, synchronous):
+            conn.execute(pragma)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0]) if row else 0
+
+
+def init_schema(conn: sqlite3.Connection, path: str, *, busy_timeout: float) -> None:
     """Switch to WAL and apply the pending migrations, safely beside other processes."""
     # journal_mode=WAL is persistent; switching needs a moment alone with the file, so
     # processes racing to create it retry within the busy timeout.
     deadline = time.monotonic() + busy_timeout
     while True:
         try:
-            async with db.execute("PRAGMA journal_mode = WAL") as cursor:
-                row = await cursor.fetchone()
+            row = conn.execute("PRAGMA journal_mode = WAL").fetchone()
             break
         except sqlite3.OperationalError as err:
             if "locked" not in str(err) or time.monotonic() > deadline:
                 raise
-            await asyncio.sleep(0.01)
+            time.sleep(0.01)
     if row is None or str(row[0]).lower() != "wal":
         raise StorageBusyError(f"could not switch {path} to WAL mode (got {row!r})")
     for number, _name, statements in migrations():
-        async with db.execute("PRAGMA user_version") as cursor:
-            current = (await cursor.fetchone() or (0,))[0]
-        if current >= number:
+        if _user_version(conn) >= number:
             continue
-        await db.execute("BEGIN IMMEDIATE")
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            async with db.execute("PRAGMA user_version") as cursor:
-                current = (await cursor.fetchone() or (0,))[0]
-            if current < number:
+            if _user_version(conn) < number:
                 for statement in statements:
-                    await db.execute(statement)
-                await db.execute(f"PRAGMA user_version = {number}")
-            await db.execute("COMMIT")
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
         except BaseException:
-            await db.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-    async with db.execute("PRAGMA user_version") as cursor:
-        current = (await cursor.fetchone() or (0,))[0]
+    current = _user_version(conn)
     if current > len(migrations()):
         raise IncompatibleSchemaError(path, current, len(migrations()))

@@ -11,6 +11,7 @@ import msgspec
 from tasktrail.events import NewEvent, RecordedEvent
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task
+from tasktrail.store._claim import ClaimRequest, ClaimResult
 from tasktrail.store._plan import AppendResult
 from tasktrail.store._workers import WorkerInfo
 
@@ -53,7 +54,9 @@ class EventStore(Protocol):
         *,
         expected_version: int | None = None,
         limit: int | None = None,
+        fence: tuple[str, int] | None = None,
     ) -> AppendResult: ...
+    async def claim(self, request: ClaimRequest) -> ClaimResult: ...
     async def drain(self) -> None: ...
     async def wait_for_commit(self, timeout: float) -> None: ...
     async def read_stream(
@@ -69,8 +72,11 @@ class EventStore(Protocol):
         self,
         *,
         state: TaskState | str | Iterable[TaskState | str] | None = None,
-        agent: str | None = None,
+        agent: str | Iterable[str] | None = None,
         parent_id: str | None = None,
+        rerun_of: str | None = None,
+        since: datetime | float | None = None,
+        until: datetime | float | None = None,
         limit: int | None = None,
         newest_first: bool = False,
     ) -> list[Task]: ...
@@ -80,6 +86,9 @@ class EventStore(Protocol):
         limit: int,
         agents: Iterable[str] | None = None,
         created_before: float | None = None,
+    ) -> list[Task]: ...
+    async def expired_tasks(
+        self, *, now: float, limit: int, agents: Iterable[str] | None = None
     ) -> list[Task]: ...
     async def active_counts(self) -> dict[str, int]: ...
     async def history(self, task_id: str) -> list[RecordedEvent]: ...
@@ -93,7 +102,16 @@ class EventStore(Protocol):
     async def check_projection(self) -> list[str]: ...
 
     # workers: leases and heartbeats, shared by every process and host
-    async def register_worker(self, worker_id: str, *, host: str, pid: int) -> None: ...
+    async def register_worker(
+        self,
+        worker_id: str,
+        *,
+        host: str,
+        pid: int,
+        agents: Iterable[str] | None = None,
+        pid_namespace: str | None = None,
+        boot_id: str | None = None,
+    ) -> None: ...
     async def heartbeat(self, worker_id: str) -> None: ...
     async def stop_worker(self, worker_id: str) -> None: ...
     async def list_workers(self) -> list[WorkerInfo]: ...

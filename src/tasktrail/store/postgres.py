@@ -31,10 +31,12 @@ import asyncpg
 from tasktrail.errors import InvalidInputError, StorageError, StoreClosedError, TaskNotFoundError
 from tasktrail.events import BUILTIN_UPCASTERS, NewEvent, RecordedEvent, Upcaster, decode_payload
 from tasktrail.lifecycle import TaskState
-from tasktrail.projection import Task
+from tasktrail.projection import Task, fold
+from tasktrail.store._claim import ClaimRequest, ClaimResult
 from tasktrail.store._pg_commit import (
     ACTIVE_COUNTS,
     INSERT_TASKS,
+    TASK_WIDTH,
     PgGroupCommitter,
     columns,
 )
@@ -42,15 +44,10 @@ from tasktrail.store._pg_errors import is_transient, retrying
 from tasktrail.store._pg_open import init_schema, lock_keys
 from tasktrail.store._pg_ops import OperationalTables
 from tasktrail.store._pg_scan import EVENT_COLUMNS, live_rows, scan, verify_chain
-from tasktrail.store._plan import AppendResult, TaskRow
-from tasktrail.store._scan import fold_rows
-from tasktrail.store._shared import (
-    check_state_at,
-    decode_task,
-    prepare_append,
-    replay,
-    state_values,
-)
+from tasktrail.store._plan import AppendResult, TaskRow, task_row
+from tasktrail.store._query import Params, task_where
+from tasktrail.store._scan import fold_rows, fold_tasks
+from tasktrail.store._shared import check_state_at, decode_task, prepare_append, replay
 from tasktrail.store._validate import check_task_id, redact_url
 from tasktrail.store.base import VerifyReport
 from tasktrail.store.subscription import Subscription
@@ -170,6 +167,7 @@ class PostgresEventStore(OperationalTables):
             channel=self._channel,
             clock=self._clock,
             max_batch_events=self.max_batch_events,
+            max_event_bytes=self.max_event_bytes,
             retry_timeout=self.retry_timeout,
         )
         await self._committer.connection()
@@ -242,14 +240,16 @@ class PostgresEventStore(OperationalTables):
         *,
         expected_version: int | None = None,
         limit: int | None = None,
+        fence: tuple[str, int] | None = None,
     ) -> AppendResult:
         """Append ``events`` to the task ``stream_id``, atomically; return after commit.
 
         The contract of :meth:`SQLiteEventStore.append <tasktrail.SQLiteEventStore.append>`:
-        checked against ``expected_version`` and the lifecycle, idempotent by event id, and
+        checked against ``expected_version`` and the lifecycle, idempotent by event id,
         with ``limit`` refused with ConcurrencyLimitError when the task's limit key already
         has ``limit`` tasks starting or running (checked under the log's advisory lock, so
-        across every process and host).
+        across every process and host), and with ``fence`` refused with
+        AttemptSupersededError unless that attempt still holds the task.
         """
         committer = self._check_open()
         request = prepare_append(
@@ -260,7 +260,15 @@ class PostgresEventStore(OperationalTables):
             allow_nul=False,
         )
         request.limit = limit
-        return await committer.submit(request)
+        request.fence = fence
+        result: AppendResult = await committer.submit(request)
+        return result
+
+    async def claim(self, request: ClaimRequest) -> ClaimResult:
+        """Claim startable tasks for a worker in the next group commit, under the log's
+        advisory lock, so no two workers of any host ever claim one task."""
+        result: ClaimResult = await self._check_open().submit(request)
+        return result
 
     async def drain(self) -> None:
         """Return once every append already queued is committed (or failed)."""
@@ -353,29 +361,26 @@ class PostgresEventStore(OperationalTables):
         self,
         *,
         state: TaskState | str | Iterable[TaskState | str] | None = None,
-        agent: str | None = None,
+        agent: str | Iterable[str] | None = None,
         parent_id: str | None = None,
+        rerun_of: str | None = None,
+        since: datetime | float | None = None,
+        until: datetime | float | None = None,
         limit: int | None = None,
         newest_first: bool = False,
     ) -> list[Task]:
-        """Tasks matching every filter given (``state`` may be several), oldest first."""
-        clauses: list[str] = []
-        params: list[Any] = []
-        if state is not None:
-            params.append(state_values(state))
-            clauses.append(f"state = ANY(${len(params)}::text[])")
-        if agent is not None:
-            params.append(agent)
-            clauses.append(f"agent = ${len(params)}")
-        if parent_id is not None:
-            params.append(parent_id)
-            clauses.append(f"parent_id = ${len(params)}")
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        """Tasks matching every filter given, oldest first (the filters of
+        :meth:`SQLiteEventStore.list_tasks <tasktrail.SQLiteEventStore.list_tasks>`)."""
+        p = Params(numbered=True)
+        where = task_where(
+            p, state=state, agent=agent, parent_id=parent_id, rerun_of=rerun_of, since=since,
+            until=until,
+        )  # fmt: skip
         order = "DESC" if newest_first else "ASC"
-        sql = f"SELECT record FROM tasks {where} ORDER BY created_at {order}, ord {order}"
+        sql = f"SELECT record FROM tasks{where} ORDER BY created_at {order}, ord {order}"
         if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        return [decode_task(row[0]) for row in await self._fetch(sql, *params)]
+            sql += f" LIMIT {p.add(int(limit))}"
+        return [decode_task(row[0]) for row in await self._fetch(sql, *p.values)]
 
     async def get_tasks(self, task_ids: Iterable[str]) -> list[Task]:
         """The current state of each task that exists among ``task_ids``."""
@@ -396,17 +401,25 @@ class PostgresEventStore(OperationalTables):
 
         Only tasks of ``agents`` if given, and created at or before ``created_before`` if given.
         """
+        p = Params(numbered=True)
         sql = "SELECT record FROM tasks WHERE state = 'pending'"
-        params: list[Any] = []
         if agents is not None:
-            params.append(list(agents))
-            sql += f" AND agent = ANY(${len(params)}::text[])"
+            sql += " AND " + p.one_of("agent", agents)
         if created_before is not None:
-            params.append(float(created_before))
-            sql += f" AND created_at <= ${len(params)}"
-        params.append(limit)
-        sql += f" ORDER BY priority DESC, created_at, ord LIMIT ${len(params)}"
-        return [decode_task(row[0]) for row in await self._fetch(sql, *params)]
+            sql += f" AND created_at <= {p.add(float(created_before))}"
+        sql += f" ORDER BY priority DESC, created_at, ord LIMIT {p.add(limit)}"
+        return [decode_task(row[0]) for row in await self._fetch(sql, *p.values)]
+
+    async def expired_tasks(
+        self, *, now: float, limit: int, agents: Iterable[str] | None = None
+    ) -> list[Task]:
+        """Pending tasks (of ``agents``, if given) past their TTL or queue timeout at ``now``."""
+        p = Params(numbered=True)
+        sql = f"SELECT record FROM tasks WHERE state = 'pending' AND expires_at <= {p.add(now)}"
+        if agents is not None:
+            sql += " AND " + p.one_of("agent", agents)
+        sql += f" ORDER BY expires_at LIMIT {p.add(limit)}"
+        return [decode_task(row[0]) for row in await self._fetch(sql, *p.values)]
 
     async def active_counts(self) -> dict[str, int]:
         """Tasks in ``starting``/``running`` per limit key (concurrency key, else agent)."""
@@ -450,20 +463,31 @@ class PostgresEventStore(OperationalTables):
     async def rebuild(self) -> int:
         """Drop the task projection and replay it from the log; returns the task count.
 
-        Holds the log's advisory lock, so no append of any process interleaves with it.
+        The log is folded from one snapshot, beside the writers; only the swap holds the
+        log's advisory lock: the events appended meanwhile are folded on top, and the
+        table is emptied and refilled in one short transaction.
         """
         committer = self._check_open()
+        tasks, last = await self._snapshot(lambda conn: fold_tasks(scan(conn), self._event))
 
-        async def run(conn: asyncpg.Connection) -> int:
-            rows = await fold_rows(scan(conn), self._event)
+        async def swap(conn: asyncpg.Connection) -> int:
+            after = max(last.values(), default=0)
+            folded, moved = dict(tasks), dict(last)
+            for row in await conn.fetch(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq", after
+            ):
+                event = self._event(tuple(row))
+                folded[event.stream_id] = fold(folded.get(event.stream_id), event)
+                moved[event.stream_id] = event.sequence
             await conn.execute("DELETE FROM tasks")
-            if rows:
-                await conn.execute(INSERT_TASKS, *columns(rows.values(), 11))
-            return len(rows)
+            if folded:
+                rows = [task_row(task, moved[task_id]) for task_id, task in folded.items()]
+                await conn.execute(INSERT_TASKS, *columns(rows, TASK_WIDTH))
+            return len(folded)
 
         async with self._write_lock:
             committer.forget()
-            return await committer.run_locked(run)
+            return await committer.run_locked(swap)
 
     async def check_projection(self) -> list[str]:
         """Ids of tasks whose projection row differs from a fold of the log (sorted)."""

@@ -1,73 +1,87 @@
-"""The SQLite event store (aiosqlite), with group commit.
+"""The SQLite event store, with group commit.
 
-Two connections: a writer, used only by the store's commit loop, and a reader for queries
-(WAL lets readers run beside the writer and never see an uncommitted batch).
+Two connections: a writer, owned by a thread of its own and used only for writes, and a
+reader (aiosqlite) for queries. WAL lets readers run beside the writer and never see an
+uncommitted batch.
 
 Group commit: ``append`` validates and encodes its events in the caller's task, queues them
-and waits. The commit loop takes everything queued, opens ``BEGIN IMMEDIATE``, reads the
-log's tail and the current rows of the streams involved, lets :func:`plan_batch` decide
-each append, writes the accepted events and projection rows, commits (``synchronous=FULL``
-by default: on disk), and only then answers each caller. Appends that arrive during a
-commit form the next batch, so many concurrent callers share one fsync.
+and waits. The commit loop takes everything queued and, in one call on the writer thread,
+opens ``BEGIN IMMEDIATE``, reads the log's tail and the current rows of the streams
+involved, plans each append (:func:`~._plan.plan_batch`), chooses the claims of the
+workers that asked (:mod:`._claim`), writes the events and projection rows, and commits
+(``synchronous=FULL`` by default: on disk). Only then is each caller answered. Appends that
+arrive during a commit form the next batch, so many concurrent callers share one fsync.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal, Self
+from typing import Any, Final, Literal, Self
 
 import aiosqlite
+import msgspec
 
 from tasktrail.errors import (
+    CorruptDatabaseError,
     InvalidInputError,
     StorageError,
     StoreClosedError,
     TaskNotFoundError,
 )
-from tasktrail.events import (
-    BUILTIN_UPCASTERS,
-    NewEvent,
-    RecordedEvent,
-    Upcaster,
-    decode_payload,
-)
+from tasktrail.events import BUILTIN_UPCASTERS, NewEvent, RecordedEvent, Upcaster, decode_payload
 from tasktrail.lifecycle import TaskState
-from tasktrail.projection import Task
-from tasktrail.store._plan import (
-    AppendResult,
-    PendingAppend,
-    task_row,
-)
+from tasktrail.projection import Task, fold
+from tasktrail.store._claim import ClaimRequest, ClaimResult
+from tasktrail.store._plan import AppendResult, PendingAppend, task_row
+from tasktrail.store._query import Params, task_where
 from tasktrail.store._scan import fold_tasks
-from tasktrail.store._shared import check_state_at, prepare_append, replay, state_values
+from tasktrail.store._shared import check_state_at, prepare_append, replay
 from tasktrail.store._sqlite_commit import (
     ACTIVE_COUNTS,
     UPSERT_TASK,
     GroupCommitter,
+    Writer,
     chunks,
     decode_task,
     marks,
 )
-from tasktrail.store._sqlite_errors import translating
-from tasktrail.store._sqlite_open import connect, init_schema
+from tasktrail.store._sqlite_errors import DriverError, translate, translating
+from tasktrail.store._sqlite_open import connect, init_schema, open_connection
 from tasktrail.store._sqlite_scan import EVENT_COLUMNS, fetch_all, fold_log, scan, verify_chain
 from tasktrail.store._validate import check_task_id
-from tasktrail.store._workers import WorkerInfo
+from tasktrail.store._workers import WORKER_COLUMNS, WorkerInfo, worker_info
 from tasktrail.store.base import VerifyReport
 from tasktrail.store.subscription import Subscription
 
 __all__ = ["SQLiteEventStore"]
 
-_REBUILD_CHUNK = 2_000
+_REBUILD_CHUNK: Final = 2_000
 """Task rows per write of ``rebuild()``."""
+CHANGE_POLL: Final = 0.05
+"""Seconds between looks at the database files for commits made by other processes."""
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+_Signature = tuple[int, int, int] | None
+
+
+def _execute(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> None:
+    conn.execute(sql, params)
+
+
+def _signature(path: str) -> _Signature:
+    """(inode, size, mtime) of a file, ``None`` when it does not exist."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 class SQLiteEventStore:
@@ -111,10 +125,12 @@ class SQLiteEventStore:
         self.max_batch_events = max_batch_events
         self._clock = clock
         self._upcasters = {**BUILTIN_UPCASTERS, **(upcasters or {})}
-        self._writer: aiosqlite.Connection | None = None
+        self._writer = Writer()
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self._committer: GroupCommitter | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._broken: StorageError | None = None
         self._closing = False
         self._opened = False
 
@@ -133,15 +149,21 @@ class SQLiteEventStore:
             )
         try:
             with translating(self.path):
-                self._writer = await self._connect()
-                await init_schema(self._writer, self.path, busy_timeout=self.busy_timeout)
-                self._reader = await self._connect()
+                await self._writer.open(
+                    lambda: open_connection(
+                        self.path, busy_timeout=self.busy_timeout, synchronous=self.synchronous
+                    )
+                )
+                await self._writer.call(init_schema, self.path, busy_timeout=self.busy_timeout)
+                self._reader = await connect(
+                    self.path, busy_timeout=self.busy_timeout, synchronous=self.synchronous
+                )
                 await self._reader.execute("PRAGMA query_only = ON")
         except BaseException:
-            for db in (self._writer, self._reader):
-                if db is not None:
-                    await db.close()
-            self._writer = self._reader = None
+            await self._writer.close()
+            if self._reader is not None:
+                await self._reader.close()
+            self._reader = None
             raise
         self._committer = GroupCommitter(
             self._writer,
@@ -149,14 +171,13 @@ class SQLiteEventStore:
             lock=self._write_lock,
             clock=self._clock,
             max_batch_events=self.max_batch_events,
+            max_event_bytes=self.max_event_bytes,
         )
         self._opened = True
-        return self
-
-    async def _connect(self) -> aiosqlite.Connection:
-        return await connect(
-            self.path, busy_timeout=self.busy_timeout, synchronous=self.synchronous
+        self._watcher = asyncio.get_running_loop().create_task(
+            self._watch_files(), name=f"tasktrail-watch:{self.path}"
         )
+        return self
 
     async def close(self) -> None:
         """Finish the queued appends, then close. Closing twice is harmless."""
@@ -164,13 +185,17 @@ class SQLiteEventStore:
             return
         self._closing = True
         try:
+            if self._watcher is not None:
+                self._watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._watcher
             if self._committer is not None:
                 await self._committer.close()
         finally:
-            for db in (self._writer, self._reader):
-                if db is not None:
-                    await db.close()
-            self._writer = self._reader = None
+            await self._writer.close()
+            if self._reader is not None:
+                await self._reader.close()
+            self._reader = None
 
     async def __aenter__(self) -> Self:
         return await self.open()
@@ -185,6 +210,35 @@ class SQLiteEventStore:
     def _check_open(self) -> None:
         if not self._opened or self._closing:
             raise StoreClosedError()
+        if self._broken is not None:
+            raise self._broken
+
+    async def _watch_files(self) -> None:
+        """Follow the database files: a change made by another process wakes the callers of
+        :meth:`wait_for_commit` (within :data:`CHANGE_POLL`), and a ``-wal`` file deleted
+        under the open connections (it holds the latest commits) stops the store."""
+        wal = f"{self._abspath}-wal"
+        files = (self._abspath, wal)
+        seen = [_signature(name) for name in files]
+        inode = seen[1][0] if seen[1] is not None else None
+        while True:
+            await asyncio.sleep(CHANGE_POLL)
+            now = [_signature(name) for name in files]
+            if now == seen:
+                continue
+            seen = now
+            if inode is None and now[1] is not None:
+                inode = now[1][0]
+            elif inode is not None and (now[1] is None or now[1][0] != inode):
+                self._broken = CorruptDatabaseError(
+                    f"the write-ahead log {wal} was deleted or replaced while the database "
+                    "was open; the commits it held since the last checkpoint may be lost. "
+                    "Stop every process using the database, then run verify"
+                )
+            if self._committer is not None:
+                self._committer.signal_commit()
+            if self._broken is not None:
+                return
 
     # -- appending -----------------------------------------------------------------------
 
@@ -195,6 +249,7 @@ class SQLiteEventStore:
         *,
         expected_version: int | None = None,
         limit: int | None = None,
+        fence: tuple[str, int] | None = None,
     ) -> AppendResult:
         """Append ``events`` to the task ``stream_id``, atomically; return after commit.
 
@@ -204,7 +259,9 @@ class SQLiteEventStore:
         returns the stored result with ``duplicate=True`` and writes nothing. With
         ``limit``, an append that starts the task (pending to starting/running) is refused
         with ConcurrencyLimitError when ``limit`` tasks of its limit key (concurrency key,
-        else agent) are already starting or running, checked under the write lock.
+        else agent) are already starting or running, checked under the write lock. With
+        ``fence=(worker_id, attempt)`` the append is an attempt's: refused with
+        AttemptSupersededError unless that attempt still holds the task.
 
         Raises VersionConflictError, IllegalTransitionError, TaskExistsError,
         TaskNotFoundError, EventIdConflictError, InvalidInputError or StorageError; in
@@ -214,7 +271,17 @@ class SQLiteEventStore:
         assert self._committer is not None
         request = self._prepare(stream_id, events, expected_version)
         request.limit = limit
-        return await self._committer.submit(request)
+        request.fence = fence
+        result: AppendResult = await self._committer.submit(request)
+        return result
+
+    async def claim(self, request: ClaimRequest) -> ClaimResult:
+        """Claim startable tasks for a worker in the next group commit, under the write
+        lock (see :mod:`tasktrail.store._claim`); returns them as the claims left them."""
+        self._check_open()
+        assert self._committer is not None
+        result: ClaimResult = await self._committer.submit(request)
+        return result
 
     def _prepare(
         self, stream_id: str, events: Sequence[NewEvent], expected_version: int | None
@@ -230,9 +297,10 @@ class SQLiteEventStore:
         await self._committer.drain()
 
     async def wait_for_commit(self, timeout: float) -> None:
-        """Return when this store commits events, or after ``timeout`` seconds.
+        """Return when events are committed, or after ``timeout`` seconds.
 
-        Commits by other processes are not signalled: callers poll with a timeout.
+        This store's own commits wake the caller at once; another process's within
+        :data:`CHANGE_POLL` seconds, when the database files change.
         """
         self._check_open()
         assert self._committer is not None
@@ -255,19 +323,9 @@ class SQLiteEventStore:
             row[4], row[5], row[10], sequence=row[0], upcasters=self._upcasters
         )
         return RecordedEvent(
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            row[4],
-            row[5],
-            row[6],
-            row[7],
-            row[8],
-            row[9],
-            payload,
-            row[11],
-        )
+            row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9],
+            payload, row[11],
+        )  # fmt: skip
 
     async def read_stream(
         self, stream_id: str, *, after_version: int = 0, to_version: int | None = None
@@ -304,30 +362,29 @@ class SQLiteEventStore:
         self,
         *,
         state: TaskState | str | Iterable[TaskState | str] | None = None,
-        agent: str | None = None,
+        agent: str | Iterable[str] | None = None,
         parent_id: str | None = None,
+        rerun_of: str | None = None,
+        since: datetime | float | None = None,
+        until: datetime | float | None = None,
         limit: int | None = None,
         newest_first: bool = False,
     ) -> list[Task]:
-        """Tasks matching every filter given (``state`` may be several), oldest first."""
-        clauses: list[str] = []
-        params: list[str] = []
-        if state is not None:
-            states = state_values(state)
-            params.extend(states)
-            clauses.append(f"state IN ({marks(len(states))})")
-        if agent is not None:
-            clauses.append("agent = ?")
-            params.append(agent)
-        if parent_id is not None:
-            clauses.append("parent_id = ?")
-            params.append(parent_id)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        """Tasks matching every filter given, oldest first.
+
+        ``state`` and ``agent`` may each be one value or several; ``since`` (inclusive)
+        and ``until`` (exclusive) bound the creation time (aware datetimes or unix seconds).
+        """
+        p = Params(numbered=False)
+        where = task_where(
+            p, state=state, agent=agent, parent_id=parent_id, rerun_of=rerun_of, since=since,
+            until=until,
+        )  # fmt: skip
         order = "DESC" if newest_first else "ASC"
-        sql = f"SELECT record FROM tasks {where} ORDER BY created_at {order}, rowid {order}"
+        sql = f"SELECT record FROM tasks{where} ORDER BY created_at {order}, rowid {order}"
         if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        return [decode_task(row[0]) for row in await self._query(sql, params)]
+            sql += f" LIMIT {p.add(int(limit))}"
+        return [decode_task(row[0]) for row in await self._query(sql, p.values)]
 
     async def get_tasks(self, task_ids: Iterable[str]) -> list[Task]:
         """The current state of each task that exists among ``task_ids``."""
@@ -351,18 +408,25 @@ class SQLiteEventStore:
 
         Only tasks of ``agents`` if given, and created at or before ``created_before`` if given.
         """
+        p = Params(numbered=False)
         sql = "SELECT record FROM tasks WHERE state = 'pending'"
-        params: list[float | int | str] = []
         if agents is not None:
-            names = list(agents)
-            sql += f" AND agent IN ({marks(len(names))})"
-            params.extend(names)
+            sql += " AND " + p.one_of("agent", agents)
         if created_before is not None:
-            sql += " AND created_at <= ?"
-            params.append(created_before)
-        sql += " ORDER BY priority DESC, created_at, rowid LIMIT ?"
-        params.append(limit)
-        return [decode_task(row[0]) for row in await self._query(sql, params)]
+            sql += f" AND created_at <= {p.add(created_before)}"
+        sql += f" ORDER BY priority DESC, created_at, rowid LIMIT {p.add(limit)}"
+        return [decode_task(row[0]) for row in await self._query(sql, p.values)]
+
+    async def expired_tasks(
+        self, *, now: float, limit: int, agents: Iterable[str] | None = None
+    ) -> list[Task]:
+        """Pending tasks (of ``agents``, if given) past their TTL or queue timeout at ``now``."""
+        p = Params(numbered=False)
+        sql = f"SELECT record FROM tasks WHERE state = 'pending' AND expires_at <= {p.add(now)}"
+        if agents is not None:
+            sql += " AND " + p.one_of("agent", agents)
+        sql += f" ORDER BY expires_at LIMIT {p.add(limit)}"
+        return [decode_task(row[0]) for row in await self._query(sql, p.values)]
 
     async def active_counts(self) -> dict[str, int]:
         """Tasks in ``starting``/``running`` per limit key (concurrency key, else agent)."""
@@ -404,36 +468,51 @@ class SQLiteEventStore:
     async def rebuild(self) -> int:
         """Drop the task projection and replay it from the log; returns the task count.
 
-        Runs under the write lock, so no append interleaves with it.
+        The log is folded from one read snapshot, beside the writers; only the swap takes
+        the write lock: the events appended meanwhile are folded on top, and the table is
+        emptied and refilled in one short transaction. Appends wait for that swap (within
+        their busy timeout), never for the whole fold.
         """
+        db = self._read_db()
+        with translating(self.path):
+            await db.execute("BEGIN")  # one snapshot for the whole fold
+            try:
+                tasks, last = await fold_tasks(scan(db), self._event)
+            finally:
+                await db.execute("COMMIT")
         self._check_open()
-        db = self._writer
-        assert db is not None
         async with self._write_lock:
             if self._committer is not None:
                 self._committer.forget()
-            with translating(self.path):
-                await db.execute("BEGIN IMMEDIATE")
-                writing: asyncio.Future[Any] | None = None
-                try:
-                    tasks, last = await fold_tasks(scan(db), self._event)
-                    await db.execute("DELETE FROM tasks")
-                    # Encode the next rows while the database thread writes these.
-                    ids = list(tasks)
-                    for start in range(0, len(ids), _REBUILD_CHUNK):
-                        chunk = ids[start : start + _REBUILD_CHUNK]
-                        rows = [task_row(tasks[i], last[i]) for i in chunk]
-                        if writing is not None:
-                            await writing
-                        writing = asyncio.ensure_future(db.executemany(UPSERT_TASK, rows))
-                    if writing is not None:
-                        await writing
-                    await db.execute("COMMIT")
-                except BaseException:
-                    if writing is not None and not writing.done():
-                        writing.cancel()
-                    await db.execute("ROLLBACK")
-                    raise
+            return await self._writer.call(self._swap_projection, tasks, last)
+
+    def _swap_projection(
+        self, conn: sqlite3.Connection, tasks: dict[str, Task], last: dict[str, int]
+    ) -> int:
+        """On the writer thread: fold the events after the snapshot, rewrite the table."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                after = max(last.values(), default=0)
+                rows = conn.execute(
+                    f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq", (after,)
+                ).fetchall()
+                for row in rows:
+                    event = self._event(row)
+                    tasks[event.stream_id] = fold(tasks.get(event.stream_id), event)
+                    last[event.stream_id] = event.sequence
+                conn.execute("DELETE FROM tasks")
+                ids = list(tasks)
+                for start in range(0, len(ids), _REBUILD_CHUNK):
+                    chunk = ids[start : start + _REBUILD_CHUNK]
+                    conn.executemany(UPSERT_TASK, [task_row(tasks[i], last[i]) for i in chunk])
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except DriverError as err:
+            raise translate(err, self.path) from err
         return len(tasks)
 
     async def check_projection(self) -> list[str]:
@@ -456,19 +535,31 @@ class SQLiteEventStore:
 
     async def _write_row(self, sql: str, params: Sequence[Any]) -> None:
         self._check_open()
-        assert self._writer is not None
         async with self._write_lock:
             with translating(self.path):
-                await self._writer.execute(sql, params)
+                await self._writer.call(_execute, sql, params)
 
-    async def register_worker(self, worker_id: str, *, host: str, pid: int) -> None:
-        """Record a worker as alive now (insert, or revive a reused id)."""
+    async def register_worker(
+        self,
+        worker_id: str,
+        *,
+        host: str,
+        pid: int,
+        agents: Iterable[str] | None = None,
+        pid_namespace: str | None = None,
+        boot_id: str | None = None,
+    ) -> None:
+        """Record a worker as alive now (insert, or revive a reused id), with the agents it
+        runs and the pid namespace and boot its pid belongs to (``None``: unknown)."""
         now = self._clock()
+        served = None if agents is None else msgspec.json.encode(sorted(agents)).decode()
         await self._write_row(
-            "INSERT INTO workers VALUES (?, ?, ?, ?, ?, NULL) ON CONFLICT (worker_id) DO UPDATE "
-            "SET host = excluded.host, pid = excluded.pid, started_at = excluded.started_at, "
-            "heartbeat_at = excluded.heartbeat_at, stopped_at = NULL",
-            (worker_id, host, pid, now, now),
+            f"INSERT INTO workers ({WORKER_COLUMNS}) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?) "
+            "ON CONFLICT (worker_id) DO UPDATE SET host = excluded.host, pid = excluded.pid, "
+            "started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, "
+            "stopped_at = NULL, agents = excluded.agents, "
+            "pid_namespace = excluded.pid_namespace, boot_id = excluded.boot_id",
+            (worker_id, host, pid, now, now, served, pid_namespace, boot_id),
         )
 
     async def heartbeat(self, worker_id: str) -> None:
@@ -485,8 +576,8 @@ class SQLiteEventStore:
 
     async def list_workers(self) -> list[WorkerInfo]:
         """Every worker ever registered in this database."""
-        rows = await self._query("SELECT * FROM workers ORDER BY started_at")
-        return [WorkerInfo(*row) for row in rows]
+        rows = await self._query(f"SELECT {WORKER_COLUMNS} FROM workers ORDER BY started_at")
+        return [worker_info(row) for row in rows]
 
     async def was_delivered(self, subscriber: str, event_id: str) -> bool:
         """Whether ``subscriber`` already handed ``event_id`` to its callback."""
@@ -511,16 +602,11 @@ class SQLiteEventStore:
 
     async def save_checkpoint(self, name: str, position: int) -> None:
         """Durably record that subscriber ``name`` has handled every event up to ``position``."""
-        self._check_open()
-        db = self._writer
-        assert db is not None
-        async with self._write_lock:
-            with translating(self.path):
-                await db.execute(
-                    "INSERT INTO checkpoints VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE "
-                    "SET position = excluded.position, updated_at = excluded.updated_at",
-                    (name, position, self._clock()),
-                )
+        await self._write_row(
+            "INSERT INTO checkpoints VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE "
+            "SET position = excluded.position, updated_at = excluded.updated_at",
+            (name, position, self._clock()),
+        )
 
     def subscribe(
         self, name: str, *, batch_size: int = 500, poll_interval: float = 0.5
