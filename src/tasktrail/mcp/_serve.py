@@ -191,7 +191,8 @@ async def serve(options: ServeOptions, *, announce: Announce = _to_stderr) -> No
     stop = asyncio.Event()
 
     def stopping(number: int) -> None:
-        announce(f"{signal.Signals(number).name}: stopping; running tasks are re-queued")
+        requeue = "; running tasks are re-queued" if options.worker else ""
+        announce(f"{signal.Signals(number).name}: stopping{requeue}")
         stop.set()
 
     with on_signals(stopping, signal.SIGINT, signal.SIGTERM):
