@@ -89,7 +89,7 @@ async def until(check: Callable[[], Awaitable[T]], what: str, timeout: float = D
 
 @asynccontextmanager
 async def in_process(
-    db: Path,
+    db: Path | str,
     config: Path,
     *,
     worker: bool = True,

@@ -197,3 +197,14 @@ async def test_a_forced_cancel_ends_a_running_task_at_once(
         await until(running, "the task to run")
         cancelled = await call(client, "cancel_task", task_id=task_id, force=True)
     assert cancelled["state"] == TaskState.CANCELLED.value
+
+
+async def test_tools_work_on_each_backend(database: str, config_path: Path) -> None:
+    """On SQLite and on PostgreSQL: run a task, read its output and history."""
+    async with in_process(database, config_path, name="both") as client:
+        done = await call(client, "run_task", agent="echo", prompt="anywhere")
+        output = await call(client, "task_output", task_id=done["task_id"])
+        history = await call(client, "task_history", task_id=done["task_id"])
+    assert done["state"] == "completed"
+    assert output["text"] == "echo says: anywhere\n"
+    assert history["events"][0]["actor"] == "mcp:both"
