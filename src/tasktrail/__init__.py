@@ -53,6 +53,7 @@ from tasktrail.lifecycle import TaskState, Trigger
 from tasktrail.projection import Task, fold
 from tasktrail.runtime import (
     AgentSessionRunner,
+    AsyncClient,
     RunContext,
     ScriptedSession,
     SubprocessRunner,
@@ -75,6 +76,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AgentSessionRunner",
     "AppendResult",
+    "AsyncClient",
     "AttemptSupersededError",
     "CancelRequested",
     "ChildFinished",

@@ -93,7 +93,6 @@ class TaskCreated(Event, frozen=True, kw_only=True, omit_defaults=True, tag="tas
     """Seconds one attempt may run before its worker stops it (then retries or fails)."""
 
 
-
 class TaskClaimed(Event, frozen=True, kw_only=True, tag="task.claimed"):
     """A worker claimed the task for an attempt; it is ``starting``."""
 

@@ -245,23 +245,22 @@ async def test_recover_leaves_this_managers_claim_in_flight_alone(
         return "ran once"
 
     async with manager(db_path) as tm:
-        real_append = tm.store.append
+        real_claim = tm.store.claim
 
-        async def append(task_id: str, events: list[Any], **options: Any) -> Any:
-            result = await real_append(task_id, events, **options)
-            if any(isinstance(e.payload, TaskClaimed) for e in events) and not release.is_set():
+        async def claim(request: Any) -> Any:
+            result = await real_claim(request)
+            if result.tasks and not release.is_set():
                 claimed.set()  # committed, but the manager has not seen the answer yet
                 await release.wait()
             return result
 
-        monkeypatch.setattr(tm.store, "append", append)
+        monkeypatch.setattr(tm.store, "claim", claim)
         tm.register("agent", record)
         task = await tm.launch("agent", max_attempts=2)
         await claimed.wait()
-        try:
-            decided = await tm.recover()
-        finally:
-            release.set()
+        recovering = asyncio.ensure_future(tm.recover())  # waits for the claim's answer
+        release.set()
+        decided = await recovering
         assert decided == []
         done = await finished(tm, task.id)
         assert (done.state, done.result, done.attempt) == (TaskState.COMPLETED, "ran once", 1)

@@ -216,7 +216,7 @@ async def worker(
                 f"worker {tm.worker_id} on {target}: agents {', '.join(runners)}; "
                 f"up to {options['max_running']} at once. Ctrl-C stops it."
             )
-            reporter = _Reporter(tm.worker_id, reporter_start)
+            reporter = _Reporter(tm.worker.worker_id, reporter_start)
             following = None if quiet else asyncio.create_task(reporter.follow(tm.store))
             try:
                 while not stop.is_set():

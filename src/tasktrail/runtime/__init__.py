@@ -1,5 +1,6 @@
 """The asyncio runtime: TaskManager, run contexts, runners, clocks, recovery."""
 
+from tasktrail.runtime.client import AsyncClient
 from tasktrail.runtime.clock import Clock, FakeClock, SystemClock
 from tasktrail.runtime.context import RunContext, Runner
 from tasktrail.runtime.manager import TaskManager
@@ -9,6 +10,7 @@ from tasktrail.runtime.subprocess import SubprocessRunner
 __all__ = [
     "AgentSession",
     "AgentSessionRunner",
+    "AsyncClient",
     "Clock",
     "FakeClock",
     "RunContext",

@@ -1,9 +1,18 @@
-"""One attempt of a task in this process: run the runner, decide what ends the attempt."""
+"""One attempt of a task in this process: run the runner, decide what ends the attempt.
+
+A stop (a cancel, a timeout, the worker shutting down) cancels the runner and gives it
+``cancel_grace`` seconds to end. A runner that is still going after that is abandoned: the
+attempt ends as if it had stopped (its outcome is recorded, its slot is free) and the
+stubborn coroutine is left to finish on its own, with a warning in the log.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,7 +29,9 @@ from tasktrail.runtime.context import RunContext, Runner
 
 __all__ = ["Attempt", "Outcome", "StopReason", "retry_or_fail"]
 
-StopReason = Literal["cancel", "timeout", "ttl", "lost", "shutdown"]
+_log = logging.getLogger(__name__)
+
+StopReason = Literal["cancel", "timeout", "start", "ttl", "lost", "shutdown", "paused"]
 Outcome = tuple[Event | None, str | None]
 """The event that ends an attempt and its reason; ``(None, None)``: record nothing."""
 
@@ -39,25 +50,40 @@ def retry_or_fail(
     return failed, f"attempt {task.attempt} of {task.max_attempts} failed"
 
 
+async def _finished(future: asyncio.Future[Any]) -> None:
+    """Return once ``future`` is done (never raises its outcome)."""
+    await asyncio.wait({future})
+
+
 @dataclass(eq=False)
 class Attempt:
     """One attempt running in this manager."""
 
     ctx: RunContext
+    clock: Clock
+    grace: float
+    """Seconds the runner has to end after a stop before it is abandoned."""
+    started_at: float = 0.0
+    """The worker's monotonic time when the attempt began."""
     runner: asyncio.Future[Any] | None = None
     """The runner's own task while it runs; cancelling it stops the runner only."""
     stop_reason: StopReason | None = None
     stop_detail: str = ""
+    abandoned: bool = False
+    """The runner ignored its stop for ``grace`` seconds and was left behind."""
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    on_abandon: Callable[[asyncio.Future[Any]], None] | None = None
 
     def stop(self, why: StopReason, detail: str) -> None:
         """Stop the runner (the first reason given is the one recorded)."""
         if self.stop_reason is None:
             self.stop_reason, self.stop_detail = why, detail
+        self.stopping.set()
         if self.runner is not None:
             self.runner.cancel()
 
-    async def run(self, runner: Runner | None, *, clock: Clock, backoff: float) -> Outcome:
+    async def run(self, runner: Runner | None, *, backoff: float) -> Outcome:
         """Run ``runner``; return the outcome to record.
 
         Raises only when the task moved on without this attempt (IllegalTransitionError,
@@ -69,29 +95,56 @@ class Attempt:
                 raise LookupError(f"no runner registered for agent {ctx.task.agent!r}")
             if not getattr(runner, "manages_start", False):
                 await ctx.started()  # no-op when the claim already recorded the start
-            self.runner = asyncio.ensure_future(runner(ctx))
+            self.runner = asyncio.ensure_future(_call(runner, ctx))
             if self.stop_reason is not None:
                 self.runner.cancel()  # stopped while it was starting
-            result = await self.runner
+            await self._until_runner_ends()
+            result = self.runner.result()
             await ctx.flush()
         except asyncio.CancelledError:
             this = asyncio.current_task()
             if self.stop_reason is None or (this is not None and this.cancelling()):
                 raise  # not ours: the manager itself is being cancelled
             await self._flush_quietly()
-            return self._stopped(now=clock.time(), backoff=backoff)
+            return self._stopped(now=self.clock.time(), backoff=backoff)
         except Exception as err:
             if isinstance(err, IllegalTransitionError | VersionConflictError):
                 raise  # the task moved on without us
             await self._flush_quietly()
             error = f"{type(err).__name__}: {err}"
             code = err.exit_code if isinstance(err, ProcessFailedError) else None
-            return retry_or_fail(ctx.task, error, now=clock.time(), backoff=backoff, exit_code=code)
+            return retry_or_fail(
+                ctx.task, error, now=self.clock.time(), backoff=backoff, exit_code=code
+            )
         if ctx.cancel_requested:
             return TaskCancelled(forced=ctx.force), "the runner stopped after the cancel request"
         return TaskCompleted(result=result), None
 
+    async def _until_runner_ends(self) -> None:
+        """Wait for the runner; once stopped, at most ``grace`` seconds more, then abandon it
+        (raising CancelledError here, as if it had stopped)."""
+        runner = self.runner
+        assert runner is not None
+        while not runner.done():
+            if not self.stopping.is_set():
+                await _first(_finished(runner), self.stopping.wait())
+                continue
+            await _first(_finished(runner), self.clock.sleep(self.grace))
+            if not runner.done():
+                self.abandoned = True
+                task = self.ctx.task
+                _log.warning(
+                    "task %s: the runner of attempt %d ignored its stop (%s) for %g s; "
+                    "abandoned, its slot is free",
+                    task.id, task.attempt, self.stop_detail, self.grace,
+                )  # fmt: skip
+                if self.on_abandon is not None:
+                    self.on_abandon(runner)
+                raise asyncio.CancelledError
+
     async def _flush_quietly(self) -> None:
+        if self.abandoned:
+            return  # the runner may still write: its buffer is not ours to flush now
         with contextlib.suppress(TasktrailError):
             await self.ctx.flush()
 
@@ -100,11 +153,32 @@ class Attempt:
         match self.stop_reason:
             case "cancel":
                 return TaskCancelled(forced=self.ctx.force), self.stop_detail
-            case "timeout":
+            case "timeout" | "start":
                 return retry_or_fail(task, self.stop_detail, now=now, backoff=backoff)
             case "ttl":
                 return TaskFailed(error=self.stop_detail), self.stop_detail
-            case "shutdown":
+            case "shutdown" | "paused":
                 return TaskRequeued(), self.stop_detail
             case _:
-                return None, None  # lost: someone else finished it
+                return None, None  # lost or superseded: someone else decides
+
+
+async def _first(*awaitables: Any) -> None:
+    futures = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for future in futures:
+            future.cancel()
+        await asyncio.gather(*futures, return_exceptions=True)
+
+
+async def _call(runner: Runner, ctx: RunContext) -> Any:
+    """Call ``runner``: awaited when it is a coroutine function (or returns an awaitable),
+    in a worker thread when it is a plain function."""
+    if getattr(runner, "is_blocking", False):
+        return await asyncio.to_thread(runner, ctx)
+    result = runner(ctx)
+    if inspect.isawaitable(result):
+        return await result
+    return result

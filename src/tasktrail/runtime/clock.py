@@ -19,7 +19,12 @@ class Clock(Protocol):
     """What the runtime needs of a clock."""
 
     def time(self) -> float:
-        """Unix time in seconds."""
+        """Unix time in seconds: what the log records. It may jump (NTP, a user)."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds from an arbitrary start that never jump: what durations are judged by
+        (leases, pauses, start timeouts)."""
         ...
 
     async def sleep(self, seconds: float) -> None:
@@ -33,6 +38,10 @@ class SystemClock:
     def time(self) -> float:
         """Unix time in seconds."""
         return time.time()
+
+    def monotonic(self) -> float:
+        """``time.monotonic()``."""
+        return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
         """Sleep for real."""
@@ -48,12 +57,22 @@ class FakeClock:
 
     def __init__(self, start: float = 1_767_225_600.0) -> None:
         self._now = start
+        self._wall_offset = 0.0
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
 
     def time(self) -> float:
-        """The fake time."""
+        """The fake wall-clock time (moved by :meth:`advance` and :meth:`jump`)."""
+        return self._now + self._wall_offset
+
+    def monotonic(self) -> float:
+        """The fake monotonic time (moved by :meth:`advance` only)."""
         return self._now
+
+    def jump(self, seconds: float) -> None:
+        """Step the wall clock by ``seconds`` (forward or back), as NTP or a user might:
+        monotonic time, and every sleeper, stay where they are."""
+        self._wall_offset += seconds
 
     async def sleep(self, seconds: float) -> None:
         """Wait until the fake time has advanced by ``seconds``."""

@@ -17,13 +17,13 @@ __all__ = ["RunContext", "Runner", "to_the_end"]
 class Runner(Protocol):
     """Runs one attempt of a task: ``await runner(ctx)`` returns the result or raises.
 
-    A plain ``async def fn(ctx)`` is a runner. A runner object with a true
+    A plain ``async def fn(ctx)`` is a runner, and so is a plain ``def fn(ctx)``: it runs
+    in a worker thread (``asyncio.to_thread``). A runner object with a true
     ``manages_start`` attribute calls ``await ctx.started(session_id)`` itself once its
-    session or process exists; for any other runner the manager records the start just
-    before calling it.
+    session or process exists; for any other runner the start is recorded with the claim.
     """
 
-    def __call__(self, ctx: RunContext) -> Awaitable[Any]: ...
+    def __call__(self, ctx: RunContext) -> Awaitable[Any] | Any: ...
 
 
 AppendFn = Callable[[str, list[Event], str | None], Awaitable[Task]]
@@ -62,6 +62,7 @@ class RunContext:
         self._first_buffered_at = 0.0
         self._started = task.state is TaskState.RUNNING
         self._cancel = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         self.force = False
         self._lock = asyncio.Lock()
 
@@ -69,6 +70,16 @@ class RunContext:
     def attempt(self) -> int:
         """This attempt's number (1 for the first)."""
         return self.task.attempt
+
+    @property
+    def input(self) -> Any:
+        """The task's input (any JSON value; ``None`` when it has none)."""
+        return self.task.input
+
+    @property
+    def is_started(self) -> bool:
+        """Whether the attempt's start is recorded (the task is ``running``)."""
+        return self._started
 
     @property
     def cancel_requested(self) -> bool:
@@ -111,6 +122,11 @@ class RunContext:
             ):
                 await self._flush_locked()
 
+    def write_sync(self, text: str, *, channel: str = "stdout") -> None:
+        """``write`` for a plain ``def`` runner, which runs in a worker thread: blocks until
+        the text is buffered (or written). Not for the event loop's own thread."""
+        asyncio.run_coroutine_threadsafe(self.write(text, channel=channel), self._loop).result()
+
     async def progress(
         self, current: float, total: float | None = None, message: str | None = None
     ) -> None:
@@ -128,10 +144,12 @@ class RunContext:
     async def _flush_locked(self) -> None:
         if not self._buffer:
             return
-        text, self._buffer, self._buffered = "".join(self._buffer), [], 0
+        text = "".join(self._buffer)
         await self._ensure_started()
         event = OutputAppended(text=text, channel=self._channel)
         self.task = await self._append(self.task.id, [event], None)
+        # Only now: a write that failed keeps its text for the next flush.
+        self._buffer, self._buffered = [], 0
 
     def flush_due(self) -> bool:
         """Whether buffered output has waited ``flush_interval`` (checked by the manager)."""

@@ -1,24 +1,50 @@
 """Notifications that a task finished: to callbacks, and to the parent task's log.
 
 Both follow the log from durable checkpoints, so a restart neither loses a notification
-nor (thanks to the ``deliveries`` table and idempotent event ids) repeats it.
+nor (thanks to the ``deliveries`` table and idempotent event ids) repeats it. Neither ever
+stops the worker: a storage error is logged and retried after a pause, and a callback that
+keeps raising gives up on that one delivery (logged) and goes on with the next.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Final, TypeVar
 
-from tasktrail.errors import EventIdConflictError, IllegalTransitionError, TaskNotFoundError
-from tasktrail.events import ChildFinished, NewEvent
+from tasktrail.errors import (
+    EventIdConflictError,
+    IllegalTransitionError,
+    StorageError,
+    StoreClosedError,
+    TaskNotFoundError,
+)
+from tasktrail.events import (
+    EVENT_TAGS,
+    ChildFinished,
+    NewEvent,
+    TaskCancelled,
+    TaskCompleted,
+    TaskFailed,
+)
 from tasktrail.projection import Task
 from tasktrail.runtime.clock import Clock
 from tasktrail.store import EventStore
 
-__all__ = ["Callback", "Notifier"]
+__all__ = ["CALLBACK_TRIES", "Callback", "Notifier"]
+
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Callback = Callable[[Task], Awaitable[None]]
-_FINAL_EVENTS = frozenset({"task.completed", "task.failed", "task.cancelled"})
+_FINAL_EVENTS: Final = frozenset(
+    EVENT_TAGS[cls] for cls in (TaskCompleted, TaskFailed, TaskCancelled)
+)
+CALLBACK_TRIES: Final = 5
+"""Calls of a callback for one finished task before that delivery is given up."""
+_MAX_PAUSE: Final = 60.0
 
 
 class Notifier:
@@ -33,47 +59,100 @@ class Notifier:
         """(event id, task as that event left it) for every final event, following the log.
 
         The tasks that finished in one batch of the log are read in one query; the batch
-        counts as handled (its checkpoint is saved) only when the next one is read.
+        counts as handled (its checkpoint is saved) only when the next one is read. A
+        storage error (a database busy past its timeout) pauses and reads again.
         """
         subscription = self.store.subscribe(subscriber, poll_interval=self.poll_interval)
+        failures = 0
         while True:
-            events = await subscription.poll()
-            if not events:
-                await self.store.wait_for_commit(self.poll_interval)
+            try:
+                events = await subscription.poll()
+                if not events:
+                    await self.store.wait_for_commit(self.poll_interval)
+                    continue
+                finals = [event for event in events if event.type in _FINAL_EVENTS]
+                if not finals:
+                    continue
+                # A final state is absorbing: the task now is the task as that event left it.
+                ids = list(dict.fromkeys(e.stream_id for e in finals))
+                tasks = {task.id: task for task in await self.store.get_tasks(ids)}
+            except StoreClosedError:
+                return
+            except StorageError as err:
+                failures += 1
+                pause = min(self.poll_interval * 2 ** min(failures, 10), _MAX_PAUSE)
+                _log.warning(
+                    "%s: reading the log failed (%s); again in %g s", subscriber, err, pause
+                )
+                await self.clock.sleep(pause)
                 continue
-            finals = [event for event in events if event.type in _FINAL_EVENTS]
-            if not finals:
-                continue
-            # A final state is absorbing: the task now is the task as that event left it.
-            found = await self.store.get_tasks(list(dict.fromkeys(e.stream_id for e in finals)))
-            tasks = {task.id: task for task in found}
+            failures = 0
             for event in finals:
                 task = tasks.get(event.stream_id)
                 if task is not None:
                     yield event.event_id, task
 
     async def deliver_forever(self, name: str, callback: Callback) -> None:
-        """Hand every finished task to ``callback``, at least once and de-duplicated."""
+        """Hand every finished task to ``callback``, at least once and de-duplicated.
+
+        A callback that raises is called again after ``poll_interval``, doubling the pause
+        each time; after :data:`CALLBACK_TRIES` calls that delivery is given up (logged as
+        an error with the task id) and the next one goes ahead.
+        """
         subscriber = f"notify:{name}"
         async for event_id, task in self._finished_tasks(subscriber):
-            if await self.store.was_delivered(subscriber, event_id):
+            delivered = await self._retrying(
+                functools.partial(self.store.was_delivered, subscriber, event_id),
+                f"{subscriber}: a read",
+            )
+            if delivered:
                 continue
-            while True:
+            for tries in range(1, CALLBACK_TRIES + 1):
                 try:
                     await callback(task)
                     break
-                except Exception:
-                    await self.clock.sleep(self.poll_interval)
-            await self.store.mark_delivered(subscriber, event_id)
+                except Exception as err:
+                    if tries == CALLBACK_TRIES:
+                        _log.error(
+                            "callback %r gave up on task %s (%s) after %d calls: %s: %s",
+                            name, task.id, task.state.value, tries, type(err).__name__, err,
+                        )  # fmt: skip
+                        break
+                    pause = min(self.poll_interval * 2 ** (tries - 1), _MAX_PAUSE)
+                    _log.warning(
+                        "callback %r failed on task %s (call %d of %d): %s: %s; again in %g s",
+                        name, task.id, tries, CALLBACK_TRIES, type(err).__name__, err, pause,
+                    )  # fmt: skip
+                    await self.clock.sleep(pause)
+            await self._retrying(
+                functools.partial(self.store.mark_delivered, subscriber, event_id),
+                f"{subscriber}: a write",
+            )
+
+    async def _retrying(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
+        """``await operation()``; a storage error is logged and tried again after a pause."""
+        failures = 0
+        while True:
+            try:
+                return await operation()
+            except StoreClosedError:
+                raise
+            except StorageError as err:
+                failures += 1
+                pause = min(self.poll_interval * 2 ** min(failures, 10), _MAX_PAUSE)
+                _log.warning("%s failed (%s); again in %g s", what, err, pause)
+                await self.clock.sleep(pause)
 
     async def notify_parents_forever(self) -> None:
         """Tell each live parent that its child finished, once, as a log event.
 
         The event id derives from the child's final event, so several processes (or a
-        restart) appending the same notification write it once.
+        restart) appending the same notification write it once. A parent that has
+        finished takes no more events: its children are found with ``children()``.
         """
         async for event_id, child in self._finished_tasks("notify:parents"):
-            if child.parent_id is None:
+            parent_id = child.parent_id
+            if parent_id is None:
                 continue
             note = ChildFinished(
                 child_id=child.id, state=child.state.value, result=child.result, error=child.error
@@ -84,4 +163,7 @@ class Notifier:
             with contextlib.suppress(
                 IllegalTransitionError, TaskNotFoundError, EventIdConflictError
             ):
-                await self.store.append(child.parent_id, [new])
+                await self._retrying(
+                    functools.partial(self.store.append, parent_id, [new]),
+                    f"notifying parent {parent_id}",
+                )

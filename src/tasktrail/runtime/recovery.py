@@ -1,13 +1,27 @@
 """Crash recovery: is a task's owner dead, and what to record for its task.
 
-Pure functions; the manager reads the workers and tasks and appends the decisions.
+An owner is judged dead only on evidence this observer can trust:
+
+* its worker row is unknown, or records a clean stop;
+* its process is gone, checked only where a pid means the same thing to both: the same
+  host name, pid namespace and boot (two containers sharing a host name, a restarted
+  machine or a process in another namespace never count);
+* its heartbeat value has not changed for ``lease_timeout`` seconds of *this observer's*
+  monotonic clock (:class:`Leases`). Another process's wall-clock time is never
+  subtracted from this one's, so a clock that jumps (forward, back, or a heartbeat
+  written while a clock was in the future) cannot make a healthy worker look dead, and
+  cannot keep a dead one looking alive for longer than a lease.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import os
+import socket
 from collections.abc import Container
+from dataclasses import dataclass
 
 from tasktrail._crashpoints import crash_point
 from tasktrail.errors import IllegalTransitionError, VersionConflictError
@@ -18,11 +32,60 @@ from tasktrail.runtime.subprocess import end_orphaned_attempts
 from tasktrail.store import EventStore
 from tasktrail.store._workers import WorkerInfo
 
-__all__ = ["WorkerInfo", "decide", "owner_is_dead", "pid_exists", "recover_orphans"]
+__all__ = [
+    "Identity",
+    "Leases",
+    "WorkerInfo",
+    "decide",
+    "owner_is_dead",
+    "pid_exists",
+    "recover_orphans",
+]
+
+_log = logging.getLogger(__name__)
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii") as file:
+            return file.read().strip() or None
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Where a pid means something: host name, pid namespace, boot."""
+
+    host: str
+    pid_namespace: str | None
+    boot_id: str | None
+
+    @staticmethod
+    @functools.cache
+    def here() -> Identity:
+        """This process's identity (namespace and boot are ``None`` where unknown)."""
+        try:
+            namespace: str | None = os.readlink("/proc/self/ns/pid")
+        except OSError:
+            namespace = None
+        return Identity(socket.gethostname(), namespace, _read("/proc/sys/kernel/random/boot_id"))
+
+    def shares_pids_with(self, worker: WorkerInfo) -> bool:
+        """Whether ``worker``'s pid can be checked here: same host, pid namespace and boot.
+
+        A row that records neither namespace nor boot (written by a tasktrail before they
+        were recorded) is judged by its host name alone, as it was then.
+        """
+        if worker.host != self.host:
+            return False
+        if worker.pid_namespace is None and worker.boot_id is None:
+            return True
+        return (worker.pid_namespace, worker.boot_id) == (self.pid_namespace, self.boot_id)
 
 
 def pid_exists(pid: int) -> bool:
-    """Whether a live process with this id exists on this host.
+    """Whether a live process with this id exists in this pid namespace.
 
     A zombie (killed, not yet reaped by its parent: common in a container whose first
     process reaps nothing) counts as gone.
@@ -43,24 +106,36 @@ def pid_exists(pid: int) -> bool:
         return True  # no /proc (not Linux): the lease decides
 
 
-def owner_is_dead(
-    worker: WorkerInfo | None, *, now: float, lease_timeout: float, host: str
-) -> str | None:
-    """Why the owner counts as dead (a reason to log), or ``None`` while it may live.
+class Leases:
+    """What this observer saw of each worker's heartbeat, timed by its monotonic clock."""
 
-    Dead at once: unknown, stopped, or a process of this host that no longer exists.
-    Otherwise dead once its last heartbeat is older than ``lease_timeout``.
-    """
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[float, float]] = {}
+
+    def silent_for(self, worker: WorkerInfo, now: float) -> float:
+        """Seconds of this observer's monotonic clock (``now``) since ``worker``'s heartbeat
+        value last changed; 0 the first time the worker is seen."""
+        seen = self._seen.get(worker.worker_id)
+        if seen is None or seen[0] != worker.heartbeat_at:
+            self._seen[worker.worker_id] = (worker.heartbeat_at, now)
+            return 0.0
+        return now - seen[1]
+
+
+def owner_is_dead(
+    worker: WorkerInfo | None, *, silent_for: float, lease_timeout: float, here: Identity
+) -> str | None:
+    """Why the owner counts as dead (a reason to log), or ``None`` while it may live."""
     if worker is None:
         return "its worker is unknown"
     if worker.stopped_at is not None:
         return f"worker {worker.worker_id} stopped"
-    if worker.host == host and not pid_exists(worker.pid):
+    if here.shares_pids_with(worker) and not pid_exists(worker.pid):
         return f"worker {worker.worker_id} (pid {worker.pid}) is gone"
-    if now - worker.heartbeat_at > lease_timeout:
+    if silent_for >= lease_timeout:
         return (
-            f"worker {worker.worker_id} sent no heartbeat for "
-            f"{now - worker.heartbeat_at:.0f} s (lease {lease_timeout:g} s)"
+            f"worker {worker.worker_id} sent no heartbeat for {silent_for:.0f} s "
+            f"(lease {lease_timeout:g} s)"
         )
     return None
 
@@ -90,20 +165,24 @@ async def recover_orphans(
     store: EventStore,
     *,
     worker_id: str,
-    host: str,
+    leases: Leases,
     now: float,
     lease_timeout: float,
     running_here: Container[str],
+    here: Identity | None = None,
 ) -> list[Task]:
     """Append a decision for every ``starting``/``running`` task whose owner is dead.
 
-    A task of this very worker id that is not running here belongs to an earlier life of
-    this worker. Each decision is an optimistic append, so when two processes recover at
-    once, one decides and the other skips. Returns the tasks as the decisions left them.
+    ``now`` is the observer's monotonic time. A task of this very worker id that is not
+    running here belongs to an earlier life of this worker (or to a claim whose answer was
+    lost). Each decision is an optimistic append, so when two processes recover at once,
+    one decides and the other skips. Returns the tasks as the decisions left them.
     """
+    here = here or Identity.here()
     workers = {w.worker_id: w for w in await store.list_workers()}
+    silence = {w.worker_id: leases.silent_for(w, now) for w in workers.values()}
     decisions = []
-    local: list[Task] = []  # attempts of a dead worker of this host: their processes may run
+    local: list[Task] = []  # attempts of a dead worker whose processes may run here
     for task in await store.list_tasks(state=ACTIVE_STATES):
         if task.id in running_here:
             continue
@@ -111,13 +190,18 @@ async def recover_orphans(
         if task.worker_id == worker_id:
             why: str | None = "this worker restarted"
         else:
-            why = owner_is_dead(worker, now=now, lease_timeout=lease_timeout, host=host)
-        if why is not None:
-            if worker is not None and worker.host == host:
-                local.append(task)
-            decisions.append(
-                store.append(task.id, [decide(task, why)], expected_version=task.version)
+            why = owner_is_dead(
+                worker,
+                silent_for=silence.get(task.worker_id or "", 0.0),
+                lease_timeout=lease_timeout,
+                here=here,
             )
+        if why is None:
+            continue
+        if worker is not None and here.shares_pids_with(worker):
+            local.append(task)
+        _log.info("task %s: recovery: %s", task.id, why)
+        decisions.append(store.append(task.id, [decide(task, why)], expected_version=task.version))
     if local:
         end_orphaned_attempts(local)  # before the next attempt can start beside them
     crash_point("recovery.before_decide")

@@ -18,6 +18,7 @@ projection, then claims chosen under the same lock) is the same on both backends
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Sequence
@@ -128,6 +129,14 @@ def drive(steps: Generator[Op, Any, Any], execute: Callable[[Op], Any]) -> Any:
         result = execute(op)
 
 
+async def _wait(signal: asyncio.Event, timeout: float) -> None:
+    # asyncio.timeout, not wait_for: in 3.11 wait_for can lose a cancellation that
+    # arrives while it cancels its inner wait, and then never returns.
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await signal.wait()
+
+
 class Queued:
     """One caller's request in the queue, with the future that answers it."""
 
@@ -160,6 +169,11 @@ class GroupCommitter(ABC):
         self._idle = asyncio.Event()
         self._closing = False
         self._committed = asyncio.Event()
+        self._external = asyncio.Event()
+        self.commits = 0
+        """How many batches this store has committed (that wrote something)."""
+        self.own_sequences: collections.deque[int] = collections.deque(maxlen=256)
+        """The last sequence number of this store's latest commits."""
         self._live_tasks: dict[str, Task] = {}
         self._cache_sequence = -1
         self._loop = asyncio.get_running_loop().create_task(
@@ -214,14 +228,20 @@ class GroupCommitter(ABC):
         self._committed.set()
         self._committed = asyncio.Event()
 
+    def signal_external(self) -> None:
+        """Another process committed (a hint): wake :meth:`wait_for_external` and
+        :meth:`wait_for_commit` alike."""
+        self._external.set()
+        self._external = asyncio.Event()
+        self.signal_commit()
+
     async def wait_for_commit(self, timeout: float) -> None:
-        """Return when a commit is signalled, or after ``timeout`` seconds."""
-        signal = self._committed
-        # asyncio.timeout, not wait_for: in 3.11 wait_for can lose a cancellation that
-        # arrives while it cancels its inner wait, and then never returns.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await signal.wait()
+        """Return when a commit (of any process) is signalled, or after ``timeout`` seconds."""
+        await _wait(self._committed, timeout)
+
+    async def wait_for_external(self, timeout: float) -> None:
+        """Return when another process's commit is signalled, or after ``timeout`` seconds."""
+        await _wait(self._external, timeout)
 
     async def _run_commit_loop(self) -> None:
         while True:
@@ -270,6 +290,8 @@ class GroupCommitter(ABC):
         is the last sequence number the batch wrote (``None``: it wrote nothing)."""
         if written is not None:
             self._remember(tasks, written)
+            self.commits += 1
+            self.own_sequences.append(written)
         for item, outcome in zip(batch, outcomes, strict=True):
             if item.future.done():
                 continue
@@ -307,9 +329,10 @@ class GroupCommitter(ABC):
         """Plan and write one batch: its appends first, then its claims, which see them.
 
         Returns (an outcome per request, every task the batch read or wrote, the last
-        sequence number written or ``None`` when it wrote nothing). The projection rows of live tasks are cached between
-        commits, valid only while nobody else wrote: if the log's tail is not the one this
-        store last committed (another process appended), the cache is dropped. With
+        sequence number written or ``None`` when it wrote nothing). The projection rows of
+        live tasks are cached between commits, valid only while nobody else wrote: if the
+        log's tail is not the one this store last committed (another process appended),
+        the cache is dropped. With
         ``careful``, every event id of the batch is looked up first (a retry after an
         ambiguous commit); otherwise only those of appends the first plan refused.
         """

@@ -204,7 +204,9 @@ class PgGroupCommitter(_commit.GroupCommitter):
     ) -> tuple[list[Outcome], dict[str, Task | None], int | None]:
         careful = False
 
-        async def write(conn: asyncpg.Connection) -> tuple[list[Outcome], dict[str, Task | None], int | None]:
+        async def write(
+            conn: asyncpg.Connection,
+        ) -> tuple[list[Outcome], dict[str, Task | None], int | None]:
             return await self._write(conn, batch, careful=careful)
 
         def doubt(err: BaseException) -> None:

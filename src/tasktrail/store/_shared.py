@@ -67,7 +67,9 @@ def prepare_append(
                     )
         data.append(encoded)
         payload = as_stored(new.payload, encoded)
-        stored.append(new if payload is new.payload else msgspec.structs.replace(new, payload=payload))
+        stored.append(
+            new if payload is new.payload else msgspec.structs.replace(new, payload=payload)
+        )
     return PendingAppend(stream_id, stored, data, expected_version)
 
 

@@ -189,9 +189,18 @@ class PostgresEventStore(OperationalTables):
             await listener.add_listener(self._channel, self._heard)
             self._listener = listener
 
-    def _heard(self, *_args: object) -> None:
-        if self._committer is not None:
-            self._committer.signal_commit()
+    def _heard(self, _conn: object, _pid: object, _channel: object, payload: object) -> None:
+        committer = self._committer
+        if committer is None:
+            return
+        try:
+            ours = int(str(payload)) in committer.own_sequences
+        except ValueError:
+            ours = False
+        if ours:
+            committer.signal_commit()
+        else:
+            committer.signal_external()
 
     async def close(self) -> None:
         """Finish the queued appends, then close. Closing twice is harmless."""
@@ -279,6 +288,12 @@ class PostgresEventStore(OperationalTables):
         committer = self._check_open()
         await self._listen()
         await committer.wait_for_commit(timeout)
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Return when another process committed events (its NOTIFY), or after ``timeout``."""
+        committer = self._check_open()
+        await self._listen()
+        await committer.wait_for_external(timeout)
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -221,12 +221,15 @@ class SQLiteEventStore:
         files = (self._abspath, wal)
         seen = [_signature(name) for name in files]
         inode = seen[1][0] if seen[1] is not None else None
+        assert self._committer is not None
+        commits = self._committer.commits
         while True:
             await asyncio.sleep(CHANGE_POLL)
             now = [_signature(name) for name in files]
             if now == seen:
                 continue
             seen = now
+            ours, commits = self._committer.commits != commits, self._committer.commits
             if inode is None and now[1] is not None:
                 inode = now[1][0]
             elif inode is not None and (now[1] is None or now[1][0] != inode):
@@ -235,10 +238,11 @@ class SQLiteEventStore:
                     "was open; the commits it held since the last checkpoint may be lost. "
                     "Stop every process using the database, then run verify"
                 )
-            if self._committer is not None:
-                self._committer.signal_commit()
             if self._broken is not None:
+                self._committer.signal_external()
                 return
+            if not ours:  # a change this store made itself is already signalled
+                self._committer.signal_external()
 
     # -- appending -----------------------------------------------------------------------
 
@@ -305,6 +309,13 @@ class SQLiteEventStore:
         self._check_open()
         assert self._committer is not None
         await self._committer.wait_for_commit(timeout)
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Return when another process may have committed events (the database files
+        changed while this store committed nothing), or after ``timeout`` seconds."""
+        self._check_open()
+        assert self._committer is not None
+        await self._committer.wait_for_external(timeout)
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -1,0 +1,630 @@
+"""``AsyncClient``: launch, inspect, wait for and cancel tasks, without running any.
+
+A web app that only queues work, a script that waits for a result, the command line's
+reading commands: none of them needs a scheduler, a heartbeat or a worker row. The client
+is the part of :class:`~tasktrail.TaskManager` they need, and the manager is a client that
+also runs tasks (see :mod:`tasktrail.runtime.worker`).
+
+Every write says who made it (``actor``) and why (``reason``), and every :class:`Task` a
+call returns is the fold of the log at the version the call wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections.abc import Awaitable, Mapping
+from datetime import datetime
+from typing import Any, Final, Literal, Self
+
+import msgspec
+
+from tasktrail.errors import (
+    IllegalTransitionError,
+    InvalidInputError,
+    StoreClosedError,
+    TaskCancelledError,
+    TaskFailedError,
+    TaskNotFoundError,
+    TasktrailError,
+    VersionConflictError,
+    WaitTimeoutError,
+)
+from tasktrail.events import (
+    CancelRequested,
+    Event,
+    NewEvent,
+    OutputAppended,
+    RecordedEvent,
+    TaskCancelled,
+    TaskClaimed,
+    TaskCompleted,
+    TaskCreated,
+    TaskFailed,
+    TaskStarted,
+    round_trips,
+)
+from tasktrail.lifecycle import TaskState
+from tasktrail.projection import Task
+from tasktrail.runtime._settings import count, optional_seconds, seconds
+from tasktrail.runtime.clock import Clock, SystemClock
+from tasktrail.runtime.reads import ReadBatcher
+from tasktrail.runtime.waiting import Waiters
+from tasktrail.store import EventStore, VerifyReport, open_store
+from tasktrail.store._validate import check_actor, check_task_id
+
+__all__ = ["AsyncClient", "first_of"]
+
+_log = logging.getLogger(__name__)
+
+_LIVE: Final = (TaskState.PENDING, TaskState.STARTING, TaskState.RUNNING)
+_MAX_PRIORITY: Final = 1_000_000
+
+
+class _Setting:
+    """The default of a per-task deadline: the client's own setting."""
+
+    def __repr__(self) -> str:
+        return "<the client's setting>"
+
+
+SETTING: Final = _Setting()
+
+
+async def first_of(*awaitables: Awaitable[Any]) -> None:
+    """Wait until the first of ``awaitables`` is done; cancel the others."""
+    futures = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for future in futures:
+            future.cancel()
+        await asyncio.gather(*futures, return_exceptions=True)
+
+
+class AsyncClient:
+    """Launches, inspects, waits for and cancels tasks; never runs them (a worker does).
+
+    Open with ``async with AsyncClient(database) as client:``.
+
+    Args:
+        database: a SQLite file path (created if missing) or a ``postgresql://`` URL.
+        poll_interval: seconds between looks for finishes recorded by other processes,
+            for ``wait()`` (a commit of another process is noticed sooner: SQLite within
+            50 ms, PostgreSQL at its NOTIFY).
+        retention: seconds finished tasks stay in ``list_tasks`` (``None``: forever). The
+            log keeps them regardless.
+        max_attempts: default attempts of a task launched here (retries = attempts - 1).
+        task_ttl: default seconds a task launched here may live before a worker fails it
+            (``None``: no limit). Recorded in the task at launch.
+        queue_timeout: default seconds a task launched here may wait for its first start.
+        run_timeout: default seconds one attempt of a task launched here may run.
+        actor: who writes, when a call names no ``actor`` (the log's ``actor`` column).
+        clock: the time source (:class:`~tasktrail.testing.FakeClock` in tests).
+    """
+
+    def __init__(
+        self,
+        database: str | os.PathLike[str],
+        *,
+        poll_interval: float = 2.0,
+        retention: float | None = None,
+        max_attempts: int = 1,
+        task_ttl: float | None = None,
+        queue_timeout: float | None = None,
+        run_timeout: float | None = None,
+        actor: str = "user",
+        clock: Clock | None = None,
+    ) -> None:
+        self.poll_interval = seconds("poll_interval", poll_interval, positive=True)
+        self.retention = optional_seconds("retention", retention)
+        self.max_attempts = count("max_attempts", max_attempts)
+        self.task_ttl = optional_seconds("task_ttl", task_ttl, positive=True)
+        self.queue_timeout = optional_seconds("queue_timeout", queue_timeout, positive=True)
+        self.run_timeout = optional_seconds("run_timeout", run_timeout, positive=True)
+        self.actor = check_actor(actor)
+        self.clock: Clock = clock or SystemClock()
+        self.store: EventStore = open_store(database, clock=self.clock.time)
+        self._group: asyncio.TaskGroup | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        self._waiters = Waiters()
+        self._reads = ReadBatcher(self.store.get_tasks)
+        self._state: Literal["new", "open", "closed"] = "new"
+
+    # -- opening and closing ----------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._state != "new":
+            raise StoreClosedError(self._what)
+        await self.store.open()
+        try:
+            self._group = asyncio.TaskGroup()
+            await self._group.__aenter__()
+            self._state = "open"
+            self._spawn_loop(self._watch_forever(), "watch")
+            await self._opened()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def _what(self) -> str:
+        return "client"
+
+    async def _opened(self) -> None:
+        """More to start once the store is open (a worker: its loops)."""
+
+    def _spawn_loop(self, loop: Awaitable[None], name: str) -> None:
+        assert self._group is not None
+        self._loops.append(self._group.create_task(loop, name=f"tasktrail-{name}"))  # type: ignore[arg-type]
+
+    async def close(self) -> None:
+        """Stop waiting and close the store. Closing twice is harmless."""
+        if self._state != "open":
+            self._state = "closed"
+            return
+        self._state = "closed"
+        self._waiters.fail_all(StoreClosedError(self._what))
+        try:
+            for loop in self._loops:
+                loop.cancel()
+            await self._closing()
+            assert self._group is not None
+            await self._group.__aexit__(None, None, None)
+            await self._closed()
+        finally:
+            await self.store.close()
+
+    async def _closing(self) -> None:
+        """Stop what runs before the loops end (a worker: its attempts)."""
+
+    async def _closed(self) -> None:
+        """Last writes once every loop ended (a worker: re-queue, sign off)."""
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise StoreClosedError(self._what)
+
+    # -- launching ------------------------------------------------------------------------------
+
+    def _created(
+        self,
+        agent: str,
+        prompt: str,
+        *,
+        input: Any,
+        description: str,
+        parent_id: str | None,
+        session_id: str | None,
+        concurrency_key: str | None,
+        priority: int,
+        max_attempts: int | None,
+        metadata: Mapping[str, Any] | None,
+        not_before: datetime | float | None,
+        task_ttl: float | _Setting | None,
+        queue_timeout: float | _Setting | None,
+        run_timeout: float | _Setting | None,
+        rerun_of: str | None = None,
+    ) -> TaskCreated:
+        """The ``task.created`` payload of a launch, checked (nothing is written yet)."""
+        if not agent or not isinstance(agent, str):
+            raise InvalidInputError(f"agent must be a non-empty str, not {agent!r}")
+        if not isinstance(prompt, str):
+            raise InvalidInputError(f"prompt must be a str, not {type(prompt).__name__}")
+        if not isinstance(description, str):
+            raise InvalidInputError(f"description must be a str, not {description!r}")
+        if input is not None and not round_trips(input):
+            raise InvalidInputError(
+                f"input {input!r:.80} does not survive JSON unchanged; give JSON values "
+                "(dict with str keys, list, str, number, bool, None), not tuples, sets, "
+                "datetimes or objects"
+            )
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise InvalidInputError(f"metadata must be a mapping, not {metadata!r}")
+        count("priority", priority, low=-_MAX_PRIORITY, high=_MAX_PRIORITY)
+        attempts = self.max_attempts if max_attempts is None else max_attempts
+        count("max_attempts", attempts)
+
+        def deadline(
+            name: str, value: float | _Setting | None, default: float | None
+        ) -> float | None:
+            return default if value is SETTING else optional_seconds(name, value, positive=True)
+
+        return TaskCreated(
+            agent=agent, prompt=prompt, description=description, parent_id=parent_id,
+            session_id=session_id, concurrency_key=concurrency_key, priority=priority,
+            max_attempts=attempts, metadata=dict(metadata or {}), input=input,
+            not_before=self._start_time(not_before), rerun_of=rerun_of,
+            task_ttl=deadline("task_ttl", task_ttl, self.task_ttl),
+            queue_timeout=deadline("queue_timeout", queue_timeout, self.queue_timeout),
+            run_timeout=deadline("run_timeout", run_timeout, self.run_timeout),
+        )  # fmt: skip
+
+    def _start_time(self, not_before: datetime | float | None) -> float | None:
+        """``not_before`` as unix time: an aware datetime, or seconds from now."""
+        if not_before is None:
+            return None
+        if isinstance(not_before, datetime):
+            if not_before.utcoffset() is None:
+                raise InvalidInputError("not_before must be an aware datetime (with tzinfo)")
+            return not_before.timestamp()
+        return self.clock.time() + seconds("not_before", not_before)
+
+    async def launch(
+        self,
+        agent: str,
+        prompt: str = "",
+        *,
+        input: Any = None,
+        description: str = "",
+        parent_id: str | None = None,
+        task_id: str | None = None,
+        session_id: str | None = None,
+        concurrency_key: str | None = None,
+        priority: int = 0,
+        max_attempts: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        not_before: datetime | float | None = None,
+        task_ttl: float | _Setting | None = SETTING,
+        queue_timeout: float | _Setting | None = SETTING,
+        run_timeout: float | _Setting | None = SETTING,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> Task:
+        """Create a task and return it at once, ``pending``; a worker starts it later.
+
+        ``input`` is any JSON value (refused when JSON would not give it back unchanged).
+        ``not_before`` delays the start: an aware datetime, or seconds from now. The
+        deadlines (``task_ttl``, ``queue_timeout``, ``run_timeout``; seconds, ``None``
+        for none) default to this client's settings and are recorded in the task: only
+        workers enforce them. Raises TaskExistsError when ``task_id`` is taken (the
+        existing task is untouched) and TaskNotFoundError when ``parent_id`` names no task.
+        """
+        self._check_open()
+        created = self._created(
+            agent, prompt, input=input, description=description, parent_id=parent_id,
+            session_id=session_id, concurrency_key=concurrency_key, priority=priority,
+            max_attempts=max_attempts, metadata=metadata, not_before=not_before,
+            task_ttl=task_ttl, queue_timeout=queue_timeout, run_timeout=run_timeout,
+        )  # fmt: skip
+        return await self._launch(created, task_id, actor=actor, reason=reason)
+
+    async def _launch(
+        self, created: TaskCreated, task_id: str | None, *, actor: str | None, reason: str | None
+    ) -> Task:
+        new_id = uuid.uuid4().hex if task_id is None else check_task_id(task_id)
+        if created.parent_id is not None and await self.store.get_task(created.parent_id) is None:
+            raise TaskNotFoundError(created.parent_id)
+        event = NewEvent(
+            created, actor=self._actor(actor), reason=reason, correlation_id=created.parent_id
+        )
+        result = await self.store.append(new_id, [event], expected_version=0)
+        self._written(result.task)
+        return result.task
+
+    async def rerun(
+        self, task_id: str, *, actor: str | None = None, reason: str | None = None
+    ) -> Task:
+        """Launch a new task with the agent, prompt, input and options of ``task_id``
+        (any state), recorded as its rerun (``rerun_of``); return it, ``pending``."""
+        self._check_open()
+        original = await self._require(task_id)
+        created = TaskCreated(
+            agent=original.agent, prompt=original.prompt, description=original.description,
+            parent_id=original.parent_id, concurrency_key=original.concurrency_key,
+            priority=original.priority, max_attempts=original.max_attempts,
+            metadata=original.metadata, input=original.input, rerun_of=original.id,
+            task_ttl=original.task_ttl, queue_timeout=original.queue_timeout,
+            run_timeout=original.run_timeout,
+        )  # fmt: skip
+        if created.parent_id is not None and await self.store.get_task(created.parent_id) is None:
+            created = msgspec.structs.replace(created, parent_id=None)
+        return await self._launch(
+            created, None, actor=actor, reason=reason or f"rerun of {original.id}"
+        )
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def get_task(self, task_id: str) -> Task | None:
+        """The task, or ``None`` when there is no task with this id."""
+        self._check_open()
+        return await self.store.get_task(task_id)
+
+    async def _require(self, task_id: str) -> Task:
+        task = await self.get_task(task_id)
+        if task is None:
+            raise TaskNotFoundError(task_id)
+        return task
+
+    async def list_tasks(
+        self,
+        state: TaskState | str | tuple[TaskState | str, ...] | list[TaskState | str] | None = None,
+        *,
+        agent: str | list[str] | tuple[str, ...] | None = None,
+        parent_id: str | None = None,
+        since: datetime | float | None = None,
+        until: datetime | float | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[Task]:
+        """Tasks matching every filter given, oldest first; finished ones within retention.
+
+        ``state`` and ``agent`` may be one value or several; ``since`` (inclusive) and
+        ``until`` (exclusive) bound the creation time: aware datetimes or unix seconds.
+        """
+        self._check_open()
+        tasks = await self.store.list_tasks(
+            state=state, agent=agent, parent_id=parent_id, since=since, until=until,
+            limit=limit, newest_first=newest_first,
+        )  # fmt: skip
+        if self.retention is None:
+            return tasks
+        horizon = self.clock.time() - self.retention
+        return [
+            t for t in tasks
+            if t.finished_at is None or t.finished_at.timestamp() >= horizon
+        ]  # fmt: skip
+
+    async def children(self, task_id: str) -> list[Task]:
+        """The tasks launched with ``parent_id=task_id``, oldest first, as they are now
+        (finished ones with their final state, whatever became of the parent)."""
+        await self._require(task_id)
+        return await self.store.list_tasks(parent_id=task_id)
+
+    async def reruns(self, task_id: str) -> list[Task]:
+        """The reruns of ``task_id`` (tasks whose ``rerun_of`` is it), oldest first."""
+        await self._require(task_id)
+        return await self.store.list_tasks(rerun_of=task_id)
+
+    async def history(self, task_id: str) -> list[RecordedEvent]:
+        """Every event of the task, in order."""
+        self._check_open()
+        return await self.store.history(task_id)
+
+    async def state_at(
+        self, task_id: str, *, version: int | None = None, at: datetime | float | None = None
+    ) -> Task | None:
+        """The task as it was at ``version`` or time ``at`` (see the store's ``state_at``)."""
+        self._check_open()
+        return await self.store.state_at(task_id, version=version, at=at)
+
+    async def verify(self) -> VerifyReport:
+        """Recompute the log's hash chain (see the store's ``verify``)."""
+        self._check_open()
+        return await self.store.verify()
+
+    async def get_output(
+        self, task_id: str, *, wait: bool = False, timeout: float | None = None
+    ) -> str:
+        """The task's output so far (or, with ``wait``, once it finished)."""
+        if wait:
+            await self.wait(task_id, timeout=timeout)
+        events = await self.history(task_id)
+        return "".join(e.payload.text for e in events if isinstance(e.payload, OutputAppended))
+
+    # -- waiting -----------------------------------------------------------------------------
+
+    async def wait(self, task_id: str, *, timeout: float | None = None) -> Task:
+        """Wait until the task is finished and return it.
+
+        Any number of callers may wait, in any process: a finish recorded through this
+        client wakes its waiters at once, one recorded elsewhere as soon as its commit is
+        noticed (and at the latest within ``poll_interval``; one query for all waiters). A
+        cancelled task is returned like any other finished task. On timeout raises
+        WaitTimeoutError (a TimeoutError); when the client closes first, StoreClosedError.
+        """
+        if timeout is not None:
+            timeout = seconds("timeout", timeout)
+        with self._waiters.listen(task_id) as finished:
+            task = await self._read_listening(task_id)  # after listening: no finish missed
+            if task.is_terminal:
+                return task
+            if timeout is None:
+                return await finished
+            await first_of(finished, self.clock.sleep(timeout))
+            if finished.done() and not finished.cancelled():
+                return finished.result()
+            raise WaitTimeoutError(task_id, timeout)
+
+    async def _read_listening(self, task_id: str) -> Task:
+        """Read a waited-for task; the reads of all callers waiting at once share a query."""
+        self._check_open()
+        assert self._group is not None
+        task = await self._reads.read(check_task_id(task_id), self._group.create_task)
+        if task is None:
+            raise TaskNotFoundError(task_id)
+        return task
+
+    async def _watch_forever(self) -> None:
+        """Look up every waited-for task at once (finishes recorded by other processes)
+        when another process commits, and every ``poll_interval`` at the latest."""
+        while True:
+            await first_of(
+                self.store.wait_for_change(self.poll_interval), self.clock.sleep(self.poll_interval)
+            )
+            if waited := self._waiters.task_ids():
+                try:
+                    for task in await self.store.get_tasks(waited):
+                        if task.is_terminal:
+                            self._waiters.finished(task)
+                except StoreClosedError:
+                    return
+                except TasktrailError as err:
+                    _log.warning("reading %d waited-for tasks failed: %s", len(waited), err)
+
+    async def run(
+        self, agent: str, prompt: str = "", *, timeout: float | None = None, **options: Any
+    ) -> Any:
+        """Launch a task, wait for it, return its result.
+
+        Raises TaskFailedError (with the runner's error), TaskCancelledError, or
+        WaitTimeoutError after cancelling the task when ``timeout`` runs out.
+        """
+        task = await self.launch(agent, prompt, **options)
+        try:
+            done = await self.wait(task.id, timeout=timeout)
+        except WaitTimeoutError:
+            await self.cancel(task.id, force=True, reason=f"run() timed out after {timeout:g} s")
+            raise
+        if done.state is TaskState.COMPLETED:
+            return done.result
+        if done.state is TaskState.FAILED:
+            raise TaskFailedError(done.id, done.error, done.reason)
+        raise TaskCancelledError(done.id, done.reason)
+
+    # -- writes from outside -----------------------------------------------------------------
+
+    def _actor(self, actor: str | None) -> str:
+        return self.actor if actor is None else check_actor(actor)
+
+    async def _append(
+        self,
+        task_id: str,
+        events: list[Event],
+        reason: str | None,
+        *,
+        actor: str,
+        expected_version: int | None = None,
+    ) -> Task:
+        result = await self.store.append(
+            task_id,
+            [NewEvent(e, actor=actor, reason=reason) for e in events],
+            expected_version=expected_version,
+        )
+        self._written(result.task)
+        return result.task
+
+    def _written(self, task: Task) -> None:
+        """A write through this client committed (a worker hears of it too)."""
+        if task.is_terminal:
+            self._waiters.finished(task)
+
+    async def complete_task(
+        self,
+        task_id: str,
+        result: Any = None,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> Task:
+        """Mark a task completed from outside (its runner, if one runs, is stopped).
+
+        A pending or starting task is claimed and started in the same append, so its log
+        still shows a legal path. A finished task raises IllegalTransitionError.
+        """
+        return await self._finish_from_outside(
+            task_id, TaskCompleted(result=result), actor, reason or "completed from outside"
+        )
+
+    async def fail_task(
+        self,
+        task_id: str,
+        error: str | BaseException,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> Task:
+        """Mark a task failed from outside. A finished task raises IllegalTransitionError."""
+        text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        return await self._finish_from_outside(
+            task_id, TaskFailed(error=text), actor, reason or "failed from outside"
+        )
+
+    async def _finish_from_outside(
+        self, task_id: str, outcome: Event, actor: str | None, reason: str
+    ) -> Task:
+        self._check_open()
+        who = self._actor(actor)
+        while True:
+            task = await self._require(task_id)
+            events: list[Event] = [outcome]
+            if isinstance(outcome, TaskCompleted):
+                if task.state is TaskState.PENDING:
+                    events = [
+                        TaskClaimed(worker_id="external", attempt=task.attempt + 1),
+                        TaskStarted(),
+                        outcome,
+                    ]
+                elif task.state is TaskState.STARTING:
+                    events = [TaskStarted(), outcome]
+            try:
+                done = await self._append(
+                    task_id, events, reason, actor=who, expected_version=task.version
+                )
+            except VersionConflictError:
+                continue
+            await self._finished_outside(done)
+            return done
+
+    async def _finished_outside(self, task: Task) -> None:
+        """A task was finished from outside (a worker stops its runner)."""
+
+    async def cancel(
+        self,
+        task_id: str,
+        *,
+        force: bool = False,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> Task:
+        """Cancel a task and all its descendants.
+
+        A pending task is cancelled at once; a starting or running one once its runner
+        stopped (its worker gives it ``cancel_grace``, then abandons it), or at once with
+        ``force``. A finished task is returned unchanged. Returns the task as the cancel
+        left it.
+        """
+        self._check_open()
+        who = self._actor(actor)
+        why = reason or "cancel requested"
+        task = await self._require(task_id)
+        result = await self._cancel_one(task, force, who, why)
+        pending = [task_id]
+        while pending:
+            parent = pending.pop()
+            for child in await self.store.list_tasks(parent_id=parent):
+                pending.append(child.id)
+                await self._cancel_one(child, force, who, f"parent {task_id} cancelled: {why}")
+        return result
+
+    async def cancel_all(
+        self, *, force: bool = False, actor: str | None = None, reason: str | None = None
+    ) -> list[Task]:
+        """Cancel every unfinished task; returns them as the cancel left them."""
+        self._check_open()
+        who = self._actor(actor)
+        why = reason or "cancel of every unfinished task"
+        live = await self.store.list_tasks(state=_LIVE)
+        return list(await asyncio.gather(*(self._cancel_one(t, force, who, why) for t in live)))
+
+    async def _cancel_one(self, task: Task, force: bool, actor: str, reason: str) -> Task:
+        while not task.is_terminal:
+            at_once = force or task.state is TaskState.PENDING
+            events: list[Event] = [CancelRequested(force=force)]
+            if at_once:
+                events.append(TaskCancelled(forced=force))
+            elif task.cancel_requested:
+                break  # already requested; the runner is stopping
+            try:
+                task = await self._append(
+                    task.id, events, reason, actor=actor, expected_version=task.version
+                )
+            except VersionConflictError:
+                task = await self._require(task.id)
+                continue
+            except IllegalTransitionError:
+                task = await self._require(task.id)
+                if not task.is_terminal:
+                    raise
+            break
+        return await self._cancelled(task, force)
+
+    async def _cancelled(self, task: Task, force: bool) -> Task:
+        """A cancel was recorded (a worker stops the task's runner; returns the task)."""
+        return task

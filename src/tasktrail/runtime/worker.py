@@ -1,0 +1,574 @@
+"""The worker part of a :class:`~tasktrail.TaskManager`: it claims tasks and runs them.
+
+* **Claims** are made by the store inside its write transaction (see
+  :mod:`tasktrail.store._claim`): the worker asks for as many tasks as it has free slots,
+  and gets them already claimed. One claim is in flight at a time; a launch in this process
+  and an attempt that ends each send a claim in the same commit as their own write, so a
+  task can be created, claimed and started in one commit, and the next one claimed in the
+  commit that records the last one's outcome.
+* **Attempts** write only under their claim: every append names (worker, attempt) and the
+  store refuses it once the task was re-queued, claimed again or finished by someone
+  else (:class:`~tasktrail.AttemptSupersededError`). The sweep stops an attempt that lost
+  its task, and a worker that finds it was paused for longer than its lease checks every
+  attempt before doing anything else.
+* **Liveness** of other workers is judged by :class:`~tasktrail.runtime.recovery.Leases`
+  (this worker's monotonic clock), and every background loop survives a storage error: it
+  logs, pauses and goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import math
+import os
+import uuid
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, Final, cast
+
+from tasktrail._crashpoints import crash_point
+from tasktrail.errors import (
+    AttemptSupersededError,
+    IllegalTransitionError,
+    InvalidInputError,
+    StorageError,
+    StoreClosedError,
+    TasktrailError,
+    VersionConflictError,
+)
+from tasktrail.events import (
+    Event,
+    NewEvent,
+    TaskCancelled,
+    TaskCompleted,
+    TaskFailed,
+    TaskRequeued,
+)
+from tasktrail.lifecycle import ACTIVE_STATES
+from tasktrail.projection import Task
+from tasktrail.runtime._settings import count, seconds
+from tasktrail.runtime.attempt import Attempt
+from tasktrail.runtime.client import first_of
+from tasktrail.runtime.clock import Clock
+from tasktrail.runtime.context import RunContext, Runner
+from tasktrail.runtime.notify import Callback, Notifier
+from tasktrail.runtime.recovery import Identity, Leases, recover_orphans
+from tasktrail.runtime.scheduler import deadline_breach
+from tasktrail.store import EventStore
+from tasktrail.store._claim import ClaimRequest
+
+__all__ = ["Worker"]
+
+_log = logging.getLogger(__name__)
+
+_UNLIMITED_SLOTS: Final = 512
+"""Tasks claimed at once by a worker without ``max_running``."""
+_WRITE_TRIES: Final = 5
+"""Tries of an attempt's write when the database is busy (then the error stands)."""
+
+
+class _Blocking:
+    """A plain ``def`` runner: called in a worker thread."""
+
+    is_blocking: Final = True
+
+    def __init__(self, fn: Callable[[RunContext], Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, ctx: RunContext) -> Any:
+        return self.fn(ctx)
+
+    def __repr__(self) -> str:
+        return f"blocking({self.fn!r})"
+
+
+def _is_async(runner: object) -> bool:
+    return (
+        inspect.iscoroutinefunction(runner)
+        or inspect.iscoroutinefunction(getattr(runner, "__call__", None))  # noqa: B004
+        or bool(getattr(runner, "manages_start", False))
+    )
+
+
+class Worker:
+    """Claims and runs the tasks of the agents registered on it (see the module doc)."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        clock: Clock,
+        *,
+        on_written: Callable[[Task], None],
+        max_running: int | None,
+        limits: Mapping[str, int] | None,
+        poll_interval: float,
+        lease_timeout: float,
+        cancel_grace: float,
+        start_timeout: float | None,
+        retry_backoff: float,
+        worker_id: str | None,
+        task_ids: Collection[str] | None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self._on_written = on_written
+        self.max_running = None if max_running is None else count("max_running", max_running)
+        self.limits = {
+            str(key): count(f"limits[{key!r}]", value, low=0)
+            for key, value in (limits or {}).items()
+        }
+        self.poll_interval = poll_interval
+        self.lease_timeout = seconds("lease_timeout", lease_timeout, positive=True)
+        self.cancel_grace = seconds("cancel_grace", cancel_grace)
+        self.start_timeout = (
+            None
+            if start_timeout is None
+            else seconds("start_timeout", start_timeout, positive=True)
+        )
+        self.retry_backoff = seconds("retry_backoff", retry_backoff)
+        if self.poll_interval >= self.lease_timeout:
+            raise InvalidInputError(
+                f"poll_interval ({poll_interval:g} s) must be shorter than lease_timeout "
+                f"({lease_timeout:g} s): a worker heartbeats between its rounds"
+            )
+        self.here = Identity.here()
+        self.worker_id = worker_id or f"{self.here.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.task_ids = None if task_ids is None else frozenset(task_ids)
+        self.runners: dict[str, Runner] = {}
+        self.running: dict[str, Attempt] = {}
+        self._finishing = 0
+        self._claim_lock = asyncio.Lock()
+        self._claim_again = False
+        self._next_at: float | None = None
+        self._wake = asyncio.Event()
+        self._leases = Leases()
+        self._notifier = Notifier(store, clock, poll_interval)
+        self._callbacks: dict[str, Callback] = {}
+        self._abandoned: set[asyncio.Future[Any]] = set()
+        self._group: asyncio.TaskGroup | None = None
+        self._agents_changed = False
+        self._closing = False
+        self._last_tick = self._last_beat = self._last_sweep = self._last_recovery = -math.inf
+
+    # -- runners and callbacks ------------------------------------------------------------------
+
+    def register(self, agent: str, runner: Runner | Callable[[RunContext], Any]) -> None:
+        """Run tasks of ``agent`` with ``runner``: ``async def runner(ctx)``, a plain
+        ``def runner(ctx)`` (run in a worker thread), or a runner object."""
+        if not agent or not isinstance(agent, str):
+            raise InvalidInputError(f"agent must be a non-empty str, not {agent!r}")
+        if inspect.isclass(runner):
+            raise InvalidInputError(
+                f"the runner for {agent!r} is a class ({runner.__name__}); register an "
+                "instance, or a function taking the run context"
+            )
+        if (
+            not callable(runner)
+            or inspect.isgeneratorfunction(runner)
+            or inspect.isasyncgenfunction(runner)
+        ):
+            raise InvalidInputError(
+                f"the runner for {agent!r} must be an async or plain function taking the "
+                f"run context (or a runner object), not {runner!r}"
+            )
+        self.runners[agent] = cast(Runner, runner) if _is_async(runner) else _Blocking(runner)
+        self._agents_changed = True
+        self.wake()
+
+    def serves(self, task: Task) -> bool:
+        """Whether this worker may start ``task`` (its agent has a runner here)."""
+        if task.agent not in self.runners:
+            return False
+        return self.task_ids is None or task.id in self.task_ids
+
+    def on_finished(self, name: str, callback: Callback) -> None:
+        """Deliver every finish to ``callback`` under the checkpoint ``name``."""
+        if name in self._callbacks:
+            raise InvalidInputError(f"a callback named {name!r} is already registered")
+        self._callbacks[name] = callback
+        if self._group is not None and not self._closing:
+            self._start_delivery(name, callback)
+
+    def _start_delivery(self, name: str, callback: Callback) -> None:
+        assert self._group is not None
+        self._group.create_task(
+            self._notifier.deliver_forever(name, callback), name=f"tasktrail-notify:{name}"
+        )
+
+    def wake(self) -> None:
+        """Run a scheduler round soon (something changed here)."""
+        self._wake.set()
+
+    # -- starting and stopping -----------------------------------------------------------------
+
+    async def start(self, group: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
+        """Sign on, recover what dead workers left, start the loops; return the loops."""
+        self._group = group
+        await self._sign_on()
+        await self.recover()
+        loops = [
+            group.create_task(self._schedule_forever(), name="tasktrail-scheduler"),
+            group.create_task(self._notifier.notify_parents_forever(), name="tasktrail-parents"),
+        ]
+        for name, callback in self._callbacks.items():
+            self._start_delivery(name, callback)
+        return loops
+
+    async def _sign_on(self) -> None:
+        self._agents_changed = False
+        await self.store.register_worker(
+            self.worker_id, host=self.here.host, pid=os.getpid(), agents=self.runners,
+            pid_namespace=self.here.pid_namespace, boot_id=self.here.boot_id,
+        )  # fmt: skip
+        self._last_beat = self._last_recovery = self._last_tick = self.clock.monotonic()
+
+    async def stop_attempts(self) -> None:
+        """Stop every attempt (each is re-queued); at most ``cancel_grace`` per runner."""
+        self._closing = True
+        runs = list(self.running.values())
+        for run in runs:
+            run.stop("shutdown", "the worker is shutting down")
+        for run in runs:
+            await run.done.wait()
+        for future in list(self._abandoned):
+            future.cancel()
+
+    async def sign_off(self) -> None:
+        """Re-queue tasks claimed here but never run, and record the clean stop."""
+        with contextlib.suppress(StoreClosedError):
+            await self.store.drain()  # a claim sent before the scheduler stopped
+        try:
+            for task in await self._mine_not_running():
+                event: Event = TaskCancelled() if task.cancel_requested else TaskRequeued()
+                with contextlib.suppress(VersionConflictError, IllegalTransitionError):
+                    await self._append(task, event, "the worker shut down before the attempt began")
+            await self.store.stop_worker(self.worker_id)
+        except StorageError as err:
+            _log.warning("worker %s could not sign off cleanly: %s", self.worker_id, err)
+
+    async def _mine_not_running(self) -> list[Task]:
+        active = await self.store.list_tasks(state=ACTIVE_STATES)
+        return [t for t in active if t.worker_id == self.worker_id and t.id not in self.running]
+
+    async def _append(self, task: Task, event: Event, reason: str) -> Task:
+        result = await self.store.append(
+            task.id, [NewEvent(event, actor="system", reason=reason)], expected_version=task.version
+        )
+        self._on_written(result.task)
+        return result.task
+
+    # -- the scheduler -------------------------------------------------------------------------
+
+    async def _schedule_forever(self) -> None:
+        failures = 0
+        while True:
+            self._wake.clear()
+            try:
+                await self.tick()
+                failures = 0
+            except StoreClosedError:
+                return
+            except TasktrailError as err:
+                failures += 1
+                pause = min(self.poll_interval * 2 ** min(failures, 6), self.lease_timeout / 3)
+                _log.warning(
+                    "worker %s: a round failed (%s); again in %g s", self.worker_id, err, pause
+                )
+                await self.clock.sleep(pause)
+                continue
+            await first_of(
+                self._wake.wait(),
+                self.store.wait_for_change(self._pause()),
+                self.clock.sleep(self._pause()),
+            )
+
+    def _pause(self) -> float:
+        """Seconds until the next round is due: the poll interval, the next heartbeat, or
+        the next scheduled start, whichever comes first."""
+        pause = min(self.poll_interval, self.lease_timeout / 3)
+        if self._next_at is not None:
+            pause = min(pause, max(0.0, self._next_at - self.clock.time()))
+        return pause
+
+    async def tick(self) -> None:
+        """One scheduler round: a check after a pause; the heartbeat when due; every
+        ``poll_interval`` a sweep (deadlines, cancels and takeovers from elsewhere, output
+        flushes) and, every ``lease_timeout / 2``, recovery; then claims.
+
+        The manager runs it every ``poll_interval`` and on every change; tests with a fake
+        clock may call it directly.
+        """
+        now = self.clock.monotonic()
+        paused = now - self._last_tick
+        self._last_tick = now
+        if paused > self.lease_timeout:
+            _log.warning(
+                "worker %s was paused for %.0f s, longer than its lease of %g s: checking "
+                "that its %d attempt(s) still hold their tasks",
+                self.worker_id, paused, self.lease_timeout, len(self.running),
+            )  # fmt: skip
+            self._last_beat = self._last_sweep = -math.inf
+        if self._agents_changed:
+            await self._sign_on()
+        elif now - self._last_beat >= self.lease_timeout / 3:
+            await self.store.heartbeat(self.worker_id)
+            self._last_beat = now
+        if now - self._last_sweep >= self.poll_interval:
+            self._last_sweep = now
+            await self._sweep(now)
+        await self.claim()
+
+    def room(self) -> int:
+        """Slots free here (an attempt recording its outcome counts as free)."""
+        busy = len(self.running) - self._finishing
+        if self.max_running is None:
+            return _UNLIMITED_SLOTS
+        return self.max_running - busy
+
+    def claim_soon(self) -> None:
+        """Claim in a task of its own, which sends its request before the event loop next
+        runs the commit loop: a write made right after this call shares its commit."""
+        if self._group is not None and not self._closing:
+            self._group.create_task(self._claim_quietly(), name="tasktrail-claim")
+
+    async def _claim_quietly(self) -> None:
+        try:
+            await self.claim()
+        except TasktrailError as err:  # the scheduler's next round tries again
+            _log.warning("worker %s: a claim failed: %s", self.worker_id, err)
+            self.wake()
+
+    async def claim(self) -> None:
+        """Claim as many tasks as there are free slots, and start them. One claim is in
+        flight at a time; a call meanwhile asks for another round once it is back."""
+        if self._claim_lock.locked():
+            self._claim_again = True
+            return
+        async with self._claim_lock:
+            while True:
+                self._claim_again = False
+                slots = self.room()
+                if slots <= 0 or not self.runners or self._closing:
+                    return
+                agents = frozenset(self.runners)
+                result = await self.store.claim(
+                    ClaimRequest(
+                        worker_id=self.worker_id, slots=slots, now=self.clock.time(),
+                        agents=agents, limits=self.limits, task_ids=self.task_ids,
+                        start_agents=self._start_agents(),
+                        exclude=frozenset(self.running),
+                    )
+                )  # fmt: skip
+                crash_point("runtime.after_claim")
+                self._next_at = result.next_at
+                for task in result.tasks:
+                    self._spawn(task)
+                if not self._claim_again:
+                    return
+
+    def _start_agents(self) -> frozenset[str]:
+        """Agents whose runners do not report their start: a claim records it."""
+        return frozenset(
+            agent for agent, runner in self.runners.items()
+            if not getattr(runner, "manages_start", False)
+        )  # fmt: skip
+
+    # -- one attempt ---------------------------------------------------------------------------
+
+    def _spawn(self, task: Task) -> None:
+        assert self._group is not None
+
+        async def append(task_id: str, events: list[Event], reason: str | None) -> Task:
+            return await self._append_fenced(run, events, reason)
+
+        ctx = RunContext(task, append=append, clock=self.clock, cancel_grace=self.cancel_grace)
+        run = Attempt(
+            ctx, clock=self.clock, grace=self.cancel_grace, started_at=self.clock.monotonic(),
+            on_abandon=self._abandon,
+        )  # fmt: skip
+        self.running[task.id] = run
+        self._group.create_task(self._execute(run), name=f"tasktrail-run:{task.id}")
+
+    def _abandon(self, runner: asyncio.Future[Any]) -> None:
+        self._abandoned.add(runner)
+
+        def forget(done: asyncio.Future[Any]) -> None:
+            self._abandoned.discard(done)
+            if not done.cancelled() and (err := done.exception()) is not None:
+                _log.warning("an abandoned runner ended with %s: %s", type(err).__name__, err)
+
+        runner.add_done_callback(forget)
+
+    async def _execute(self, run: Attempt) -> None:
+        task = run.ctx.task
+        try:
+            outcome, reason = await run.run(
+                self.runners.get(task.agent), backoff=self.retry_backoff
+            )
+            if outcome is not None:
+                crash_point("runtime.before_finish")
+                self._finishing += 1
+                try:
+                    self.claim_soon()  # the next claim goes in the same commit as the outcome
+                    await self._record(run, outcome, reason)
+                finally:
+                    self._finishing -= 1
+                crash_point("runtime.after_finish")
+        except AttemptSupersededError as err:
+            _log.warning("task %s: %s", task.id, err)
+        except TasktrailError as err:
+            _log.warning(
+                "task %s: attempt %d could not record its end: %s", task.id, task.attempt, err
+            )
+            with contextlib.suppress(TasktrailError):
+                await self._settle(run)
+        finally:
+            self.running.pop(task.id, None)
+            run.done.set()
+            self.wake()
+
+    async def _record(self, run: Attempt, outcome: Event, reason: str | None) -> None:
+        """Record how an attempt ended, under its claim."""
+        try:
+            await self._append_fenced(run, [outcome], reason)
+        except AttemptSupersededError:
+            raise
+        except IllegalTransitionError:
+            # A cancel requested elsewhere overtook the outcome: acknowledge it instead.
+            await self._settle(run)
+        except InvalidInputError as err:
+            if not isinstance(outcome, TaskCompleted):
+                raise
+            failed = TaskFailed(error=f"the result could not be stored: {err}")
+            await self._append_fenced(run, [failed], "the runner's result could not be stored")
+
+    async def _append_fenced(self, run: Attempt, events: list[Event], reason: str | None) -> Task:
+        """Append for a running attempt, only while it holds its task; a busy database is
+        tried again (the same events, so a write that did commit is not made twice)."""
+        task = run.ctx.task
+        new = [NewEvent(e, actor=self.worker_id, reason=reason) for e in events]
+        for tries in range(1, _WRITE_TRIES + 1):
+            try:
+                result = await self.store.append(task.id, new, fence=(self.worker_id, task.attempt))
+            except StorageError as err:
+                if isinstance(err, StoreClosedError) or tries == _WRITE_TRIES:
+                    raise
+                _log.info("task %s: a write failed (%s); trying again", task.id, err)
+                await asyncio.sleep(0.05 * 2**tries)
+                continue
+            self._on_written(result.task)
+            return result.task
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _settle(self, run: Attempt) -> None:
+        """After an attempt could not record its outcome, leave the task in a legal end."""
+        current = await self.store.get_task(run.ctx.task.id)
+        if current is None or current.is_terminal:
+            return
+        if not (current.is_active and current.worker_id == self.worker_id
+                and current.attempt == run.ctx.task.attempt):  # fmt: skip
+            return
+        if current.cancel_requested:
+            event: Event = TaskCancelled()
+            reason = "cancel acknowledged"
+        else:
+            event = TaskFailed(error="the attempt's outcome could not be recorded")
+            reason = "the runner's result or output could not be stored"
+        await self._append_fenced(run, [event], reason)
+
+    # -- sweeps and recovery -------------------------------------------------------------------
+
+    async def _sweep(self, now: float) -> None:
+        """Deadlines, cancel requests and takeovers from elsewhere, output flushes, recovery.
+
+        Pending tasks past a deadline recorded in them any worker may fail (the append is
+        optimistic); a running attempt only its own worker stops.
+        """
+        wall = self.clock.time()
+        for task in await self.store.expired_tasks(now=wall, limit=500):
+            breach = deadline_breach(task, now=wall)
+            if breach is not None:
+                with contextlib.suppress(VersionConflictError, IllegalTransitionError):
+                    await self._append(task, TaskFailed(error=breach[1]), breach[1])
+        if self.running:
+            runs = list(self.running.items())  # attempts spawned during the read are not in it
+            current = {t.id: t for t in await self.store.get_tasks([i for i, _ in runs])}
+            for task_id, run in runs:
+                self._check(run, current.get(task_id), now, wall)
+                if run.ctx.flush_due():
+                    with contextlib.suppress(TasktrailError):
+                        await run.ctx.flush()
+        if now - self._last_recovery >= self.lease_timeout / 2:
+            self._last_recovery = now
+            await self.recover()
+
+    def _check(self, run: Attempt, task: Task | None, now: float, wall: float) -> None:
+        """Stop an attempt that lost its task, was cancelled elsewhere, or ran out of time."""
+        mine = run.ctx.task
+        if task is None or task.is_terminal:
+            run.stop("lost", "finished elsewhere")
+            return
+        if not (
+            task.is_active and task.worker_id == self.worker_id and task.attempt == mine.attempt
+        ):
+            _log.warning(
+                "task %s: attempt %d was superseded (now %s, attempt %d of %s); stopping it",
+                task.id, mine.attempt, task.state.value, task.attempt, task.worker_id,
+            )  # fmt: skip
+            run.stop("lost", "superseded")
+            return
+        if task.cancel_requested and not run.ctx.cancel_requested:
+            self.request_stop(run, force=False)
+        breach = deadline_breach(task, now=wall)
+        if breach is not None and run.stop_reason is None:
+            run.stop("ttl" if breach[0] == "expired" else "timeout", breach[1])
+        if (
+            self.start_timeout is not None
+            and not run.ctx.is_started
+            and now - run.started_at >= self.start_timeout
+            and run.stop_reason is None
+        ):
+            run.stop("start", f"the runner did not start within {self.start_timeout:g} s")
+
+    def request_stop(self, run: Attempt, force: bool) -> None:
+        """Tell the runner (``ctx.cancel_requested``) and cancel its asyncio task."""
+        run.ctx.request_cancel(force=force)
+        run.stop("cancel", "cancelled by request")
+
+    async def recover(self) -> list[Task]:
+        """Record a decision for every live task whose owner is dead; return those tasks."""
+        async with self._claim_lock:  # a claim in flight is not yet "running here"
+            decided = await recover_orphans(
+                self.store, worker_id=self.worker_id, leases=self._leases,
+                now=self.clock.monotonic(), lease_timeout=self.lease_timeout,
+                running_here=self.running.keys(), here=self.here,
+            )  # fmt: skip
+        for task in decided:
+            self._on_written(task)
+        if decided:
+            self.wake()
+        return decided
+
+    # -- control from this process -------------------------------------------------------------
+
+    async def cancelled(self, task: Task, force: bool) -> Task:
+        """A cancel of ``task`` was recorded here: stop its attempt if it runs here, and
+        (unless forced) wait until it ended, at most ``cancel_grace`` and a round."""
+        run = self.running.get(task.id)
+        if run is None:
+            return task
+        if task.is_terminal:
+            run.ctx.request_cancel(force=force)
+            run.stop("lost", "cancelled")
+            return task
+        self.request_stop(run, force)
+        await first_of(run.done.wait(), self.clock.sleep(self.cancel_grace + self.poll_interval))
+        return await self.store.get_task(task.id) or task
+
+    def finished_outside(self, task: Task) -> None:
+        """``task`` was finished from outside: its attempt here, if any, stops."""
+        run = self.running.get(task.id)
+        if run is not None:
+            run.stop("lost", "finished from outside")
