@@ -92,16 +92,6 @@ async def test_shell_is_not_launchable_without_allow_agent(
     assert event_count(db_path) == 0
 
 
-async def test_timeout_needs_the_in_process_worker(db_path: Path, config_path: Path) -> None:
-    """With --no-worker a run timeout cannot be enforced here: refused, nothing written."""
-    async with in_process(db_path, config_path, worker=False) as client:
-        result = await client.call_tool(
-            "launch_task", {"agent": "echo", "prompt": "x", "timeout": 5}
-        )
-    assert "--no-worker" in tool_error(result)
-    assert event_count(db_path) == 0
-
-
 async def test_reading_past_the_end_of_the_output_is_refused(
     db_path: Path, config_path: Path
 ) -> None:

@@ -63,6 +63,11 @@ async def test_the_how_to_session(db_path: Path, tmp_path: Path) -> None:
         assert (done["state"], done["finished"]) == ("completed", True)
         assert done["output_chars"] == len("reading src/shop/api.py\ntwo handlers swallow errors\n")
         history = await call(client, "task_history", task_id=tests["task_id"])
-    events = [(e["event"], e["actor"]) for e in history["events"]]
-    assert events[0] == ("task.created", "mcp:claude-code")
-    assert [name for name, _ in events][-2:] == ["task.cancel_requested", "task.cancelled"]
+    events = [(e["event"], e["actor"], e.get("reason")) for e in history["events"]]
+    assert events[0] == ("task.created", "mcp:claude-code", None)
+    assert events[-2] == (
+        "task.cancel_requested",
+        "mcp:claude-code",
+        "models.py is being rewritten",
+    )
+    assert events[-1][0] == "task.cancelled"

@@ -117,8 +117,13 @@ async def test_cancel_stops_a_running_task(
     assert cancelled["state"] == "cancelled" or cancelled["cancel_requested"] is True
     assert done["state"] == "cancelled"
     assert not pid_exists(pid)
-    events = history["events"]
-    assert [e["event"] for e in events][-2:] == ["task.cancel_requested", "task.cancelled"]
+    requested, ended = history["events"][-2:]
+    assert (requested["event"], requested["actor"], requested["reason"]) == (
+        "task.cancel_requested",
+        "mcp:pytest",
+        "not needed",
+    )
+    assert ended["event"] == "task.cancelled"
 
 
 async def test_server_killed_mid_task_is_recovered_with_its_output(

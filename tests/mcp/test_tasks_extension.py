@@ -153,8 +153,12 @@ async def test_tasks_cancel_cancels_the_task(db_path: Path, config_path: Path) -
             CancelTask(params=TaskParams(taskId=handle.task_id)), Ack
         )
         task = await finished(client.session, handle.task_id)
+        history = payload(await client.call_tool("task_history", {"task_id": handle.task_id}))
     assert ack.result_type == "complete"
     assert task.status == "cancelled"
+    requested = next(e for e in history["events"] if e["event"] == "task.cancel_requested")
+    assert requested["actor"] == "mcp:pytest"
+    assert requested["reason"] == "tasks/cancel of the MCP Tasks extension"
 
 
 @pytest.mark.parametrize(

@@ -80,7 +80,7 @@ async def test_a_run_timeout_stops_and_fails_the_task(db_path: Path, config_path
         done = await call(client, "wait_task", task_id=task_id, timeout=60)
     assert done["state"] == "failed"
     assert done["timeout"] == 0.5
-    assert "run timeout of 0.5 s (set at launch) expired" in done["error"]
+    assert "run timeout of 0.5 s expired" in done["error"]
     assert not pid_exists(int(done["session_id"].removeprefix("pid:")))
 
 
@@ -99,11 +99,17 @@ async def test_list_filters_and_cancel_cascades_to_children(
         unfinished = await call(client, "list_tasks", state="unfinished")
         await call(client, "cancel_task", task_id=parent, reason="done with it")
         after = await call(client, "wait_task", task_id=child, timeout=60)
+        trail = await call(client, "task_history", task_id=child)
         newest = await call(client, "list_tasks", limit=1)
     assert [t["task_id"] for t in children["tasks"]] == [child]
     assert [t["task_id"] for t in echoes["tasks"]] == [echoed]
     assert {t["task_id"] for t in unfinished["tasks"]} == {parent, child}
     assert after["state"] == "cancelled"
+    requested = next(e for e in trail["events"] if e["event"] == "task.cancel_requested")
+    assert (requested["actor"], requested["reason"]) == (
+        "mcp:pytest",
+        f"parent {parent} cancelled: done with it",
+    )
     assert [t["task_id"] for t in newest["tasks"]] == [echoed]
 
 
@@ -161,6 +167,25 @@ async def test_without_a_worker_tasks_wait_for_a_separate_worker(
     assert pending["state"] == "pending"
     assert done["state"] == "completed"
     assert done["worker_id"] == worker.worker_id
+
+
+async def test_a_launch_timeout_binds_a_separate_worker(db_path: Path, config_path: Path) -> None:
+    """--no-worker: the timeout is recorded in the task, and the worker that runs it, in
+    another manager, stops and fails it."""
+    async with in_process(db_path, config_path, worker=False) as client:
+        task_id = (await call(client, "launch_task", agent="echo", prompt="forever", timeout=0.5))[
+            "task_id"
+        ]
+        async with TaskManager(db_path, poll_interval=0.05, cancel_grace=0.1) as worker:
+
+            async def forever(ctx: Any) -> None:
+                await asyncio.Event().wait()
+
+            worker.register("echo", forever)
+            done = await call(client, "wait_task", task_id=task_id, timeout=60)
+    assert done["state"] == "failed"
+    assert done["timeout"] == 0.5
+    assert "run timeout of 0.5 s expired" in done["error"]
 
 
 async def test_history_lists_output_events_on_request(db_path: Path, config_path: Path) -> None:

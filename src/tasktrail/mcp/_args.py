@@ -92,7 +92,7 @@ class LaunchArgs(_Args):
             gt=0,
             le=MAX_RUN_TIMEOUT,
             description="Seconds the task may run once started; then it is stopped and fails. "
-            "Omit for no limit.",
+            "Omit for the server's default.",
         ),
     ] = None
 

@@ -1,5 +1,6 @@
-"""What each tool does, over a :class:`~tasktrail.TaskManager`: plain async methods that
-take validated arguments and the caller's actor, and return JSON-ready records.
+"""What each tool does, over an :class:`~tasktrail.AsyncClient` (a ``TaskManager`` with
+its worker, or a launch-only client): plain async methods that take validated arguments
+and the caller's actor, and return JSON-ready records.
 
 Errors are tasktrail errors (one line each); the server turns them into tool errors.
 """
@@ -28,12 +29,10 @@ from tasktrail.mcp._args import (
     WaitArgs,
 )
 from tasktrail.projection import Task
-from tasktrail.runtime.manager import TaskManager
+from tasktrail.runtime.client import AsyncClient
 
-__all__ = ["RUN_TIMEOUT_KEY", "Bridge", "Outcome", "actor_for"]
+__all__ = ["Bridge", "Outcome", "actor_for"]
 
-RUN_TIMEOUT_KEY: Final = "run_timeout"
-"""The metadata key of the run timeout given to launch_task (seconds)."""
 _OUTPUT_TAIL: Final = 20_000
 """Characters of output run_task returns (the end of it)."""
 _RESULT_CHARS: Final = 4_000
@@ -103,8 +102,8 @@ def task_record(task: Task) -> dict[str, Any]:
         record["exit_code"] = task.exit_code
     if task.reason is not None:
         record["reason"] = task.reason
-    if RUN_TIMEOUT_KEY in task.metadata:
-        record["timeout"] = task.metadata[RUN_TIMEOUT_KEY]
+    if task.run_timeout is not None:
+        record["timeout"] = task.run_timeout
     return {key: value for key, value in record.items() if value not in (None, "")}
 
 
@@ -143,19 +142,17 @@ def _output_of(events: list[RecordedEvent]) -> str:
 
 @dataclass
 class Bridge:
-    """The tools' behaviour over one open manager.
+    """The tools' behaviour over one open client.
 
     Args:
-        manager: the open TaskManager (a worker, or ``run_tasks=False``).
+        manager: the open client: a TaskManager whose worker runs the tasks, or a
+            launch-only AsyncClient (separate workers run them).
         agents: the agents a tool call may launch, with a description each.
-        runs_tasks: whether this server's own worker runs tasks (a per-task run timeout
-            is only enforced by it).
         output_poll: seconds between checks for output written by other processes.
     """
 
-    manager: TaskManager
+    manager: AsyncClient
     agents: Mapping[str, str] = field(default_factory=dict)
-    runs_tasks: bool = True
     output_poll: float = 0.25
 
     # -- writes ---------------------------------------------------------------------------
@@ -172,22 +169,18 @@ class Bridge:
             raise InvalidInputError(
                 f"agent {args.agent!r} is not launchable here (launchable: {known}); {fix}"
             )
-        if args.timeout is not None and not self.runs_tasks:
-            raise InvalidInputError(
-                "timeout is enforced by this server's own worker, and this server runs with "
-                "--no-worker; omit timeout (the workers' worker.run_timeout applies)"
-            )
         if args.parent_id is not None and await self.manager.get_task(args.parent_id) is None:
             raise TaskNotFoundError(args.parent_id)
-        metadata = {} if args.timeout is None else {RUN_TIMEOUT_KEY: args.timeout}
+        # No timeout given: the client's default (the config's worker.run_timeout) applies.
+        deadline: dict[str, Any] = {} if args.timeout is None else {"run_timeout": args.timeout}
         return await self.manager.launch(
             args.agent,
             args.prompt,
             description=args.description,
             parent_id=args.parent_id,
             priority=args.priority,
-            metadata=metadata,
             actor=actor,
+            **deadline,
         )
 
     async def launch_task(self, args: LaunchArgs, actor: str) -> Outcome:
@@ -232,10 +225,10 @@ class Bridge:
         return Outcome(record, is_error=failed)
 
     async def cancel_task(self, args: CancelArgs, actor: str) -> Outcome:
-        # The actor and reason reach the log once TaskManager.cancel takes them (lead's
-        # change on main); until then the cancel is recorded with the manager's default.
         before = await self._require(args.task_id)
-        task = await self.manager.cancel(args.task_id, force=args.force)
+        task = await self.manager.cancel(
+            args.task_id, force=args.force, actor=actor, reason=args.reason or None
+        )
         if before.is_terminal:
             note = f"already {before.state.value}; left as it is"
         elif task.state is TaskState.CANCELLED:

@@ -21,14 +21,15 @@ from mcp.server.stdio import stdio_server
 
 from tasktrail.cli._app import on_signals
 from tasktrail.cli._config import SHELL_AGENT, Config
-from tasktrail.errors import ConfigError, RunnerError
-from tasktrail.mcp._bridge import RUN_TIMEOUT_KEY, Bridge
+from tasktrail.errors import ConfigError
+from tasktrail.mcp._bridge import Bridge
 from tasktrail.mcp._http import HttpOptions, serve_http
 from tasktrail.mcp._server import build_server
-from tasktrail.runtime.context import RunContext, Runner
+from tasktrail.runtime.client import AsyncClient
+from tasktrail.runtime.context import Runner
 from tasktrail.runtime.manager import TaskManager
 
-__all__ = ["PipeLines", "ServeOptions", "TimedRunner", "launchable_agents", "serve", "served"]
+__all__ = ["PipeLines", "ServeOptions", "launchable_agents", "serve", "served"]
 
 logger = logging.getLogger("tasktrail.mcp")
 
@@ -71,30 +72,9 @@ def launchable_agents(config: Config, allow: tuple[str, ...] = ()) -> dict[str, 
     return agents
 
 
-class TimedRunner:
-    """A runner that stops the attempt after the task's own run timeout (launch_task's
-    ``timeout``, kept in the task's metadata) and fails it saying so."""
-
-    def __init__(self, inner: Runner) -> None:
-        self.inner = inner
-        self.manages_start = bool(getattr(inner, "manages_start", False))
-
-    async def __call__(self, ctx: RunContext) -> Any:
-        limit = ctx.task.metadata.get(RUN_TIMEOUT_KEY)
-        if not isinstance(limit, int | float) or isinstance(limit, bool) or limit <= 0:
-            return await self.inner(ctx)
-        try:
-            async with asyncio.timeout(limit) as deadline:
-                return await self.inner(ctx)
-        except TimeoutError:
-            if not deadline.expired():
-                raise
-            raise RunnerError(f"run timeout of {limit:g} s (set at launch) expired") from None
-
-
 def _runners(config: Config, agents: Mapping[str, str]) -> dict[str, Runner]:
     every = config.runners()
-    return {name: TimedRunner(every[name]) for name in agents}
+    return {name: every[name] for name in agents}
 
 
 class PipeLines:
@@ -156,23 +136,33 @@ async def _serve_stdio(server: Server[Any]) -> None:
 
 @contextlib.asynccontextmanager
 async def served(options: ServeOptions) -> AsyncIterator[Server[Any]]:
-    """The MCP server of ``options``, its manager open (and its worker running) inside."""
+    """The MCP server of ``options``, its client open (and its worker running) inside.
+
+    The config's deadlines and attempts are the defaults of every task launched here, and
+    are recorded in the task, so any worker enforces them.
+    """
     config = options.config
     agents = launchable_agents(config, options.allow_agents)
     settings = config.worker.manager_settings()
     if options.max_running is not None:
         settings["max_running"] = options.max_running
+    client: AsyncClient
     if options.worker:
         manager = TaskManager(options.database, limits=config.limits, **settings)
+        for name, runner in _runners(config, agents).items():
+            manager.register(name, runner)
+        client = manager
     else:
-        manager = TaskManager(
-            options.database, run_tasks=False, poll_interval=settings["poll_interval"]
+        client_settings = (
+            "poll_interval",
+            "max_attempts",
+            "task_ttl",
+            "queue_timeout",
+            "run_timeout",
         )
-    async with manager as tm:
-        if options.worker:
-            for name, runner in _runners(config, agents).items():
-                tm.register(name, runner)
-        yield build_server(Bridge(tm, agents=agents, runs_tasks=options.worker))
+        client = AsyncClient(options.database, **{name: settings[name] for name in client_settings})
+    async with client:
+        yield build_server(Bridge(client, agents=agents))
 
 
 def _describe(options: ServeOptions) -> str:

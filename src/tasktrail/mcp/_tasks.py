@@ -184,5 +184,7 @@ class DurableTasks(Extension):
     ) -> HandlerResult:
         task = await self._task(ctx, params.task_id)
         if not task.is_terminal:
-            await self.bridge.manager.cancel(task.id)
+            await self.bridge.manager.cancel(
+                task.id, actor=caller(ctx), reason="tasks/cancel of the MCP Tasks extension"
+            )
         return {}
