@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 from msgspec.structs import replace
 
+from tasktrail.errors import CorruptEventError
 from tasktrail.events import (
     CancelRequested,
     Event,
@@ -104,6 +105,16 @@ def _utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
 
 
+def _when(event: RecordedEvent) -> datetime:
+    """The event's time as a datetime; a stored time no date can hold is damage."""
+    try:
+        return _utc(event.timestamp)
+    except (OverflowError, OSError, ValueError, TypeError) as err:
+        raise CorruptEventError(
+            event.sequence, f"its time {event.timestamp!r} is not a valid date ({err})"
+        ) from err
+
+
 def _created(event: RecordedEvent, payload: TaskCreated, when: datetime) -> Task:
     return Task(
         id=event.stream_id,
@@ -133,10 +144,13 @@ def _created(event: RecordedEvent, payload: TaskCreated, when: datetime) -> Task
 def fold(task: Task | None, event: RecordedEvent) -> Task:
     """Apply one event to a task (``None`` before its first event)."""
     payload: Event = event.payload
-    when = _utc(event.timestamp)
+    when = _when(event)
     if task is None:
         if not isinstance(payload, TaskCreated):
-            raise ValueError(f"the first event of {event.stream_id!r} is {event.type!r}")
+            raise CorruptEventError(
+                event.sequence,
+                f"the first event of task {event.stream_id!r} is {event.type!r}, not a creation",
+            )
         return _created(event, payload, when)
     changes: dict[str, Any] = {"version": event.version, "updated_at": when}
     match payload:

@@ -5,8 +5,10 @@ agent-session runner stays ``starting`` until a rule lets its session start, so 
 land while tasks are pending, starting and running. Rules also move the clock past
 deadlines, run scheduler rounds (several at once, too), finish tasks from outside, and
 close and reopen the manager. After every step: no limit was ever exceeded, no task left
-a terminal state, and the projection equals a rebuild from the log. At the end the runners
-are released and the clock moves on: every task must finish and every waiter be answered.
+a terminal state, the projection equals a rebuild from the log, and (liveness) once the
+manager is quiet a scheduler round leaves no task pending that could start. Every Task a
+call returns equals the log's fold at that version. At the end the runners are released
+and the clock moves on: every task must finish and every waiter be answered.
 """
 
 from __future__ import annotations
@@ -47,9 +49,10 @@ SETTINGS: dict[str, Any] = {
     "task_ttl": 5000.0,
     "run_timeout": 60.0,
     "queue_timeout": 3000.0,
+    "start_timeout": 600.0,
     "retry_backoff": 2.0,
     "cancel_grace": 5.0,
-    "lease_timeout": 30.0,
+    "lease_timeout": 4000.0,  # longer than any step: a step of the clock is not a pause
 }
 LIVE = (TaskState.PENDING, TaskState.STARTING, TaskState.RUNNING)
 
@@ -220,6 +223,7 @@ class ManagerMachine(RuleBasedStateMachine):
             if generation != self.generation and isinstance(waiter.exception(), StoreClosedError):
                 continue  # waiting on a manager that was closed meanwhile
             answer = waiter.result()
+            assert answer == await tm.state_at(answer.id, version=answer.version)
             assert answer.is_terminal
             assert answer.state is (await tm.get_task(answer.id)).state  # type: ignore[union-attr]
         await self.check_log(final=True)
@@ -270,6 +274,7 @@ class ManagerMachine(RuleBasedStateMachine):
             )
         )  # fmt: skip
         assert (task.state, task.version, task.parent_id) == (TaskState.PENDING, 1, parent)
+        self.assert_as_logged(task)
         self.task_ids.append(task.id)
         if wait:
             self.waiters.append((self.generation, self.spawn(self.manager.wait(task.id))))
@@ -305,6 +310,7 @@ class ManagerMachine(RuleBasedStateMachine):
         before = self.run(self.manager.get_task(task_id))
         assert before is not None
         after = self.run(guarded(self.manager.cancel(task_id, force=force)))
+        self.assert_as_logged(after)
         if before.is_terminal:
             assert after == before
         elif force:
@@ -327,6 +333,7 @@ class ManagerMachine(RuleBasedStateMachine):
             assert now.is_terminal or now.cancel_requested
         else:
             assert done.state is (TaskState.COMPLETED if complete else TaskState.FAILED)
+            self.assert_as_logged(done)
 
     @rule(seconds=st.sampled_from([0.5, 1.0, 3.0, 10.0, 31.0, 61.0, 3001.0]))
     def advance(self, seconds: float) -> None:
@@ -362,6 +369,39 @@ class ManagerMachine(RuleBasedStateMachine):
         assert self.run(left_live()) == []
         self.generation += 1
         self.tm = self.run(self.open())
+
+    @rule()
+    def quiet_round(self) -> None:
+        """Once the manager is quiet, one scheduler round leaves nothing startable pending:
+        a task can wait only for a slot here, its key's limit, its backoff, or a runner."""
+        self.run(guarded(self.assert_nothing_startable_waits()))
+
+    async def assert_nothing_startable_waits(self) -> None:
+        tm = self.manager
+        worker = tm.worker
+        for _ in range(100):  # outcomes being recorded, claims in flight: let them land
+            await tm.store.drain()
+            if not worker._finishing and not worker._claim_lock.locked():
+                break
+            await asyncio.sleep(0)
+        await tm.tick()
+        await tm.store.drain()
+        if worker.room() <= 0:
+            return
+        now = self.clock.time()
+        active = await tm.store.active_counts()
+        for task in await tm.list_tasks(state=TaskState.PENDING):
+            startable = (
+                not task.cancel_requested
+                and (task.not_before is None or task.not_before <= now)
+                and active.get(task.limit_key, 0) < LIMITS.get(task.limit_key, MAX_RUNNING + 1)
+                and task.id not in worker.running
+            )
+            assert not startable, f"{task.id} could start but waits: {task}, active {active}"
+
+    def assert_as_logged(self, task: Task) -> None:
+        """``task`` (returned by a call) equals the fold of the log at its version."""
+        assert task == self.run(self.manager.state_at(task.id, version=task.version))
 
     # -- invariants --------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ import aiosqlite
 import apsw
 
 import tasktrail.store._sqlite_open as sqlite_open
+import tasktrail.store.sqlite as sqlite_store
 from tasktrail import NewEvent, SQLiteEventStore, TaskClaimed, TaskCreated, TaskStarted
 
 Op = tuple[str, int, bytes]  # ("w", offset, data) or ("t", size, b"")
@@ -165,7 +166,8 @@ class Cursor:
 
 
 class Connection:
-    """The part of a sqlite3 connection aiosqlite and tasktrail use, over apsw."""
+    """The part of a sqlite3 connection aiosqlite and tasktrail use, over apsw (safe to
+    use from the one thread at a time that tasktrail uses it from)."""
 
     def __init__(self, path: str) -> None:
         self.db = apsw.Connection(path, vfs="powerloss")
@@ -190,6 +192,11 @@ class Connection:
 
     def close(self) -> None:
         self.db.close()
+
+
+def open_connection(path: str, **_: Any) -> Connection:
+    """The store's writing connection (used from its writer thread), on the power-loss VFS."""
+    return Connection(path)
 
 
 def connect(path: str, **_: Any) -> aiosqlite.Connection:
@@ -221,6 +228,7 @@ def main(directory: str, synchronous: str, every: str) -> None:
     DISK = Disk(out, int(every), seed=int(every))
     vfs = Vfs()
     sqlite_open.aiosqlite.connect = connect  # type: ignore[assignment]
+    sqlite_store.open_connection = open_connection  # type: ignore[assignment]
     asyncio.run(workload(out / "tasks.db", synchronous))
     print(json.dumps({"ops": DISK.ops, "images": DISK.images}))
     del vfs

@@ -7,10 +7,13 @@ set one by one with the environment variables each scenario names.
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 from checker import CheckReport, check
+
+from tasktrail import SQLiteEventStore
 
 __all__ = ["FIGURES", "SOAK", "Figures", "assert_clean", "size"]
 
@@ -45,3 +48,13 @@ def assert_clean(path: Path | str, **kwargs: Any) -> CheckReport:
     report = check(path, **kwargs)
     assert report.ok, "\n".join(report.details)
     return report
+
+
+async def writer_pragma(store: SQLiteEventStore, pragma: str) -> Any:
+    """Run ``PRAGMA pragma`` on the store's own writing connection (on its thread)."""
+
+    def run(conn: sqlite3.Connection) -> Any:
+        row = conn.execute(f"PRAGMA {pragma}").fetchone()
+        return None if row is None else row[0]
+
+    return await store._writer.call(run)

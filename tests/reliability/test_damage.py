@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from checker import check
-from scenario import Figures, assert_clean, size
+from scenario import Figures, assert_clean, size, writer_pragma
 
 from tasktrail import (
     CorruptDatabaseError,
@@ -194,10 +194,8 @@ async def test_full_disk_loses_nothing_and_writes_resume(db_path: Path, figures:
     acknowledged = []
     failures = 0
     async with SQLiteEventStore(db_path) as store:
-        writer = store._writer  # the cap is set on the store's own writer connection
-        assert writer is not None
-        pages = (await writer.execute_fetchall("PRAGMA page_count"))[0][0]
-        await writer.execute(f"PRAGMA max_page_count = {pages + 8}")
+        pages = await writer_pragma(store, "page_count")  # the store's own writing connection
+        await writer_pragma(store, f"max_page_count = {pages + 8}")
         for n in range(200):
             try:
                 done = await store.append(
@@ -208,7 +206,7 @@ async def test_full_disk_loses_nothing_and_writes_resume(db_path: Path, figures:
                 failures += 1
         assert failures > 0
         assert acknowledged
-        await writer.execute("PRAGMA max_page_count = 1073741823")
+        await writer_pragma(store, "max_page_count = 1073741823")
         done = await store.append("after", [NewEvent(TaskCreated(agent="a"))])
         acknowledged.append(("after", done.version))
     assert_clean(db_path, acknowledged=acknowledged)

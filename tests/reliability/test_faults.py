@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from scenario import Figures, assert_clean
+from scenario import Figures, assert_clean, writer_pragma
 
 from helpers import PATH_TO, finished, new, open_manager
 from tasktrail import (
@@ -30,22 +30,21 @@ from tasktrail import (
     Trigger,
 )
 from tasktrail._crashpoints import POINTS, set_hook
+from tasktrail.store._migrate import migrations
 
 
 async def test_disk_full_rolls_back_and_recovers(db_path: Path) -> None:
     """A full database raises StorageFullError; acknowledged events stay; space cures it."""
     async with SQLiteEventStore(db_path) as store:
         await store.append("kept", [new(Trigger.CREATE)])
-        writer = store._writer  # the test caps the file's size on the store's own connection
-        assert writer is not None
-        pages = (await writer.execute_fetchall("PRAGMA page_count"))[0][0]
-        await writer.execute(f"PRAGMA max_page_count = {pages}")
+        pages = await writer_pragma(store, "page_count")
+        await writer_pragma(store, f"max_page_count = {pages}")
         big = "x" * 200_000
         with pytest.raises(StorageFullError, match="full"):
             await store.append("lost", [NewEvent(TaskCreated(agent="a", prompt=big))])
         assert await store.get_task("lost") is None
         assert await store.head() == 1
-        await writer.execute("PRAGMA max_page_count = 1073741823")
+        await writer_pragma(store, "max_page_count = 1073741823")
         result = await store.append("later", [NewEvent(TaskCreated(agent="a", prompt=big))])
         assert result.sequence == 2
         assert (await store.verify()).events == 2
@@ -83,7 +82,7 @@ async def test_database_from_the_future_is_refused(db_path: Path) -> None:
     with pytest.raises(IncompatibleSchemaError, match="upgrade tasktrail") as info:
         async with SQLiteEventStore(db_path):
             pass
-    assert (info.value.found, info.value.known) == (99, 2)
+    assert (info.value.found, info.value.known) == (99, len(migrations()))
 
 
 # -- faults injected at every write step of a commit (scenario 4) -------------------------

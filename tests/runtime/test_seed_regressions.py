@@ -1,16 +1,23 @@
-"""One test per defect of the seed managers (SPEC, introduction): each must be impossible here."""
+"""One test per defect of the seed managers (SPEC, introduction): each must be impossible here.
+
+Defects: 1 lost tasks on restart, 2 tasks stuck running, 3 cancelled tasks coming back, 4
+leaked concurrency slots, 5 a task completed by an ``idle`` the session reported before it
+took the prompt up, 6 lost or duplicated completion notifications (waiters).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from helpers import finished
 from helpers import open_manager as manager
 from tasktrail import (
+    AgentSessionRunner,
     RunContext,
     Task,
     TaskCompleted,
@@ -254,3 +261,67 @@ async def test_tasks_are_not_lost_on_restart(db_path: Path) -> None:
         assert (await finished(tm, queued.id)).result == "queued"
         assert (await finished(tm, running.id)).result == "running"
         assert await tm.store.check_projection() == []
+
+
+class EarlyIdleSession:
+    """An agent client that reports ``idle`` while the prompt is still being delivered
+    (seed 1's defect 5: the status of the session before it took the prompt up), then
+    works (``busy``) until the test lets it answer."""
+
+    def __init__(self) -> None:
+        self.listeners: list[Any] = []
+        self.answer = asyncio.Event()
+        self.polled = asyncio.Event()
+        self.polls = 0
+
+    def push(self, status: str) -> None:
+        event = {
+            "type": "session.status",
+            "properties": {"sessionID": "s1", "status": {"type": status}},
+        }
+        for listener in self.listeners:
+            listener(event)
+
+    async def create_session(self, task: Task) -> str:
+        return "s1"
+
+    async def send_prompt(self, session_id: str, prompt: str) -> None:
+        self.push("idle")  # what the session said before it took the prompt up
+
+    async def get_status(self, session_id: str) -> str:
+        self.polls += 1
+        if self.polls >= 2:
+            self.polled.set()
+        return "idle" if self.answer.is_set() else "busy"
+
+    async def get_result(self, session_id: str) -> str:
+        return "the real answer" if self.answer.is_set() else "(nothing yet)"
+
+    async def abort(self, session_id: str) -> None:
+        return None
+
+
+async def test_an_idle_before_the_prompt_was_taken_up_never_completes_the_task(
+    db_path: Path,
+) -> None:
+    """An ``idle`` reported before the prompt's delivery is not an answer (seed 1, defect 5)."""
+    client = EarlyIdleSession()
+    runner = AgentSessionRunner(client, poll_interval=0.01)
+    client.listeners.append(runner.handle_session_status)
+    async with manager(db_path) as tm:
+        tm.register("agent", runner)
+        task = await tm.launch("agent", "write the report")
+        # Wait until the session has been asked twice (it is working), or the task ended.
+        asked = asyncio.ensure_future(client.polled.wait())
+        ended = asyncio.ensure_future(tm.wait(task.id))
+        async with asyncio.timeout(10):  # a hang guard, not a timing claim
+            await asyncio.wait({asked, ended}, return_when=asyncio.FIRST_COMPLETED)
+        asked.cancel()
+        ended.cancel()
+        now = await tm.get_task(task.id)
+        assert now is not None
+        assert now.state is TaskState.RUNNING, now
+        client.answer.set()
+        client.push("idle")
+        done = await finished(tm, task.id)
+        assert (done.state, done.result) == (TaskState.COMPLETED, "the real answer")

@@ -127,11 +127,11 @@ class TaskManager(AsyncClient):
     async def _opened(self) -> None:
         if self._worker is not None:
             assert self._group is not None
-            self._loops.extend(await self._worker.start(self._group))
+            await self._worker.start(self._group)
 
     async def _closing(self) -> None:
         if self._worker is not None:
-            await self._worker.stop_attempts()
+            await self._worker.stop()
 
     async def _closed(self) -> None:
         if self._worker is not None:

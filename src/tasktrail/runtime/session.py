@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, TypeAlias
 
-from tasktrail.errors import InvalidInputError, SessionFailedError
+from tasktrail.errors import SessionFailedError
 from tasktrail.projection import Task
+from tasktrail.runtime._settings import seconds
 from tasktrail.runtime.context import RunContext, to_the_end
 
 __all__ = [
@@ -96,10 +98,34 @@ def _parse(status: SessionStatus) -> tuple[str, str | None]:
 
 @dataclass(eq=False)
 class _Watch:
-    """One session a runner waits on: the latest pushed status, and a wake-up."""
+    """One session a runner waits on: what it said since the prompt, and a wake-up.
+
+    Statuses from before the prompt was sent say nothing about the prompt: a session is
+    ``idle`` before it takes a prompt up (the seeds completed such tasks at once, with no
+    output). Only an ``idle`` after the prompt's delivery ends the wait, and only once the
+    session showed activity since the prompt was sent, or the idle outlasted the settle
+    time.
+    """
 
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     status: tuple[str, str | None] | None = None
+    sending: bool = False
+    """The prompt is being sent, or was sent."""
+    delivered_at: float | None = None
+    """``time.monotonic()`` when ``send_prompt`` returned."""
+    active: bool = False
+    """A working status was seen since the prompt began to be sent."""
+
+    def update(self, status: tuple[str, str | None]) -> None:
+        """Take a status, pushed or polled."""
+        if not self.sending:
+            return  # before the prompt: stale
+        kind = status[0]
+        if kind not in DONE_STATUSES and kind not in ERROR_STATUSES:
+            self.active = True
+        if kind in DONE_STATUSES and self.delivered_at is None:
+            return  # idle while the prompt is still being delivered: not an answer
+        self.status = status
 
 
 class AgentSessionRunner:
@@ -109,19 +135,24 @@ class AgentSessionRunner:
         client: the agent client (see :class:`AgentSession`).
         poll_interval: seconds between status checks with ``client.get_status``; pushed
             status events end the wait sooner.
+        settle_time: seconds an ``idle`` reported after the prompt's delivery must last,
+            when the session showed no activity since the prompt, before it counts as done
+            (an idle that follows activity counts at once).
 
-    Feed the agent's events to :meth:`handle_session_status`. Events that arrive while
-    the prompt is being sent count, so a fast session is not missed.
+    Feed the agent's events to :meth:`handle_session_status`. A working status that
+    arrives while the prompt is being sent counts as activity, so a fast session is not
+    missed; an ``idle`` from before the prompt's delivery never ends the task.
     """
 
     manages_start: ClassVar[bool] = True
     """This runner records the start itself, with the session's id."""
 
-    def __init__(self, client: AgentSession, *, poll_interval: float = 2.0) -> None:
-        if not isinstance(poll_interval, int | float) or poll_interval <= 0:
-            raise InvalidInputError(f"poll_interval must be seconds > 0, not {poll_interval!r}")
+    def __init__(
+        self, client: AgentSession, *, poll_interval: float = 2.0, settle_time: float = 2.0
+    ) -> None:
         self.client = client
-        self.poll_interval = float(poll_interval)
+        self.poll_interval = seconds("poll_interval", poll_interval, positive=True)
+        self.settle_time = seconds("settle_time", settle_time)
         self._watches: dict[str, _Watch] = {}
 
     def __repr__(self) -> str:
@@ -145,11 +176,11 @@ class AgentSessionRunner:
             status = properties.get("status")
             if not isinstance(status, str | Mapping):
                 return False
-            watch.status = _parse(status)
+            watch.update(_parse(status))
         elif kind == "session.idle":
-            watch.status = ("idle", None)
+            watch.update(("idle", None))
         elif kind == "session.error":
-            watch.status = ("error", _error_text(properties.get("error")))
+            watch.update(("error", _error_text(properties.get("error"))))
         else:
             return False
         watch.changed.set()
@@ -162,7 +193,9 @@ class AgentSessionRunner:
         ended = False
         try:
             await ctx.started(session_id)
+            watch.sending = True
             await self.client.send_prompt(session_id, ctx.task.prompt)
+            watch.delivered_at = time.monotonic()
             kind, detail = await self._wait_done(session_id, watch)
             ended = True
             if kind in ERROR_STATUSES:
@@ -176,18 +209,25 @@ class AgentSessionRunner:
             self._watches.pop(session_id, None)
 
     async def _wait_done(self, session_id: str, watch: _Watch) -> tuple[str, str | None]:
-        """Wait for a done or error status, pushed or polled."""
+        """Wait for an error status, or a done status that answers the prompt (see
+        :class:`_Watch`), pushed or polled."""
+        assert watch.delivered_at is not None
         while True:
             watch.changed.clear()
-            if watch.status is not None and (
-                watch.status[0] in DONE_STATUSES or watch.status[0] in ERROR_STATUSES
-            ):
-                return watch.status
+            status = watch.status
+            wait = self.poll_interval
+            if status is not None and status[0] in ERROR_STATUSES:
+                return status
+            if status is not None and status[0] in DONE_STATUSES:
+                unsettled = self.settle_time - (time.monotonic() - watch.delivered_at)
+                if watch.active or unsettled <= 0:
+                    return status
+                wait = min(wait, unsettled)
             try:
-                async with asyncio.timeout(self.poll_interval):
+                async with asyncio.timeout(wait):
                     await watch.changed.wait()
             except TimeoutError:
-                watch.status = _parse(await self.client.get_status(session_id))
+                watch.update(_parse(await self.client.get_status(session_id)))
 
 
 async def _abort(client: AgentSession, session_id: str) -> None:
@@ -212,8 +252,9 @@ class ScriptedReply:
         result: what ``get_result`` returns once the session is done.
         error: when given, the session ends with an ``error`` status carrying this text.
         polls: how many ``get_status`` calls answer ``"running"`` before the final status.
-        push: whether the final status is also pushed to the subscribers, at once after
-            the prompt was sent (otherwise it is only found by polling).
+        push: whether the session pushes ``busy`` and then its final status to the
+            subscribers, at once after the prompt was sent (otherwise the final status is
+            only found by polling).
         hang: the session never ends by itself (until aborted): for cancel tests.
     """
 
@@ -310,7 +351,9 @@ class ScriptedSession:
         state.prompt, state.reply, state.polls_left = prompt, reply, reply.polls
         if reply.push and not reply.hang:
             final = "idle" if reply.error is None else {"type": "error", "message": reply.error}
-            asyncio.get_running_loop().call_soon(self.push, session_id, final)
+            loop = asyncio.get_running_loop()
+            loop.call_soon(self.push, session_id, "busy")  # the prompt was taken up
+            loop.call_soon(self.push, session_id, final)
 
     async def get_status(self, session_id: str) -> SessionStatus:
         """``"running"`` for the scripted number of polls, then the final status."""

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import logging
 import math
 import os
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from typing import Any, Final, cast
 
 from tasktrail._crashpoints import crash_point
@@ -57,7 +58,7 @@ from tasktrail.runtime.notify import Callback, Notifier
 from tasktrail.runtime.recovery import Identity, Leases, recover_orphans
 from tasktrail.runtime.scheduler import deadline_breach
 from tasktrail.store import EventStore
-from tasktrail.store._claim import ClaimRequest
+from tasktrail.store._claim import ClaimRequest, ClaimResult
 
 __all__ = ["Worker"]
 
@@ -148,6 +149,7 @@ class Worker:
         self._callbacks: dict[str, Callback] = {}
         self._abandoned: set[asyncio.Future[Any]] = set()
         self._group: asyncio.TaskGroup | None = None
+        self._loops: list[asyncio.Task[None]] = []
         self._agents_changed = False
         self._closing = False
         self._last_tick = self._last_beat = self._last_sweep = self._last_recovery = -math.inf
@@ -192,10 +194,11 @@ class Worker:
             self._start_delivery(name, callback)
 
     def _start_delivery(self, name: str, callback: Callback) -> None:
+        self._start_loop(self._notifier.deliver_forever(name, callback), f"notify:{name}")
+
+    def _start_loop(self, loop: Coroutine[Any, Any, None], name: str) -> None:
         assert self._group is not None
-        self._group.create_task(
-            self._notifier.deliver_forever(name, callback), name=f"tasktrail-notify:{name}"
-        )
+        self._loops.append(self._group.create_task(loop, name=f"tasktrail-{name}"))
 
     def wake(self) -> None:
         """Run a scheduler round soon (something changed here)."""
@@ -203,18 +206,15 @@ class Worker:
 
     # -- starting and stopping -----------------------------------------------------------------
 
-    async def start(self, group: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
-        """Sign on, recover what dead workers left, start the loops; return the loops."""
+    async def start(self, group: asyncio.TaskGroup) -> None:
+        """Sign on, recover what dead workers left, start the loops (in ``group``)."""
         self._group = group
         await self._sign_on()
         await self.recover()
-        loops = [
-            group.create_task(self._schedule_forever(), name="tasktrail-scheduler"),
-            group.create_task(self._notifier.notify_parents_forever(), name="tasktrail-parents"),
-        ]
+        self._start_loop(self._schedule_forever(), "scheduler")
+        self._start_loop(self._notifier.notify_parents_forever(), "parents")
         for name, callback in self._callbacks.items():
             self._start_delivery(name, callback)
-        return loops
 
     async def _sign_on(self) -> None:
         self._agents_changed = False
@@ -224,9 +224,14 @@ class Worker:
         )  # fmt: skip
         self._last_beat = self._last_recovery = self._last_tick = self.clock.monotonic()
 
-    async def stop_attempts(self) -> None:
-        """Stop every attempt (each is re-queued); at most ``cancel_grace`` per runner."""
+    async def stop(self) -> None:
+        """Stop the loops and every attempt (each is re-queued); at most ``cancel_grace``
+        per runner."""
         self._closing = True
+        for loop in self._loops:
+            loop.cancel()
+        async with self._claim_lock:  # a claim in flight spawns its attempts first
+            pass
         runs = list(self.running.values())
         for run in runs:
             run.stop("shutdown", "the worker is shutting down")
@@ -318,7 +323,7 @@ class Worker:
         if now - self._last_sweep >= self.poll_interval:
             self._last_sweep = now
             await self._sweep(now)
-        await self.claim()
+        await self.claim(wait=True)
 
     def room(self) -> int:
         """Slots free here (an attempt recording its outcome counts as free)."""
@@ -340,10 +345,11 @@ class Worker:
             _log.warning("worker %s: a claim failed: %s", self.worker_id, err)
             self.wake()
 
-    async def claim(self) -> None:
+    async def claim(self, *, wait: bool = False) -> None:
         """Claim as many tasks as there are free slots, and start them. One claim is in
-        flight at a time; a call meanwhile asks for another round once it is back."""
-        if self._claim_lock.locked():
+        flight at a time; a call meanwhile asks for another round once it is back (or,
+        with ``wait``, waits for it and then makes its own)."""
+        if self._claim_lock.locked() and not wait:
             self._claim_again = True
             return
         async with self._claim_lock:
@@ -352,12 +358,11 @@ class Worker:
                 slots = self.room()
                 if slots <= 0 or not self.runners or self._closing:
                     return
-                agents = frozenset(self.runners)
-                result = await self.store.claim(
+                result = await self._send_claim(
                     ClaimRequest(
                         worker_id=self.worker_id, slots=slots, now=self.clock.time(),
-                        agents=agents, limits=self.limits, task_ids=self.task_ids,
-                        start_agents=self._start_agents(),
+                        agents=frozenset(self.runners), limits=self.limits,
+                        task_ids=self.task_ids, start_agents=self._start_agents(),
                         exclude=frozenset(self.running),
                     )
                 )  # fmt: skip
@@ -375,6 +380,20 @@ class Worker:
             if not getattr(runner, "manages_start", False)
         )  # fmt: skip
 
+    async def _send_claim(self, request: ClaimRequest) -> ClaimResult:
+        """``store.claim(request)``; after a storage error (the commit may have happened
+        before it) the same request is sent again, and answered with what it claimed."""
+        for tries in range(1, _WRITE_TRIES + 1):
+            try:
+                return await self.store.claim(request)
+            except StorageError as err:
+                if isinstance(err, StoreClosedError) or tries == _WRITE_TRIES:
+                    raise
+                _log.info("worker %s: a claim failed (%s); asking again", self.worker_id, err)
+                request = dataclasses.replace(request, retry=True)
+                await asyncio.sleep(0.05 * 2**tries)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     # -- one attempt ---------------------------------------------------------------------------
 
     def _spawn(self, task: Task) -> None:
@@ -389,6 +408,8 @@ class Worker:
             on_abandon=self._abandon,
         )  # fmt: skip
         self.running[task.id] = run
+        if self._closing:  # claimed while the worker stops: re-queued at once
+            run.stop("shutdown", "the worker is shutting down")
         self._group.create_task(self._execute(run), name=f"tasktrail-run:{task.id}")
 
     def _abandon(self, runner: asyncio.Future[Any]) -> None:

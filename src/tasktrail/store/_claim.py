@@ -20,6 +20,7 @@ from typing import Final
 
 import msgspec
 
+from tasktrail.events import new_event_id
 from tasktrail.projection import Task
 
 __all__ = [
@@ -57,6 +58,20 @@ class ClaimRequest:
     """Only these tasks (a foreground runner of tasks it launched itself)."""
     exclude: frozenset[str] = frozenset()
     """Tasks with an attempt still alive in the worker: never claimed again meanwhile."""
+    nonce: str = field(default_factory=lambda: new_event_id()[:24])
+    """The prefix of the event ids of this request's claims (time-ordered, like every
+    event id), by which a retry finds the claims of a try whose answer was lost."""
+    retry: bool = False
+    """This request was sent before and its answer lost (an error after the commit may
+    have come): the claims it made, if any, are answered instead of new ones."""
+
+    def event_id(self, index: int) -> str:
+        """The event id of this request's ``index``-th claim event."""
+        return f"{self.nonce}{index:08x}"
+
+    def id_range(self) -> tuple[str, str]:
+        """[low, high): every event id this request can have made."""
+        return self.nonce, f"{self.nonce}g"  # "g" sorts after every hex digit
 
 
 class ClaimResult(msgspec.Struct, frozen=True):

@@ -45,6 +45,7 @@ __all__ = [
     "Outcome",
     "Queued",
     "ReadActive",
+    "ReadClaimed",
     "ReadKnownIds",
     "ReadNextAt",
     "ReadQueue",
@@ -106,6 +107,14 @@ class ReadNextAt:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadClaimed:
+    """-> [task id]: the tasks with an event whose id lies in [low, high)."""
+
+    low: str
+    high: str
+
+
+@dataclass(frozen=True, slots=True)
 class Write:
     """-> None: insert ``events`` and upsert ``tasks`` (``last_sequence`` is the last event's)."""
 
@@ -114,7 +123,9 @@ class Write:
     last_sequence: int
 
 
-Op: TypeAlias = ReadTail | ReadTasks | ReadActive | ReadKnownIds | ReadQueue | ReadNextAt | Write
+Op: TypeAlias = (
+    ReadTail | ReadTasks | ReadActive | ReadKnownIds | ReadQueue | ReadNextAt | ReadClaimed | Write
+)
 Steps: TypeAlias = Generator[Op, Any, "tuple[list[Outcome], dict[str, Task | None], int | None]"]
 
 
@@ -369,7 +380,7 @@ class GroupCommitter(ABC):
         for index, item in enumerate(batch):
             if isinstance(item.request, ClaimRequest):
                 claim, last_sequence, last_hash = yield from self._claim(
-                    item.request, tasks, last_sequence, last_hash, timestamp
+                    item.request, tasks, last_sequence, last_hash, timestamp, careful=careful
                 )
                 outcomes[index] = claim
         written = last_sequence if last_sequence != tail else None
@@ -426,9 +437,24 @@ class GroupCommitter(ABC):
         last_sequence: int,
         last_hash: str,
         timestamp: float,
+        *,
+        careful: bool,
     ) -> Generator[Op, Any, tuple[ClaimResult, int, str]]:
         """Choose the tasks ``request`` may start, walking the queue page by page, and
-        append their claims (and starts) after the batch's appends."""
+        append their claims (and starts) after the batch's appends.
+
+        A request tried again (its answer lost after a commit that may have happened)
+        first looks for the claims it already made: those are its answer.
+        """
+        if careful or request.retry:
+            made: list[str] = yield ReadClaimed(*request.id_range())
+            if made:
+                found: dict[str, Task] = yield ReadTasks(made)
+                mine = [
+                    task for task in found.values()
+                    if task.is_active and task.worker_id == request.worker_id
+                ]  # fmt: skip
+                return ClaimResult(mine), last_sequence, last_hash
         counts: dict[str, int] = dict((yield ReadActive()))
         full = {key for key, limit in request.limits.items() if counts.get(key, 0) >= limit}
         agents = None if request.agents is None else tuple(sorted(request.agents))
@@ -450,14 +476,19 @@ class GroupCommitter(ABC):
             next_at = yield ReadNextAt(request.now, agents, task_ids)
         if not chosen:
             return ClaimResult([], next_at), last_sequence, last_hash
-        claims = []
+        claims: list[PendingAppend] = []
         for task in chosen:
             payloads: list[Event] = [
                 TaskClaimed(worker_id=request.worker_id, attempt=task.attempt + 1)
             ]
             if task.agent in request.start_agents:
                 payloads.append(TaskStarted())
-            events = [NewEvent(payload, actor=request.worker_id) for payload in payloads]
+            events = [
+                NewEvent(
+                    payload, actor=request.worker_id, event_id=request.event_id(len(claims) * 2 + k)
+                )
+                for k, payload in enumerate(payloads)
+            ]
             claims.append(
                 prepare_append(task.id, events, task.version, max_event_bytes=self.max_event_bytes)
             )

@@ -30,6 +30,7 @@ from tasktrail.store._commit import (
     Outcome,
     Queued,
     ReadActive,
+    ReadClaimed,
     ReadKnownIds,
     ReadNextAt,
     ReadQueue,
@@ -270,6 +271,13 @@ class PgGroupCommitter(_commit.GroupCommitter):
                     next_at_sql(p, now=now, agents=agents, task_ids=task_ids), *p.values
                 )
                 return None if value is None else float(value)
+            case ReadClaimed(low=low, high=high):
+                rows = await conn.fetch(
+                    "SELECT DISTINCT stream_id FROM events WHERE event_id >= $1 AND event_id < $2",
+                    low,
+                    high,
+                )
+                return [row[0] for row in rows]
             case Write(events=events, tasks=task_rows, last_sequence=last):
                 await conn.execute(
                     WRITE_BATCH,

@@ -95,10 +95,9 @@ def queue_sql(page: QueuePage, p: Params, *, order: str) -> str:
     the tie-break between tasks created in one commit. A task whose last write lies more
     than :data:`FUTURE_TOLERANCE` ahead is due whatever its ``not_before`` says.
     """
-    now = p.add(page.now)
     sql = (
         f"SELECT priority, created_at, {order}, record FROM tasks WHERE state = 'pending' "
-        f"AND (not_before IS NULL OR not_before <= {now} "
+        f"AND (not_before IS NULL OR not_before <= {p.add(page.now)} "
         f"OR updated_at > {p.add(page.now + FUTURE_TOLERANCE)})"
     )
     if page.agents is not None:

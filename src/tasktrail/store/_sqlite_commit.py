@@ -27,6 +27,7 @@ from tasktrail.store._commit import (
     Outcome,
     Queued,
     ReadActive,
+    ReadClaimed,
     ReadKnownIds,
     ReadNextAt,
     ReadQueue,
@@ -160,6 +161,12 @@ def execute(conn: sqlite3.Connection, op: Op) -> Any:
             sql = next_at_sql(p, now=now, agents=agents, task_ids=task_ids)
             row = conn.execute(sql, p.values).fetchone()
             return None if row is None or row[0] is None else float(row[0])
+        case ReadClaimed(low=low, high=high):
+            rows = conn.execute(
+                "SELECT DISTINCT stream_id FROM events WHERE event_id >= ? AND event_id < ?",
+                (low, high),
+            ).fetchall()
+            return [row[0] for row in rows]
         case Write(events=events, tasks=task_rows):
             conn.executemany(INSERT_EVENT, events)
             crash_point("commit.after_insert")

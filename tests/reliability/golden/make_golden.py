@@ -74,6 +74,22 @@ LIVES: dict[str, list[object]] = {
         CancelRequested(force=True),
         TaskCancelled(forced=True),
     ],
+    "scheduled": [  # schema 3: input, a scheduled start, recorded deadlines
+        TaskCreated(
+            agent="resize",
+            input={"image": "a.png", "sizes": [64, 128]},
+            not_before=START + 3600,
+            task_ttl=7200.0,
+            queue_timeout=600.0,
+            run_timeout=30.0,
+        ),
+    ],
+    "rerun": [  # schema 3: a rerun of the failed task
+        TaskCreated(agent="coder", max_attempts=2, rerun_of="failed"),
+        CLAIM,
+        TaskStarted(),
+        TaskCompleted(result="second time lucky"),
+    ],
     "parent": [
         TaskCreated(agent="planner"),
         CLAIM,
