@@ -38,6 +38,7 @@ import msgspec
 
 from tasktrail import (
     NewEvent,
+    OutputAppended,
     RecordedEvent,
     SQLiteEventStore,
     TaskClaimed,
@@ -61,7 +62,11 @@ FORMAT: Final = 2
 """Bumped whenever what a built file holds changes, so an old cache is not reused."""
 
 _INSERT_EVENT: Final = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_INSERT_TASK: Final = "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def _insert_tasks(width: int) -> str:
+    """The insert of task rows of ``width`` columns (as many as ``task_row`` gives)."""
+    return f"INSERT INTO tasks VALUES ({', '.join('?' * width)})"
 
 
 def dead_pid() -> int:
@@ -74,14 +79,19 @@ def dead_pid() -> int:
     raise RuntimeError("could not find a free pid")
 
 
-def finished_rows(tasks: int, start_time: float) -> Iterator[tuple[list[EventRow], list[TaskRow]]]:
+def finished_rows(
+    tasks: int, start_time: float, outputs: int = 0
+) -> Iterator[tuple[list[EventRow], list[TaskRow]]]:
     """``tasks`` finished tasks, hash-chained from the genesis: (event rows, task rows) in
-    chunks of ``CHUNK_TASKS`` tasks. Every task is folded from its four events."""
+    chunks of ``CHUNK_TASKS`` tasks. Every task is folded from its events: created,
+    claimed, started, ``outputs`` lines of output, completed."""
+    lines = [OutputAppended(text=f"step {n + 1} of {outputs}\n") for n in range(outputs)]
     fixed: list[tuple[Event, str, bytes]] = [
         (p, EVENT_TAGS[type(p)], encode_payload(p))
         for p in (
             TaskClaimed(worker_id="old-worker", attempt=1),
             TaskStarted(),
+            *lines,
             TaskCompleted(result=None),
         )
     ]
@@ -109,8 +119,9 @@ def finished_rows(tasks: int, start_time: float) -> Iterator[tuple[list[EventRow
         yield events, rows
 
 
-def _write_finished(path: Path, tasks: int) -> None:
-    """Write ``tasks`` finished tasks into the empty schema at ``path``."""
+def _write_finished(path: Path, tasks: int, outputs: int = 0) -> None:
+    """Write ``tasks`` finished tasks (``outputs`` output events each) into the empty
+    schema at ``path``."""
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         db.execute("PRAGMA journal_mode = OFF")  # back to WAL below, before anyone else opens it
@@ -130,7 +141,8 @@ def _write_finished(path: Path, tasks: int) -> None:
                 while (chunk := chunks.get()) is not None:
                     db.execute("BEGIN IMMEDIATE")
                     db.executemany(_INSERT_EVENT, chunk[0])
-                    db.executemany(_INSERT_TASK, chunk[1])
+                    if chunk[1]:
+                        db.executemany(_insert_tasks(len(chunk[1][0])), chunk[1])
                     db.execute("COMMIT")
             except BaseException as error:  # handed to the main thread below
                 failure.append(error)
@@ -140,7 +152,7 @@ def _write_finished(path: Path, tasks: int) -> None:
         writer = threading.Thread(target=insert, name="history-writer")
         writer.start()
         try:
-            for chunk in finished_rows(tasks, time.time() - 86_400):
+            for chunk in finished_rows(tasks, time.time() - 86_400, outputs):
                 if failure:
                     break
                 chunks.put(chunk)
@@ -193,12 +205,12 @@ def _checkpoint(path: Path) -> None:
         db.close()
 
 
-def build(path: Path, *, finished: int, live: int) -> int:
-    """Build a log of ``finished`` finished tasks then ``live`` running ones at ``path``;
-    return its number of events."""
+def build(path: Path, *, finished: int, live: int, outputs: int = 0) -> int:
+    """Build a log of ``finished`` finished tasks (each with ``outputs`` output events)
+    then ``live`` running ones at ``path``; return its number of events."""
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
-    _write_finished(path, finished)
+    _write_finished(path, finished, outputs)
     events = asyncio.run(_add_live(path, live, dead_pid()))
     _checkpoint(path)
     return events
@@ -209,19 +221,21 @@ def _schema_digest() -> str:
     return hashlib.sha256(f"{FORMAT}\n{text}".encode()).hexdigest()[:10]
 
 
-def cached(cache: Path, *, history: int, live: int) -> tuple[Path, int, float]:
+def cached(cache: Path, *, history: int, live: int, outputs: int = 0) -> tuple[Path, int, float]:
     """A log of about ``history`` events whose last ``live`` tasks are running under a
     dead worker, from ``cache`` or built there: (path, events, seconds spent building, 0
-    when it came from the cache). The rest of the history is finished tasks."""
-    finished = max(0, history - 3 * live) // 4
-    name = f"history-{finished}f-{live}l-{_schema_digest()}.db"
+    when it came from the cache). The rest of the history is finished tasks, each with
+    ``outputs`` output events (``4 + outputs`` events a task)."""
+    finished = max(0, history - 3 * live) // (4 + outputs)
+    lines = f"-{outputs}o" if outputs else ""
+    name = f"history-{finished}f{lines}-{live}l-{_schema_digest()}.db"
     path = cache / name
     done = Path(f"{path}.events")
     if path.exists() and done.exists():
         return path, int(done.read_text()), 0.0
     cache.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    events = build(path, finished=finished, live=live)
+    events = build(path, finished=finished, live=live, outputs=outputs)
     done.write_text(f"{events}\n")
     return path, events, time.perf_counter() - start
 

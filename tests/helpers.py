@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import pwd
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -105,3 +107,34 @@ CliRun = Callable[..., tuple[int, str, str]]
 def json_lines(text: str) -> list[Any]:
     """Each non-empty line of ``text`` decoded as JSON."""
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def unprivileged(fn: Callable[[], str]) -> str:
+    """``fn()`` run without the power to ignore file permissions: as root, in a forked child
+    that became the user nobody (HOME=/nonexistent, as for a system user); otherwise in this
+    process, whose permissions already apply. Returns what ``fn`` returned."""
+    if os.geteuid() != 0:
+        return fn()
+    nobody = pwd.getpwnam("nobody")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop root, run, report through the pipe
+        code = 1
+        try:
+            os.close(read)
+            os.environ["HOME"] = "/nonexistent"
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            os.write(write, fn().encode())
+            code = 0
+        except BaseException as err:
+            os.write(write, f"the child failed: {err!r}".encode())
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        answer = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, answer
+    return answer

@@ -3,12 +3,14 @@
 from typing import TYPE_CHECKING
 
 from tasktrail.errors import (
+    AppLoadError,
     AttemptSupersededError,
     ConcurrencyLimitError,
     ConfigError,
     CorruptDatabaseError,
     CorruptEventError,
     EventIdConflictError,
+    EventLoopError,
     IllegalTransitionError,
     IncompatibleSchemaError,
     InvalidInputError,
@@ -54,6 +56,8 @@ from tasktrail.projection import Task, fold
 from tasktrail.runtime import (
     AgentSessionRunner,
     AsyncClient,
+    Client,
+    Registry,
     RunContext,
     ScriptedSession,
     SubprocessRunner,
@@ -75,17 +79,20 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AgentSessionRunner",
+    "AppLoadError",
     "AppendResult",
     "AsyncClient",
     "AttemptSupersededError",
     "CancelRequested",
     "ChildFinished",
+    "Client",
     "ConcurrencyLimitError",
     "ConfigError",
     "CorruptDatabaseError",
     "CorruptEventError",
     "Event",
     "EventIdConflictError",
+    "EventLoopError",
     "EventStore",
     "IllegalTransitionError",
     "IncompatibleSchemaError",
@@ -100,6 +107,7 @@ __all__ = [
     "ProgressReported",
     "ReadOnlyStorageError",
     "RecordedEvent",
+    "Registry",
     "RunContext",
     "RunnerError",
     "SQLiteEventStore",

@@ -14,7 +14,8 @@ The whole tree, so a caller can pick the level it cares about::
     │   ├── InvalidTaskIdError
     │   ├── PayloadTooLargeError
     │   ├── UnknownEventTypeError
-    │   └── ConfigError
+    │   ├── ConfigError
+    │   └── AppLoadError
     ├── StorageError                 (also OSError)
     │   ├── StorageBusyError
     │   ├── StorageFullError
@@ -30,7 +31,8 @@ The whole tree, so a caller can pick the level it cares about::
     │   ├── ProcessStartError
     │   ├── ProcessFailedError
     │   └── SessionFailedError
-    └── WaitTimeoutError             (also TimeoutError)
+    ├── WaitTimeoutError             (also TimeoutError)
+    └── EventLoopError               (also RuntimeError)
 
 Every error carries its facts as attributes (``task_id``, ``sequence`` ...), and every
 message says what happened and, where there is one, what to do about it. Errors raised
@@ -44,12 +46,14 @@ import signal
 from collections.abc import Sequence
 
 __all__ = [
+    "AppLoadError",
     "AttemptSupersededError",
     "ConcurrencyLimitError",
     "ConfigError",
     "CorruptDatabaseError",
     "CorruptEventError",
     "EventIdConflictError",
+    "EventLoopError",
     "IllegalTransitionError",
     "IncompatibleSchemaError",
     "InvalidInputError",
@@ -189,6 +193,14 @@ class ConfigError(InvalidInputError):
     def __init__(self, path: str, why: str) -> None:
         self.path = path
         super().__init__(f"{path}: {why}")
+
+
+class AppLoadError(InvalidInputError):
+    """``--app MODULE:OBJECT`` names no usable registry of runners."""
+
+    def __init__(self, spec: str, why: str) -> None:
+        self.spec = spec
+        super().__init__(f"--app {spec}: {why}")
 
 
 class InvalidTaskIdError(InvalidInputError):
@@ -372,3 +384,15 @@ class WaitTimeoutError(TasktrailError, TimeoutError):
         self.task_id = task_id
         self.timeout = timeout
         super().__init__(f"task {task_id!r} did not finish within {timeout:g} s")
+
+
+class EventLoopError(TasktrailError, RuntimeError):
+    """A blocking call (:class:`~tasktrail.Client`) was made from a running event loop,
+    which it would stall: use :class:`~tasktrail.AsyncClient` (``await``) there."""
+
+    def __init__(self, call: str) -> None:
+        self.call = call
+        super().__init__(
+            f"Client.{call}() blocks, and was called inside a running event loop, which it "
+            f"would stall; in async code use AsyncClient (await client.{call}(...)) instead"
+        )

@@ -94,7 +94,9 @@ def test_submit_refuses_a_missing_prompt(
     for command in ("submit", "run"):
         code, _, err = cli(command, "shell", *args, input=stdin)
         assert code == 2
-        assert err == "tasktrail: error: give a prompt (or - to read it from standard input)\n"
+        assert err == (
+            "tasktrail: error: give a prompt (or - to read it from standard input), or an --input\n"
+        )
         assert not db_path.exists()
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -66,6 +68,13 @@ class Cli:
             assert time.monotonic() < deadline, f"{task_id} stuck in {record['state']}"
             time.sleep(0.1)
 
+    def until_output(self, task_id: str, text: str, timeout: float = 30) -> None:
+        """Poll `logs` until the task's output is ``text``."""
+        deadline = time.monotonic() + timeout
+        while (shown := self("logs", task_id).stdout) != text:
+            assert time.monotonic() < deadline, f"{task_id} printed {shown!r}, not {text!r}"
+            time.sleep(0.1)
+
 
 @pytest.fixture
 def cli(tmp_path: Path, database: str) -> Iterator[Cli]:
@@ -89,17 +98,20 @@ def stop(worker: subprocess.Popen[str]) -> tuple[int, str, str]:
     return worker.returncode, out, err
 
 
-def test_submit_cancel_kill_restart_history_verify(cli: Cli) -> None:
+def test_submit_cancel_kill_restart_history_verify(cli: Cli, tmp_path: Path) -> None:
     """Submit from one process while a worker runs in another, cancel from a third, SIGKILL
     the worker, start another: every step is in the history and verify passes."""
+    go = tmp_path / "go"  # the doomed task runs until the test creates it: never too soon
+    doomed_command = f"echo attempt $TASKTRAIL_ATTEMPT; until [ -e '{go}' ]; do sleep 0.05; done"
     first = cli.start("worker", "--id", "w1", "-c", "3")
     try:
         quick = cli("submit", "shell", "echo quick").stdout.strip()
         slow = cli("submit", "shell", "echo started; sleep 60").stdout.strip()
-        doomed = cli("submit", "shell", "echo attempt $TASKTRAIL_ATTEMPT; sleep 3").stdout.strip()
+        doomed = cli("submit", "shell", doomed_command).stdout.strip()
         assert cli.until(quick, "completed")["worker_id"] == "w1"
         cli.until(slow, "running")
         cli.until(doomed, "running")
+        cli.until_output(doomed, "attempt 1\n")  # written before the worker dies
         cancelled = cli("cancel", slow, "--wait")
         assert cancelled.returncode == 0, cancelled.stderr
         assert f"{slow}: cancelled" in cancelled.stdout
@@ -110,6 +122,7 @@ def test_submit_cancel_kill_restart_history_verify(cli: Cli) -> None:
             first.kill()
             first.wait()
     assert cli.task(doomed)["state"] == "running"  # left behind by the dead worker
+    go.touch()
     second = cli.start("worker", "--id", "w2", "--exit-when-idle")
     code, out, _ = stop_when_done(second)
     assert code == 0
@@ -204,14 +217,43 @@ def test_version_and_help() -> None:
         assert command in done.stdout
 
 
+def read_terminal(terminal: int, until: Callable[[bytes], bool], timeout: float = 60) -> bytes:
+    """What a process wrote to the terminal, read until ``until(text)`` or its end (EIO)."""
+    text = b""
+    deadline = time.monotonic() + timeout
+    while not until(text) and time.monotonic() < deadline:
+        if select.select([terminal], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(terminal, 65536)
+            except OSError:  # EIO: every writer has closed the terminal
+                break
+            if not chunk:
+                break
+            text += chunk
+    return text
+
+
 def test_ls_watch_redraws_until_sigterm(cli: Cli) -> None:
     """`ls --watch` keeps drawing the table and ends cleanly (exit 0) on SIGTERM."""
     cli("submit", "shell", "true", "--id", "watched")
-    watcher = cli.start("ls", "--watch")
-    time.sleep(1.5)
-    code, out, _ = stop(watcher)
-    assert code == 0
-    assert "watched" in out
+    terminal, screen = pty.openpty()  # on a terminal, each redraw is written at once
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "tasktrail", "ls", "--watch"],
+        stdout=screen, stderr=subprocess.PIPE, env={**cli.env, "TERM": "xterm"},
+    )  # fmt: skip
+    os.close(screen)
+    try:
+        shown = read_terminal(terminal, until=lambda text: text.count(b"watched") >= 2)
+        assert shown.count(b"watched") >= 2, shown  # drawn, then redrawn
+        watcher.send_signal(signal.SIGTERM)
+        read_terminal(terminal, until=lambda _: False)  # to the end: never let it block
+        _, err = watcher.communicate(timeout=30)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.communicate()
+        os.close(terminal)
+    assert watcher.returncode == 0, err
 
 
 def test_shell_completion_offers_task_ids(cli: Cli) -> None:

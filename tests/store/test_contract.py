@@ -17,6 +17,7 @@ from tasktrail import (
     InvalidInputError,
     InvalidTaskIdError,
     NewEvent,
+    OutputAppended,
     PayloadTooLargeError,
     SQLiteEventStore,
     StoreClosedError,
@@ -29,6 +30,7 @@ from tasktrail import (
     Trigger,
     VersionConflictError,
 )
+from tasktrail.events import encode_payload
 
 
 def lifecycle() -> list[NewEvent]:
@@ -276,7 +278,7 @@ async def test_subscription_resumes_after_restart(open_store) -> None:
 
 async def test_subscription_wakes_on_new_events(backend_store) -> None:
     """A subscriber waiting at the head receives an event appended later."""
-    sub = backend_store.subscribe("live", poll_interval=5.0)
+    sub = backend_store.subscribe("live", poll_interval=3600.0)
 
     async def first() -> int:
         return (await anext(sub)).sequence
@@ -285,7 +287,7 @@ async def test_subscription_wakes_on_new_events(backend_store) -> None:
     await asyncio.sleep(0.05)
     assert not waiting.done()
     await backend_store.append("t1", [new(Trigger.CREATE)])
-    assert await asyncio.wait_for(waiting, 2.0) == 1
+    assert await asyncio.wait_for(waiting, 60.0) == 1  # a hang guard, far below the poll
 
 
 async def test_closed_store_refuses_work(open_store) -> None:
@@ -385,3 +387,90 @@ async def test_claims_never_exceed_a_limit(backend_store) -> None:
         loser, [new(Trigger.CLAIM), new(Trigger.START)], expected_version=1, limit=1
     )
     assert started.task.state is TaskState.RUNNING
+
+
+async def _chunks(store, task_id: str, **options) -> list[list]:
+    return [chunk async for chunk in store.iter_stream(task_id, **options)]
+
+
+async def test_iter_stream_reads_a_task_in_chunks_bounded_by_bytes(backend_store) -> None:
+    """iter_stream yields a task's events in order, in chunks of about chunk_bytes each."""
+    await backend_store.append("t1", [new(t) for t in (Trigger.CREATE, Trigger.CLAIM)])
+    await backend_store.append("other", lifecycle())  # interleaved in the log, not in t1
+    await backend_store.append("t1", [new(Trigger.START)])
+    output = [NewEvent(OutputAppended(text=f"{i:04d}" + "x" * 996)) for i in range(60)]
+    await backend_store.append("t1", output)
+    await backend_store.append("t1", [new(Trigger.COMPLETE)])
+    chunks = await _chunks(backend_store, "t1", chunk_bytes=8_000)
+    assert [e for chunk in chunks for e in chunk] == await backend_store.read_stream("t1")
+    sizes = [sum(len(encode_payload(e.payload)) for e in chunk) for chunk in chunks]
+    assert all(chunk for chunk in chunks)
+    assert all(size <= 8_000 for size in sizes)
+    assert sum(sizes) > 60_000 and len(chunks) >= 8  # many chunks, none over the budget
+    one_chunk = await _chunks(backend_store, "t1")  # the default budget: 1 MiB
+    assert [len(chunk) for chunk in one_chunk] == [64]
+
+
+async def test_iter_stream_range_and_unknown_task(backend_store) -> None:
+    """after_version and to_version bound the versions; an unknown task yields nothing."""
+    await backend_store.append("t1", lifecycle())
+    chunks = await _chunks(backend_store, "t1", after_version=1, to_version=3, chunk_bytes=1)
+    assert [[e.version for e in chunk] for chunk in chunks] == [[2], [3]]  # one event each
+    assert await _chunks(backend_store, "t1", after_version=4) == []
+    assert await _chunks(backend_store, "nope") == []
+
+
+async def test_iter_stream_gives_an_event_over_the_budget_alone(backend_store) -> None:
+    """An event larger than chunk_bytes comes in a chunk of its own, whole."""
+    big = "y" * 50_000
+    await backend_store.append("t1", [new(Trigger.CREATE), new(Trigger.CLAIM)])
+    await backend_store.append("t1", [new(Trigger.START), NewEvent(OutputAppended(text=big))])
+    await backend_store.append("t1", [NewEvent(OutputAppended(text="small"))])
+    chunks = await _chunks(backend_store, "t1", chunk_bytes=10_000)
+    assert [[e.version for e in chunk] for chunk in chunks] == [[1, 2, 3], [4], [5]]
+    assert chunks[1][0].payload.text == big
+
+
+async def test_iter_stream_sees_events_appended_while_it_reads(backend_store) -> None:
+    """A stream read chunk by chunk ends at the last event committed when it got there."""
+    await backend_store.append("t1", [new(Trigger.CREATE), new(Trigger.CLAIM)])
+    versions = []
+    async for chunk in backend_store.iter_stream("t1", chunk_bytes=1):
+        versions += [e.version for e in chunk]
+        if versions == [1]:
+            await backend_store.append("t1", [new(Trigger.START)])
+    assert versions == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({"after_version": -1}, id="negative-after"),
+        pytest.param({"after_version": "2"}, id="str-after"),
+        pytest.param({"to_version": 1.5}, id="float-to"),
+        pytest.param({"chunk_bytes": 0}, id="zero-chunk"),
+        pytest.param({"chunk_bytes": True}, id="bool-chunk"),
+    ],
+)
+async def test_iter_stream_refuses_bad_arguments(backend_store, options: dict) -> None:
+    """Bad arguments raise InvalidInputError when iter_stream is called, before any read."""
+    with pytest.raises(InvalidInputError):
+        backend_store.iter_stream("t1", **options)
+    with pytest.raises(InvalidTaskIdError):
+        backend_store.iter_stream("bad\nid")
+
+
+async def test_whole_log_passes_handle_events_larger_than_their_chunks(backend_store) -> None:
+    """verify, check_projection and rebuild read big events in bounded chunks, all of them."""
+    for i in range(3):
+        await backend_store.append(f"t{i}", [new(Trigger.CREATE), new(Trigger.CLAIM)])
+        await backend_store.append(f"t{i}", [new(Trigger.START)])
+        for first in range(0, 20, 5):
+            outputs = [OutputAppended(text=str(n) * 300_000) for n in range(first, first + 5)]
+            await backend_store.append(f"t{i}", [NewEvent(e) for e in outputs])
+        await backend_store.append(f"t{i}", [new(Trigger.COMPLETE)])
+    report = await backend_store.verify()
+    assert (report.events, report.head_sequence) == (72, 72)
+    assert await backend_store.check_projection() == []
+    assert await backend_store.rebuild() == 3
+    assert await backend_store.check_projection() == []

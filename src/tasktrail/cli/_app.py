@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import re
 import sys
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -107,13 +108,29 @@ def run_async(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
 
 
 def database(db: str | None) -> str:
-    """The database the command uses: ``--db``, else ``$TASKTRAIL_DB``, else ./tasktrail.db."""
-    return db or os.environ.get("TASKTRAIL_DB") or DEFAULT_DB
+    """The database the command uses: ``--db``, else ``$TASKTRAIL_DB``, else ./tasktrail.db.
+
+    An empty ``--db`` or ``$TASKTRAIL_DB`` is refused (InvalidInputError), never taken to
+    mean the default.
+    """
+    if db is not None:
+        if not db.strip():
+            raise InvalidInputError("--db is empty: pass a database file or a postgresql:// URL")
+        return db
+    from_env = os.environ.get("TASKTRAIL_DB")
+    if from_env is not None:
+        if not from_env.strip():
+            raise InvalidInputError(
+                "TASKTRAIL_DB is set but empty: set it to a database file or a postgresql:// "
+                "URL, or unset it to use ./" + DEFAULT_DB
+            )
+        return from_env
+    return DEFAULT_DB
 
 
 def is_url(target: str) -> bool:
-    """Whether ``target`` is a database URL rather than a file path."""
-    return "://" in target
+    """Whether ``target`` is a database URL (``scheme://...``) rather than a file path."""
+    return re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", target) is not None
 
 
 def existing(db: str | None) -> str:
@@ -175,7 +192,10 @@ def _complete_task_ids(
     ctx: click.Context, param: click.Parameter, incomplete: str
 ) -> list[CompletionItem]:
     """Shell completion of task ids: the newest tasks of the database, with their state."""
-    target = database(ctx.params.get("db"))
+    try:
+        target = database(ctx.params.get("db"))
+    except TasktrailError:
+        return []
     if not is_url(target) and not Path(target).exists():
         return []
 

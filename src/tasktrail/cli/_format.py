@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -18,6 +18,7 @@ __all__ = [
     "age",
     "changes",
     "event_summary",
+    "history_row",
     "history_table",
     "record_table",
     "state",
@@ -109,22 +110,27 @@ def event_summary(event: RecordedEvent) -> str:
     return " ".join(parts)
 
 
-def history_table(events: Sequence[RecordedEvent], title: str | None = None) -> Table:
+def history_table(events: Iterable[RecordedEvent], title: str | None = None) -> Table:
     """A timeline of events with actor, reason and time."""
     table = Table(title=title)
     for column in ("v", "seq", "time", "event", "actor", "reason", "details"):
         table.add_column(column, overflow="fold")
     for event in events:
-        table.add_row(
-            str(event.version),
-            str(event.sequence),
-            event.recorded_at.astimezone().strftime("%H:%M:%S.%f")[:-3],
-            event.type,
-            event.actor,
-            event.reason or "",
-            event_summary(event),
-        )
+        table.add_row(*history_row(event))
     return table
+
+
+def history_row(event: RecordedEvent) -> tuple[str, ...]:
+    """One row of :func:`history_table`: short text, whatever the size of the event."""
+    return (
+        str(event.version),
+        str(event.sequence),
+        event.recorded_at.astimezone().strftime("%H:%M:%S.%f")[:-3],
+        event.type,
+        event.actor,
+        event.reason or "",
+        event_summary(event),
+    )
 
 
 def changes(before: Task | None, after: Task) -> dict[str, Any]:

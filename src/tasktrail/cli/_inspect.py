@@ -9,8 +9,8 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from datetime import time as dt_time
 from typing import Any
 
 import click
@@ -33,21 +33,26 @@ from tasktrail.cli._format import (
     STATE_COLOURS,
     age,
     changes,
+    history_row,
     history_table,
     record_table,
     state,
     task_table,
     text,
 )
+from tasktrail.cli._times import parse_moment, parse_since
 from tasktrail.errors import InvalidInputError, TaskNotFoundError
 from tasktrail.events import OutputAppended, RecordedEvent
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task, fold
+from tasktrail.runtime.recovery import unserved_agents
 
-__all__ = ["parse_moment", "print_output"]
+__all__ = ["print_output"]
 
 _STATES = click.Choice([s.value for s in TaskState])
 _FOLLOW_POLL = 0.2
+_HISTORY_PAGE = 500
+"""Events per table of ``history``: a long history is printed as it is read."""
 
 
 def when_now() -> str:
@@ -55,35 +60,30 @@ def when_now() -> str:
     return datetime.now().astimezone().strftime("%H:%M:%S")
 
 
-def parse_moment(text: str) -> datetime:
-    """Unix seconds, an ISO 8601 date and time, or a time of day (today), as UTC.
-
-    Without an offset the time is local time.
-    """
-    try:
-        return datetime.fromtimestamp(float(text), UTC)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        try:
-            moment = datetime.combine(datetime.now().date(), dt_time.fromisoformat(text))
-        except ValueError as err:
-            raise InvalidInputError(
-                f"cannot read {text!r} as a time: use ISO 8601 (2026-11-21T08:30:00, 08:30) "
-                "or Unix seconds"
-            ) from err
-    if moment.tzinfo is None:
-        moment = moment.astimezone()
-    return moment.astimezone(UTC)
+async def unserved_note(store: Any, tasks: list[Task]) -> str | None:
+    """A line naming the agents of pending ``tasks`` that no live worker serves."""
+    agents = {t.agent for t in tasks if t.state is TaskState.PENDING}
+    if not agents:
+        return None
+    missing = unserved_agents(agents, await store.list_workers(), now=time.time())
+    if not missing:
+        return None
+    names = ", ".join(sorted(missing))
+    return (
+        f"no worker serves agent {names}: its pending tasks wait for one "
+        "(start `tasktrail worker` with that agent)"
+    )
 
 
 @main.command()
 @db_option
 @click.option("--state", "states", type=_STATES, multiple=True, help="Only this state (repeat).")
-@click.option("--agent", default=None, help="Only tasks of this agent.")
+@click.option("--agent", "agents", multiple=True, help="Only tasks of this agent (repeat).")
 @click.option("--parent", default=None, metavar="TASK_ID", help="Only children of this task.")
+@click.option(
+    "--since", default=None, metavar="TIME",
+    help="Only tasks created at or after this time (ISO 8601, Unix, or ago: 30m, 2h, 1d).",
+)  # fmt: skip
 @click.option(
     "--limit", type=click.IntRange(min=1), metavar="N", default=None, help="At most this many."
 )
@@ -93,35 +93,44 @@ def parse_moment(text: str) -> datetime:
 async def ls(
     db: str | None,
     states: tuple[str, ...],
-    agent: str | None,
+    agents: tuple[str, ...],
     parent: str | None,
+    since: str | None,
     limit: int | None,
     watch: bool,
     as_json: bool,
 ) -> None:
     """List tasks, newest first.
 
+    Under the table, a line names the agents of pending tasks that no live worker serves.
+
     \b
     Example:
       tasktrail ls --state running --state pending
+      tasktrail ls --agent shell --since 2h
       tasktrail ls --watch --limit 20
       tasktrail ls --agent shell --json | jq -r '.[].id'
     """
     if watch and as_json:
         raise InvalidInputError("--watch draws a table; it does not go with --json")
+    moment = None if since is None else parse_since(since)
     async with open_existing(db) as store:
 
         async def listing() -> list[Task]:
             found: list[Task] = await store.list_tasks(
-                state=states or None, agent=agent, parent_id=parent, limit=limit,
-                newest_first=True,
+                state=states or None, agent=agents or None, parent_id=parent, since=moment,
+                limit=limit, newest_first=True,
             )  # fmt: skip
             return found
 
         if as_json:
             emit_json(await listing())
         elif not watch:
-            console().print(task_table(await listing()))
+            tasks = await listing()
+            out = console()
+            out.print(task_table(tasks))
+            if note := await unserved_note(store, tasks):
+                out.print(f"[yellow]{note}[/]")
         else:
             stop = asyncio.Event()
             with (
@@ -147,7 +156,8 @@ async def _task(store: Any, task_id: str) -> Task:
 @json_option
 @run_async
 async def show(task_id: str, db: str | None, as_json: bool) -> None:
-    """Show one task's current state: every field of its record.
+    """Show one task's current state: every field of its record, then its links (the task
+    it re-runs, its reruns, its children with their states).
 
     \b
     Example:
@@ -156,10 +166,20 @@ async def show(task_id: str, db: str | None, as_json: bool) -> None:
     """
     async with open_existing(db) as store:
         task = await _task(store, task_id)
-    if as_json:
-        emit_json(task)
-    else:
-        console().print(record_table(task))
+        if as_json:
+            emit_json(task)
+            return
+        reruns = await store.list_tasks(rerun_of=task.id)
+        children = await store.list_tasks(parent_id=task.id)
+        note = await unserved_note(store, [task])
+    out = console()
+    out.print(record_table(task))
+    if reruns:
+        out.print("reruns: " + ", ".join(f"{t.id} ({t.state.value})" for t in reruns))
+    if children:
+        out.print("children: " + ", ".join(f"{t.id} ({t.state.value})" for t in children))
+    if note:
+        out.print(f"[yellow]{note}[/]")
 
 
 @main.command()
@@ -183,23 +203,40 @@ async def logs(task_id: str, db: str | None, follow: bool, as_json: bool) -> Non
 
 
 async def print_output(store: Any, task_id: str, *, follow: bool, as_json: bool) -> Task:
-    """Print the task's output events (``follow``: until it is finished); return the task."""
+    """Print the task's output events (``follow``: until it is finished); return the task.
+
+    The output is read in bounded chunks (``iter_stream``): memory does not grow with it.
+    """
     version = 0
     while True:
         task = await _task(store, task_id)  # read first: every event up to it is then seen
-        for event in await store.read_stream(task_id, after_version=version):
-            version = event.version
-            if not isinstance(event.payload, OutputAppended):
-                continue
-            if as_json:
-                emit_json(event)
-            else:
-                stream = sys.stderr if event.payload.channel == "stderr" else sys.stdout
-                stream.write(event.payload.text)
-                stream.flush()
+        async for events in store.iter_stream(task_id, after_version=version):
+            for event in events:
+                version = event.version
+                if not isinstance(event.payload, OutputAppended):
+                    continue
+                if as_json:
+                    emit_json(event)
+                else:
+                    stream = sys.stderr if event.payload.channel == "stderr" else sys.stdout
+                    stream.write(event.payload.text)
+            sys.stdout.flush()
+            sys.stderr.flush()
         if not follow or task.is_terminal:
             return task
         await asyncio.sleep(_FOLLOW_POLL)
+
+
+async def _events(store: Any, task_id: str) -> AsyncIterator[RecordedEvent]:
+    """Every event of a task, in order, read in bounded chunks; TaskNotFoundError when
+    there is none."""
+    found = False
+    async for events in store.iter_stream(task_id):
+        found = True
+        for event in events:
+            yield event
+    if not found:
+        raise TaskNotFoundError(task_id)
 
 
 @main.command()
@@ -210,18 +247,30 @@ async def print_output(store: Any, task_id: str, *, follow: bool, as_json: bool)
 async def history(task_id: str, db: str | None, as_json: bool) -> None:
     """Show every event of a task: a timeline with actor, reason and time.
 
+    A long history is printed as it is read, in tables of 500 events.
+
     \b
     Example:
       tasktrail history 3f2a9c...
       tasktrail history 3f2a9c... --json | jq -c '[.version, .type, .actor, .reason]'
     """
+    out = console()
+    title: str | None = f"history of {task_id}"
+    table, rows = None, 0
     async with open_existing(db) as store:
-        events = await store.history(task_id)
-    if as_json:
-        for event in events:
-            emit_json(event)
-    else:
-        console().print(history_table(events, title=f"history of {task_id}"))
+        async for event in _events(store, task_id):
+            if as_json:
+                emit_json(event)
+                continue
+            if table is None:
+                table = history_table((), title=title)
+            table.add_row(*history_row(event))  # a row of short text, not the event
+            rows += 1
+            if rows == _HISTORY_PAGE:
+                out.print(table)
+                table, title, rows = None, None, 0
+    if table is not None:
+        out.print(table)
 
 
 @main.command()
@@ -262,14 +311,17 @@ async def replay(
             else:
                 console().print(record_table(then))
             return
-        events = await store.history(task_id)
-    _step_through(events, as_json=as_json, pause=step and not as_json)
+        await _step_through(_events(store, task_id), as_json=as_json, pause=step and not as_json)
 
 
-def _step_through(events: list[RecordedEvent], *, as_json: bool, pause: bool) -> None:
+async def _step_through(
+    events: AsyncIterator[RecordedEvent], *, as_json: bool, pause: bool
+) -> None:
     out = console()
     task: Task | None = None
-    for event in events:
+    async for event in events:
+        if pause and task is not None:
+            click.pause("  (press any key for the next event)")
         before, task = task, fold(task, event)
         changed = changes(before, task)
         if as_json:
@@ -288,8 +340,6 @@ def _step_through(events: list[RecordedEvent], *, as_json: bool, pause: bool) ->
         )
         if changed:
             out.print(table)
-        if pause and event is not events[-1]:
-            click.pause("  (press any key for the next event)")
 
 
 @main.command()
@@ -328,9 +378,18 @@ async def stats(db: str | None, as_json: bool) -> None:
         if oldest is None
         else {"id": oldest.id, "created_at": oldest.created_at, "age_s": _seconds(now, oldest)},
         "workers_running": [
-            {"worker_id": w.worker_id, "host": w.host, "pid": w.pid, "heartbeat_at": w.heartbeat_at}
+            {
+                "worker_id": w.worker_id,
+                "host": w.host,
+                "pid": w.pid,
+                "heartbeat_at": w.heartbeat_at,
+                "agents": w.agents,
+            }
             for w in live_workers
         ],
+        "unserved_agents": sorted(
+            unserved_agents({t.agent for t in pending}, workers, now=now.timestamp())
+        ),
     }
     if as_json:
         emit_json(figures)
@@ -350,10 +409,19 @@ async def stats(db: str | None, as_json: bool) -> None:
     )
     if oldest is not None:
         out.print(f"oldest pending: {oldest.id} ({oldest.agent}), waiting {age(oldest.created_at)}")
-    beat = ", ".join(
-        f"{w.worker_id} (heartbeat {time.time() - w.heartbeat_at:.0f}s ago)" for w in live_workers
-    )
+    beat = ", ".join(f"{w.worker_id} ({_heartbeat(w.heartbeat_at)})" for w in live_workers)
     out.print(f"workers not stopped: {len(live_workers)}{': ' + beat if beat else ''}")
+    if figures["unserved_agents"]:
+        names = ", ".join(figures["unserved_agents"])
+        out.print(f"[yellow]no worker serves agent {names}: its pending tasks wait for one[/]")
+
+
+def _heartbeat(at: float) -> str:
+    """How long ago a heartbeat was, or that it lies in the future (a clock ahead)."""
+    ago = time.time() - at
+    if ago < -1:
+        return f"heartbeat {-ago:.0f}s in the future: its clock is ahead"
+    return f"heartbeat {max(ago, 0):.0f}s ago"
 
 
 def _seconds(now: datetime, task: Task) -> float:

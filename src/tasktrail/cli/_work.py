@@ -1,17 +1,24 @@
-"""Commands that create and run tasks: submit, worker, run, wait, cancel."""
+"""Commands that create and run tasks: submit, run, wait, cancel, rerun.
+
+Every write says who made it: ``user:<login name>`` (``$TASKTRAIL_ACTOR`` overrides it),
+and why, with ``--reason``.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
+import getpass
+import os
 import signal
 import sys
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import click
+import msgspec
 
 from tasktrail.cli._app import (
     config_option,
@@ -26,28 +33,55 @@ from tasktrail.cli._app import (
     run_async,
     task_ids_argument,
 )
-from tasktrail.cli._config import Config, load_config
+from tasktrail.cli._config import load_config
 from tasktrail.cli._inspect import print_output
+from tasktrail.cli._times import parse_duration, parse_moment
+from tasktrail.cli._worker import load_app
 from tasktrail.errors import (
-    ConfigError,
     InvalidInputError,
     TaskCancelledError,
     TaskFailedError,
-    TasktrailError,
     WaitTimeoutError,
 )
-from tasktrail.events import RecordedEvent
-from tasktrail.lifecycle import ACTIVE_STATES, TaskState
+from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task
+from tasktrail.runtime.client import AsyncClient
 from tasktrail.runtime.manager import TaskManager
-from tasktrail.store import open_store
 
-__all__ = ["run_exit_code"]
+__all__ = ["cli_actor", "run_exit_code"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _CLI_POLL = 0.2
 """Seconds between checks for what other processes did, in commands a person waits on."""
+
+
+def cli_actor() -> str:
+    """Who writes from this command line: ``$TASKTRAIL_ACTOR``, else ``user:<login>``."""
+    explicit = os.environ.get("TASKTRAIL_ACTOR")
+    if explicit:
+        return explicit
+    try:
+        return f"user:{getpass.getuser()}"
+    except (KeyError, OSError):  # no login name (a container with an unnamed uid)
+        return f"user:{os.getuid()}"
+
+
+def read_input(text: str | None) -> Any:
+    """``--input``: JSON text, or ``@FILE`` holding JSON (``None``: no input)."""
+    if text is None:
+        return None
+    source = "--input"
+    if text.startswith("@"):
+        source = text[1:]
+        try:
+            text = Path(source).read_text(encoding="utf-8")
+        except OSError as err:
+            raise InvalidInputError(f"cannot read {source}: {err.strerror or err}") from err
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError as err:
+        raise InvalidInputError(f"{source} is not valid JSON: {err}") from err
 
 
 def launch_options(fn: F) -> F:
@@ -63,12 +97,24 @@ def launch_options(fn: F) -> F:
         priority: int,
         key: str | None,
         max_attempts: int | None,
+        input_text: str | None,
+        delay: str | None,
+        at: str | None,
+        reason: str | None,
         **kwargs: Any,
     ) -> Any:
+        if delay is not None and at is not None:
+            raise click.UsageError("give --in or --at, not both")
+        not_before: Any = None
+        if delay is not None:
+            not_before = parse_duration(delay)
+        elif at is not None:
+            not_before = parse_moment(at)
         launch = {
             "task_id": task_id or new_task_id(), "description": description,
             "parent_id": parent, "priority": priority, "concurrency_key": key,
-            "max_attempts": max_attempts,
+            "max_attempts": max_attempts, "input": read_input(input_text),
+            "not_before": not_before, "reason": reason,
         }  # fmt: skip
         return fn(*args, launch=launch, **kwargs)
 
@@ -80,11 +126,33 @@ def launch_options(fn: F) -> F:
         click.option("--key", default=None, help="Concurrency key [default: the agent]."),
         click.option(
             "--max-attempts",
-            type=click.IntRange(min=1),
+            type=click.IntRange(min=1, max=1_000_000),
             metavar="N",
             default=None,
             help="Attempts in all [default: worker.max_attempts of the config, else 1].",
         ),
+        click.option(
+            "--input",
+            "input_text",
+            default=None,
+            metavar="JSON|@FILE",
+            help="The task's input: JSON, or @FILE holding JSON ({input} in commands).",
+        ),
+        click.option(
+            "--in",
+            "delay",
+            default=None,
+            metavar="DURATION",
+            help="Start no sooner than this from now (90, 10m, 2h, 1d).",
+        ),
+        click.option(
+            "--at",
+            "at",
+            default=None,
+            metavar="TIME",
+            help="Start no sooner than this time (ISO 8601, time of day, or Unix).",
+        ),
+        click.option("--reason", default=None, help="Why, for the log."),
     ]
     wrapped: Any = collected
     for option in reversed(options):
@@ -97,11 +165,15 @@ def new_task_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def read_prompt(words: tuple[str, ...]) -> str:
-    """The prompt: the words joined by spaces, or standard input for a single ``-``."""
+def read_prompt(words: tuple[str, ...], *, input_given: bool = False) -> str:
+    """The prompt: the words joined by spaces, or standard input for a single ``-``.
+
+    It may be empty only when the task has an input instead."""
     text = sys.stdin.read() if words == ("-",) else " ".join(words)
-    if not text.strip():
-        raise InvalidInputError("give a prompt (or - to read it from standard input)")
+    if not text.strip() and not input_given:
+        raise InvalidInputError(
+            "give a prompt (or - to read it from standard input), or an --input"
+        )
     return text
 
 
@@ -111,7 +183,11 @@ def read_prompt(words: tuple[str, ...]) -> str:
 @db_option
 @config_option
 @launch_options
-@click.option("--any-agent", is_flag=True, help="Accept an agent the config does not define.")
+@click.option(
+    "--app", "apps", multiple=True, metavar="MODULE:OBJECT",
+    help="Python agents defined on this Registry count as known (repeat).",
+)  # fmt: skip
+@click.option("--any-agent", is_flag=True, help="Accept an agent no config or --app defines.")
 @json_option
 @run_async
 async def submit(
@@ -120,183 +196,34 @@ async def submit(
     db: str | None,
     config: str | None,
     launch: dict[str, Any],
+    apps: tuple[str, ...],
     any_agent: bool,
     as_json: bool,
 ) -> None:
     """Queue a task for a worker and print its id (creates the database if needed).
 
-    The agent is `shell` (the prompt is a shell command) or one defined in tasktrail.toml.
+    The agent is `shell` (the prompt is a shell command), one defined in tasktrail.toml, or
+    a Python agent of an --app registry (served by `tasktrail worker --app ...`).
 
     \b
     Example:
       tasktrail submit shell 'sleep 30; echo done'
       ID=$(tasktrail submit shell 'make test' --max-attempts 3)
       echo 'Summarise the README' | tasktrail submit claude -
+      tasktrail submit resize --input '{"image": "a.png"}' --in 10m
     """
     settings = load_config(config)
-    if not any_agent:
+    if not any_agent and not any(agent in load_app(spec) for spec in apps):
         settings.check_agent(agent)
-    text = read_prompt(prompt)
-    async with TaskManager(
-        database(db), run_tasks=False, max_attempts=settings.worker.max_attempts
-    ) as tm:
-        task = await tm.launch(agent, text, **launch)
+    text = read_prompt(prompt, input_given=launch["input"] is not None)
+    async with AsyncClient(
+        database(db), actor=cli_actor(), **settings.worker.launch_settings()
+    ) as client:
+        task = await client.launch(agent, text, **launch)
     if as_json:
         emit_json(task)
     else:
         click.echo(task.id)
-
-
-def _runners_for(settings: Config, agents: tuple[str, ...]) -> dict[str, Any]:
-    runners: dict[str, Any] = settings.runners()
-    unknown = sorted(set(agents) - set(runners))
-    if unknown:
-        raise ConfigError(
-            settings.path or "tasktrail.toml",
-            f"unknown agent(s) {', '.join(map(repr, unknown))}; known: {', '.join(runners)}",
-        )
-    return {name: runners[name] for name in agents} if agents else runners
-
-
-@main.command()
-@db_option
-@config_option
-@click.option(
-    "--concurrency", "-c", type=click.IntRange(min=1), metavar="N", default=None,
-    help="Tasks run at once [default: worker.max_running of the config, else 4].",
-)  # fmt: skip
-@click.option("--agent", "agents", multiple=True, help="Run only this agent's tasks (repeat).")
-@click.option("--id", "worker_id", default=None, help="This worker's id in the log.")
-@click.option("--exit-when-idle", is_flag=True, help="Stop once no task is left to run.")
-@click.option("--quiet", "-q", is_flag=True, help="Do not print what the worker does.")
-@run_async
-async def worker(
-    db: str | None,
-    config: str | None,
-    concurrency: int | None,
-    agents: tuple[str, ...],
-    worker_id: str | None,
-    exit_when_idle: bool,
-    quiet: bool,
-) -> None:
-    """Run queued tasks until stopped (Ctrl-C or SIGTERM).
-
-    On stop, running tasks are stopped (SIGTERM, then SIGKILL after the grace) and
-    re-queued, never left running. A worker killed outright (kill -9) leaves its tasks to
-    the next worker, which re-queues or fails them with a logged reason.
-
-    \b
-    Example:
-      tasktrail worker --concurrency 2
-      tasktrail worker --agent shell --exit-when-idle
-    """
-    settings = load_config(config)
-    runners = _runners_for(settings, agents)
-    options = settings.worker.manager_settings()
-    if concurrency is not None:
-        options["max_running"] = concurrency
-    stop = asyncio.Event()
-    err = console(stderr=True)
-
-    def stopping(number: int) -> None:
-        if not stop.is_set():
-            err.print(f"{signal.Signals(number).name}: stopping; running tasks are re-queued")
-        stop.set()
-
-    target = database(db)
-    async with open_store(target) as store:  # from here on: recovery on start is reported
-        reporter_start = await store.head()
-    with on_signals(stopping, signal.SIGINT, signal.SIGTERM):
-        async with TaskManager(
-            target, limits=settings.limits, worker_id=worker_id, **options
-        ) as tm:
-            for name, runner in runners.items():
-                tm.register(name, runner)
-            err.print(
-                f"worker {tm.worker_id} on {target}: agents {', '.join(runners)}; "
-                f"up to {options['max_running']} at once. Ctrl-C stops it."
-            )
-            reporter = _Reporter(tm.worker.worker_id, reporter_start)
-            following = None if quiet else asyncio.create_task(reporter.follow(tm.store))
-            try:
-                while not stop.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), timeout=options["poll_interval"])
-                    if exit_when_idle and await _idle(tm, list(runners)):
-                        err.print("no task left to run: stopping")
-                        break
-            finally:
-                if following is not None:
-                    following.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await following
-        if not quiet:  # what happened while it stopped (re-queued tasks)
-            async with open_store(target) as store:
-                await reporter.catch_up(store)
-    err.print(f"worker {tm.worker_id} stopped")
-
-
-async def _idle(tm: TaskManager, agents: list[str]) -> bool:
-    """Nothing queued for these agents and nothing running in this worker."""
-    if await tm.store.queued_tasks(limit=1, agents=agents):
-        return False
-    active = await tm.store.list_tasks(state=ACTIVE_STATES)
-    return not any(t.worker_id == tm.worker_id for t in active)
-
-
-_REPORTED = {
-    "task.claimed": "claimed",
-    "task.started": "started",
-    "task.completed": "[green]completed[/]",
-    "task.failed": "[red]failed[/]",
-    "task.cancelled": "[yellow]cancelled[/]",
-    "task.requeued": "re-queued",
-    "task.cancel_requested": "cancel requested",
-}
-
-
-class _Reporter:
-    """Prints, from the log, each step of the tasks this worker claimed, and every recovery
-    decision (which another worker may have made)."""
-
-    def __init__(self, worker_id: str, after: int) -> None:
-        self.worker_id = worker_id
-        self.after = after
-        self.mine: set[str] = set()
-        self.out = console()
-
-    async def catch_up(self, store: Any) -> None:
-        """Print every step logged since the last call."""
-        while events := await store.read_all(after=self.after, limit=1000):
-            for event in events:
-                if event.type == "task.claimed" and event.actor == self.worker_id:
-                    self.mine.add(event.stream_id)
-                recovered = (event.reason or "").startswith("recovery:")
-                if (event.stream_id in self.mine or recovered) and event.type in _REPORTED:
-                    self.out.print(_report_line(event))
-            self.after = events[-1].sequence
-
-    async def follow(self, store: Any) -> None:
-        """Catch up every ``_CLI_POLL`` seconds, until cancelled."""
-        while True:
-            await asyncio.sleep(_CLI_POLL)
-            with contextlib.suppress(TasktrailError):  # busy: the next round catches up
-                await self.catch_up(store)
-
-
-def _report_line(event: RecordedEvent) -> str:
-    detail = ""
-    payload = event.payload
-    if event.type == "task.failed":
-        detail = f": {getattr(payload, 'error', '')}"
-    elif event.reason and event.type != "task.cancel_requested":
-        detail = f" ({event.reason})"
-    elif event.type == "task.started" and getattr(payload, "session_id", None):
-        detail = f" ({getattr(payload, 'session_id', '')})"
-    return (
-        f"{event.recorded_at.astimezone():%H:%M:%S} {event.stream_id} "
-        f"{_REPORTED[event.type]}{detail}"
-    )
 
 
 def run_exit_code(task: Task) -> int:
@@ -354,7 +281,7 @@ async def _run(
 ) -> Task:
     settings = load_config(config)
     settings.check_agent(agent)
-    prompt = read_prompt(words)
+    prompt = read_prompt(words, input_given=launch["input"] is not None)
     runners = settings.runners()
     options = settings.worker.manager_settings()
     if timeout is not None:
@@ -362,7 +289,7 @@ async def _run(
     task_id: str = launch["task_id"]
     err = console(stderr=True)
     async with TaskManager(
-        database(db), limits=settings.limits, task_ids={task_id}, **options
+        database(db), limits=settings.limits, task_ids={task_id}, actor=cli_actor(), **options
     ) as tm:
         tm.register(agent, runners[agent])
         task = await tm.launch(agent, prompt, **launch)
@@ -376,7 +303,11 @@ async def _run(
             presses += 1
             if not quiet:
                 err.print("[yellow]cancelling[/]" + (" by force" if presses > 1 else ""))
-            cancels.append(asyncio.create_task(tm.cancel(task_id, force=presses > 1)))
+            cancels.append(
+                asyncio.create_task(
+                    tm.cancel(task_id, force=presses > 1, reason="interrupted (Ctrl-C)")
+                )
+            )
 
         with on_signals(interrupted, signal.SIGINT, signal.SIGTERM):
             if as_json:
@@ -418,11 +349,11 @@ async def wait(
     """
     finished: list[Task] = []
     late: WaitTimeoutError | None = None
-    async with TaskManager(existing(db), run_tasks=False, poll_interval=_CLI_POLL) as tm:
+    async with AsyncClient(existing(db), poll_interval=_CLI_POLL) as client:
         try:
             async with asyncio.timeout(timeout):
                 for task_id in task_ids:
-                    finished.append(await tm.wait(task_id))
+                    finished.append(await client.wait(task_id))
         except TimeoutError:
             assert timeout is not None
             late = WaitTimeoutError(task_ids[len(finished)], timeout)
@@ -448,11 +379,12 @@ async def wait(
 @click.option("--all", "everything", is_flag=True, help="Cancel every unfinished task.")
 @click.option("--force", is_flag=True, help="Cancelled at once; the worker kills the process.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait until each task is finished.")
+@click.option("--reason", default=None, help="Why, for the log [default: cancel requested].")
 @json_option
 @run_async
 async def cancel(
     task_ids: tuple[str, ...], db: str | None, everything: bool, force: bool, wait_: bool,
-    as_json: bool,
+    reason: str | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Cancel tasks, and all their descendants.
 
@@ -463,19 +395,21 @@ async def cancel(
 
     \b
     Example:
-      tasktrail cancel $ID
+      tasktrail cancel $ID --reason 'wrong branch'
       tasktrail cancel $ID --force --wait
       tasktrail cancel --all
     """
     if everything == bool(task_ids):
         raise InvalidInputError("give task ids or --all (not both)")
-    async with TaskManager(existing(db), run_tasks=False, poll_interval=_CLI_POLL) as tm:
+    async with AsyncClient(existing(db), poll_interval=_CLI_POLL, actor=cli_actor()) as client:
         if everything:
-            tasks = await tm.cancel_all(force=force)
+            tasks = await client.cancel_all(force=force, reason=reason)
         else:
-            tasks = [await tm.cancel(task_id, force=force) for task_id in task_ids]
+            tasks = [
+                await client.cancel(task_id, force=force, reason=reason) for task_id in task_ids
+            ]
         if wait_:
-            tasks = [await tm.wait(task.id) for task in tasks]
+            tasks = [await client.wait(task.id) for task in tasks]
     for task in tasks:
         if as_json:
             emit_json(task)
@@ -485,3 +419,29 @@ async def cancel(
             click.echo(f"{task.id}: already {task.state.value}, left as it is")
         else:
             click.echo(f"{task.id}: cancel requested ({task.state.value}; its worker stops it)")
+
+
+@main.command()
+@task_ids_argument(required=True)
+@db_option
+@click.option("--reason", default=None, help="Why, for the log [default: rerun of ID].")
+@json_option
+@run_async
+async def rerun(
+    task_ids: tuple[str, ...], db: str | None, reason: str | None, as_json: bool
+) -> None:
+    """Launch a copy of each task (same agent, prompt, input and options) and print the new
+    id; the copy records which task it re-runs (`show` links both ways).
+
+    \b
+    Example:
+      tasktrail rerun $ID
+      NEW=$(tasktrail rerun $ID --reason 'fixed the flaky test') && tasktrail wait $NEW
+    """
+    async with AsyncClient(existing(db), actor=cli_actor()) as client:
+        copies = [await client.rerun(task_id, reason=reason) for task_id in task_ids]
+    for copy in copies:
+        if as_json:
+            emit_json(copy)
+        else:
+            click.echo(copy.id)

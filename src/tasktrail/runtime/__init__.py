@@ -1,9 +1,11 @@
 """The asyncio runtime: TaskManager, run contexts, runners, clocks, recovery."""
 
+from tasktrail.runtime.blocking import Client
 from tasktrail.runtime.client import AsyncClient
 from tasktrail.runtime.clock import Clock, FakeClock, SystemClock
 from tasktrail.runtime.context import RunContext, Runner
 from tasktrail.runtime.manager import TaskManager
+from tasktrail.runtime.registry import Registry
 from tasktrail.runtime.session import AgentSession, AgentSessionRunner, ScriptedSession
 from tasktrail.runtime.subprocess import SubprocessRunner
 
@@ -11,8 +13,10 @@ __all__ = [
     "AgentSession",
     "AgentSessionRunner",
     "AsyncClient",
+    "Client",
     "Clock",
     "FakeClock",
+    "Registry",
     "RunContext",
     "Runner",
     "ScriptedSession",

@@ -74,12 +74,15 @@ class Attempt:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     on_abandon: Callable[[asyncio.Future[Any]], None] | None = None
+    _waiting: asyncio.Future[None] | None = None
 
     def stop(self, why: StopReason, detail: str) -> None:
         """Stop the runner (the first reason given is the one recorded)."""
         if self.stop_reason is None:
             self.stop_reason, self.stop_detail = why, detail
         self.stopping.set()
+        if self._waiting is not None and not self._waiting.done():
+            self._waiting.set_result(None)
         if self.runner is not None:
             self.runner.cancel()
 
@@ -125,10 +128,12 @@ class Attempt:
         (raising CancelledError here, as if it had stopped)."""
         runner = self.runner
         assert runner is not None
+        if not runner.done() and not self.stopping.is_set():
+            # The common case costs no task: a stop cancels the runner, which ends it (or
+            # the runner ignores it, and the grace below applies).
+            self._waiting = asyncio.get_running_loop().create_future()
+            await asyncio.wait({runner, self._waiting}, return_when=asyncio.FIRST_COMPLETED)
         while not runner.done():
-            if not self.stopping.is_set():
-                await _first(_finished(runner), self.stopping.wait())
-                continue
             await _first(_finished(runner), self.clock.sleep(self.grace))
             if not runner.done():
                 self.abandoned = True

@@ -24,6 +24,7 @@ from tasktrail.runtime.client import AsyncClient
 from tasktrail.runtime.clock import Clock
 from tasktrail.runtime.context import RunContext, Runner
 from tasktrail.runtime.notify import Callback
+from tasktrail.runtime.registry import Registry
 from tasktrail.runtime.worker import Worker
 
 __all__ = ["TaskManager"]
@@ -153,6 +154,11 @@ class TaskManager(AsyncClient):
         :class:`~tasktrail.SubprocessRunner`. Anything else is refused here, not when a
         task runs."""
         self.worker.register(agent, runner)
+
+    def include(self, registry: Registry) -> None:
+        """Run every agent of ``registry`` (a :class:`~tasktrail.Registry`) here."""
+        for agent, runner in registry.runners.items():
+            self.register(agent, runner)
 
     def on_finished(self, callback: Callback, *, name: str = "default") -> None:
         """Call ``await callback(task)`` for every task that finishes, at least once.

@@ -22,6 +22,7 @@ import os
 import socket
 from collections.abc import Container
 from dataclasses import dataclass
+from typing import Final
 
 from tasktrail._crashpoints import crash_point
 from tasktrail.errors import IllegalTransitionError, VersionConflictError
@@ -33,13 +34,16 @@ from tasktrail.store import EventStore
 from tasktrail.store._workers import WorkerInfo
 
 __all__ = [
+    "LOOKS_LIVE",
     "Identity",
     "Leases",
     "WorkerInfo",
     "decide",
+    "looks_live",
     "owner_is_dead",
     "pid_exists",
     "recover_orphans",
+    "unserved_agents",
 ]
 
 _log = logging.getLogger(__name__)
@@ -215,3 +219,34 @@ async def recover_orphans(
             raise outcome
         decided.append(outcome.task)
     return decided
+
+
+LOOKS_LIVE: Final = 90.0
+"""Seconds since its last heartbeat (by the wall clock) within which a worker looks live to
+a one-off observer such as ``tasktrail ls`` (three default leases of heartbeats)."""
+
+
+def looks_live(worker: WorkerInfo, *, now: float, here: Identity | None = None) -> bool:
+    """Whether ``worker`` looks live to an observer that looks once (a command line): not
+    stopped, its process present where that can be checked, else a recent heartbeat."""
+    here = here or Identity.here()
+    if worker.stopped_at is not None:
+        return False
+    if here.shares_pids_with(worker):
+        return pid_exists(worker.pid)
+    return abs(now - worker.heartbeat_at) <= LOOKS_LIVE
+
+
+def unserved_agents(
+    agents: set[str], workers: list[WorkerInfo], *, now: float, here: Identity | None = None
+) -> set[str]:
+    """The ``agents`` no live worker serves (empty when a live worker serves an unknown
+    set of agents: one of an older tasktrail, which did not record them)."""
+    served: set[str] = set()
+    for worker in workers:
+        if not looks_live(worker, now=now, here=here):
+            continue
+        if worker.agents is None:
+            return set()
+        served.update(worker.agents)
+    return agents - served

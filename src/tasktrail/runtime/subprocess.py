@@ -23,7 +23,9 @@ import shlex
 import signal
 import subprocess
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Final, Self
+
+import msgspec
 
 from tasktrail.errors import (
     InvalidInputError,
@@ -35,7 +37,8 @@ from tasktrail.runtime.context import RunContext, to_the_end
 
 __all__ = ["SubprocessRunner", "end_orphaned_attempts"]
 
-_PLACEHOLDER = re.compile(r"\{(prompt|task_id|agent|attempt)\}")
+_PLACEHOLDER = re.compile(r"\{(prompt|input|task_id|agent|attempt)\}")
+_STDIN: Final = ("none", "input", "prompt")
 _HIGH_WATER = 1 << 20
 """Bytes of output read but not yet written before reading from the pipes pauses."""
 _DRAIN = 1.0
@@ -44,6 +47,11 @@ _POLL = 0.05
 """Seconds between checks whether a process group that was signalled is gone."""
 _TAIL = 4096
 """Characters of stderr kept for the error message."""
+
+
+def _json(value: Any) -> str:
+    """A JSON value as compact text (``null`` for ``None``)."""
+    return msgspec.json.encode(value).decode()
 
 
 class _Pipes(asyncio.SubprocessProtocol):
@@ -245,8 +253,9 @@ class SubprocessRunner:
 
     Args:
         command: a template: a list of arguments, or one str (split like a shell would,
-            with :func:`shlex.split`, unless ``shell``). ``{prompt}``, ``{task_id}``,
-            ``{agent}`` and ``{attempt}`` are replaced by the task's values; no other
+            with :func:`shlex.split`, unless ``shell``). ``{prompt}``, ``{input}`` (the
+            task's input as JSON, ``null`` without one), ``{task_id}``, ``{agent}`` and
+            ``{attempt}`` are replaced by the task's values; no other
             brace is touched, so ``awk '{print $1}'`` needs no escaping. Without ``shell``
             each argument is filled in on its own: the prompt stays one argument and is
             never interpreted by a shell. With ``shell``, the command runs as
@@ -259,10 +268,12 @@ class SubprocessRunner:
         grace: seconds the process group has to exit after SIGTERM before SIGKILL
             (default: the manager's ``cancel_grace``).
         encoding: how the output is decoded (undecodable bytes become U+FFFD).
+        stdin: what the process reads on its standard input: ``"none"`` (``/dev/null``,
+            the default), ``"input"`` (the task's input as JSON) or ``"prompt"``.
 
-    The process gets no stdin (``/dev/null``). A process of the group that still holds
-    the output pipes a second after the main process exited is ended with the group; a
-    process that redirected its output (a daemon) is left alone.
+    A process of the group that still holds the output pipes a second after the main
+    process exited is ended with the group; a process that redirected its output (a
+    daemon) is left alone.
     """
 
     manages_start: ClassVar[bool] = True
@@ -277,7 +288,10 @@ class SubprocessRunner:
         env: Mapping[str, str] | None = None,
         grace: float | None = None,
         encoding: str = "utf-8",
+        stdin: str = "none",
     ) -> None:
+        if stdin not in _STDIN:
+            raise InvalidInputError(f"stdin must be one of {', '.join(_STDIN)}, not {stdin!r}")
         if isinstance(command, str):
             if shell:
                 template = [command]
@@ -308,6 +322,7 @@ class SubprocessRunner:
         self.env = extra
         self.grace = grace
         self.encoding = encoding
+        self.stdin = stdin
         self._template = tuple(template)
         self._use_shell = shell
 
@@ -330,6 +345,7 @@ class SubprocessRunner:
         """The arguments this runner starts for ``task``."""
         values = {
             "prompt": task.prompt,
+            "input": _json(task.input),
             "task_id": task.id,
             "agent": task.agent,
             "attempt": str(task.attempt),
@@ -338,6 +354,14 @@ class SubprocessRunner:
             script = _PLACEHOLDER.sub(lambda m: shlex.quote(values[m[1]]), self._template[0])
             return ["/bin/sh", "-c", script]
         return [_PLACEHOLDER.sub(lambda m: values[m[1]], arg) for arg in self._template]
+
+    def _feed(self, task: Task) -> bytes | None:
+        """What the process reads on stdin (``None``: nothing, /dev/null)."""
+        if self.stdin == "input":
+            return _json(task.input).encode()
+        if self.stdin == "prompt":
+            return task.prompt.encode(self.encoding, errors="replace")
+        return None
 
     def _environment(self, task: Task) -> dict[str, str]:
         return {
@@ -353,11 +377,12 @@ class SubprocessRunner:
         argv = self.argv(ctx.task)
         grace = ctx.cancel_grace if self.grace is None else self.grace
         loop = asyncio.get_running_loop()
+        feed = self._feed(ctx.task)
         try:
             transport, pipes = await loop.subprocess_exec(
                 _Pipes,
                 *argv,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL if feed is None else subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 cwd=self.cwd,
@@ -366,6 +391,11 @@ class SubprocessRunner:
             )
         except OSError as err:
             raise ProcessStartError(argv, err) from err
+        if feed is not None:
+            writer = transport.get_pipe_transport(0)
+            if isinstance(writer, asyncio.WriteTransport):
+                writer.write(feed)  # buffered by the loop; a closed pipe is the child's choice
+                writer.write_eof()
         group = _Group(transport.get_pid(), pipes)
         stderr = _Tail()
         pump = asyncio.ensure_future(self._pump(pipes, ctx, stderr))

@@ -21,13 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import inspect
 import logging
 import math
 import os
 import uuid
 from collections.abc import Callable, Collection, Coroutine, Mapping
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from tasktrail._crashpoints import crash_point
 from tasktrail.errors import (
@@ -56,6 +55,7 @@ from tasktrail.runtime.clock import Clock
 from tasktrail.runtime.context import RunContext, Runner
 from tasktrail.runtime.notify import Callback, Notifier
 from tasktrail.runtime.recovery import Identity, Leases, recover_orphans
+from tasktrail.runtime.registry import as_runner
 from tasktrail.runtime.scheduler import deadline_breach
 from tasktrail.store import EventStore
 from tasktrail.store._claim import ClaimRequest, ClaimResult
@@ -68,29 +68,6 @@ _UNLIMITED_SLOTS: Final = 512
 """Tasks claimed at once by a worker without ``max_running``."""
 _WRITE_TRIES: Final = 5
 """Tries of an attempt's write when the database is busy (then the error stands)."""
-
-
-class _Blocking:
-    """A plain ``def`` runner: called in a worker thread."""
-
-    is_blocking: Final = True
-
-    def __init__(self, fn: Callable[[RunContext], Any]) -> None:
-        self.fn = fn
-
-    def __call__(self, ctx: RunContext) -> Any:
-        return self.fn(ctx)
-
-    def __repr__(self) -> str:
-        return f"blocking({self.fn!r})"
-
-
-def _is_async(runner: object) -> bool:
-    return (
-        inspect.iscoroutinefunction(runner)
-        or inspect.iscoroutinefunction(getattr(runner, "__call__", None))  # noqa: B004
-        or bool(getattr(runner, "manages_start", False))
-    )
 
 
 class Worker:
@@ -157,25 +134,8 @@ class Worker:
     # -- runners and callbacks ------------------------------------------------------------------
 
     def register(self, agent: str, runner: Runner | Callable[[RunContext], Any]) -> None:
-        """Run tasks of ``agent`` with ``runner``: ``async def runner(ctx)``, a plain
-        ``def runner(ctx)`` (run in a worker thread), or a runner object."""
-        if not agent or not isinstance(agent, str):
-            raise InvalidInputError(f"agent must be a non-empty str, not {agent!r}")
-        if inspect.isclass(runner):
-            raise InvalidInputError(
-                f"the runner for {agent!r} is a class ({runner.__name__}); register an "
-                "instance, or a function taking the run context"
-            )
-        if (
-            not callable(runner)
-            or inspect.isgeneratorfunction(runner)
-            or inspect.isasyncgenfunction(runner)
-        ):
-            raise InvalidInputError(
-                f"the runner for {agent!r} must be an async or plain function taking the "
-                f"run context (or a runner object), not {runner!r}"
-            )
-        self.runners[agent] = cast(Runner, runner) if _is_async(runner) else _Blocking(runner)
+        """Run tasks of ``agent`` with ``runner`` (see :func:`~.registry.as_runner`)."""
+        self.runners[agent] = as_runner(agent, runner)
         self._agents_changed = True
         self.wake()
 
@@ -334,8 +294,11 @@ class Worker:
 
     def claim_soon(self) -> None:
         """Claim in a task of its own, which sends its request before the event loop next
-        runs the commit loop: a write made right after this call shares its commit."""
-        if self._group is not None and not self._closing:
+        runs the commit loop: a write made right after this call shares its commit. While
+        a claim is in flight, it only asks that claim for another round."""
+        if self._claim_lock.locked():
+            self._claim_again = True
+        elif self._group is not None and not self._closing:
             self._group.create_task(self._claim_quietly(), name="tasktrail-claim")
 
     async def _claim_quietly(self) -> None:
@@ -402,6 +365,7 @@ class Worker:
         async def append(task_id: str, events: list[Event], reason: str | None) -> Task:
             return await self._append_fenced(run, events, reason)
 
+        _log.info("task %s: attempt %d of %s starts", task.id, task.attempt, task.agent)
         ctx = RunContext(task, append=append, clock=self.clock, cancel_grace=self.cancel_grace)
         run = Attempt(
             ctx, clock=self.clock, grace=self.cancel_grace, started_at=self.clock.monotonic(),
@@ -453,7 +417,8 @@ class Worker:
     async def _record(self, run: Attempt, outcome: Event, reason: str | None) -> None:
         """Record how an attempt ended, under its claim."""
         try:
-            await self._append_fenced(run, [outcome], reason)
+            task = await self._append_fenced(run, [outcome], reason)
+            _log.info("task %s: attempt %d ended %s", task.id, task.attempt, task.state.value)
         except AttemptSupersededError:
             raise
         except IllegalTransitionError:

@@ -9,6 +9,7 @@ import asyncpg
 
 from tasktrail.errors import TamperedLogError
 from tasktrail.store._scan import check_chain
+from tasktrail.store._stream import SCAN_CHUNK_BYTES, bounded_chunks
 from tasktrail.store.base import VerifyReport
 
 __all__ = ["EVENT_COLUMNS", "TASK_COLUMNS", "live_rows", "scan", "verify_chain"]
@@ -23,22 +24,29 @@ TASK_COLUMNS: Final = (
     "updated_at, record, not_before, rerun_of, expires_at"
 )
 """The columns of a projection row, in the order of :data:`~._plan.TaskRow`."""
+_SIZES: Final = (  # (row by row, whole window): see tasktrail.store._stream
+    "SELECT seq, octet_length(data) FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+    "SELECT count(*), max(k), sum(n) FROM (SELECT seq AS k, octet_length(data) AS n "
+    "FROM events WHERE seq > $1 ORDER BY seq LIMIT $2) AS w",
+)
+_ROWS: Final = f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 AND seq <= $2 ORDER BY seq"
 _APPEND_ONLY_TRIGGERS: Final = frozenset({"events_append_only_update", "events_append_only_delete"})
 
 
-async def scan(conn: asyncpg.Connection, chunk: int = 20_000) -> AsyncIterator[list[Any]]:
-    """Every event row in sequence order, in chunks (run it inside one snapshot)."""
-    after = 0
-    while True:
-        rows = await conn.fetch(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
-            after,
-            chunk,
-        )
-        if not rows:
-            return
-        yield [tuple(row) for row in rows]
-        after = rows[-1][0]
+async def scan(
+    conn: asyncpg.Connection, chunk: int = 20_000, *, chunk_bytes: int = SCAN_CHUNK_BYTES
+) -> AsyncIterator[list[Any]]:
+    """Every event row in sequence order (run it inside one snapshot), in chunks of at most
+    ``chunk`` rows and about ``chunk_bytes`` of payload (:mod:`._stream`)."""
+
+    async def probe(after: int, n: int, each: bool) -> list[Any]:
+        return list(await conn.fetch(_SIZES[not each], after, n))
+
+    async def fetch(after: int, last: int) -> list[Any]:
+        return [tuple(row) for row in await conn.fetch(_ROWS, after, last)]
+
+    async for rows in bounded_chunks(probe, fetch, after=0, budget=chunk_bytes, max_rows=chunk):
+        yield rows
 
 
 async def verify_chain(conn: asyncpg.Connection) -> VerifyReport:

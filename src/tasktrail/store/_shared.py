@@ -7,20 +7,31 @@ its events is written once.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
 
 import msgspec
 
-from tasktrail.errors import CorruptDatabaseError, InvalidInputError, PayloadTooLargeError
+from tasktrail.errors import (
+    CorruptDatabaseError,
+    InvalidInputError,
+    PayloadTooLargeError,
+    TaskNotFoundError,
+)
 from tasktrail.events import Event, NewEvent, RecordedEvent, as_stored, encode_payload
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task, fold
 from tasktrail.store._plan import PendingAppend
 from tasktrail.store._validate import check_actor, check_task_id
 
-__all__ = ["check_state_at", "decode_task", "prepare_append", "replay", "state_values"]
+__all__ = [
+    "check_state_at",
+    "check_versions",
+    "decode_task",
+    "prepare_append",
+    "replay_chunks",
+    "state_values",
+]
 
 
 def prepare_append(
@@ -97,32 +108,47 @@ def check_state_at(version: int | None, at: datetime | float | None) -> None:
         raise InvalidInputError(f"version must be an int >= 1, not {version!r}")
 
 
-def replay(
+def check_versions(after_version: object, to_version: object, *, top: int) -> tuple[int, int]:
+    """(after, last) of a ``after_version < version <= to_version`` range: ints >= 0, the
+    last capped at the backend's largest version ``top``; InvalidInputError otherwise."""
+    after = _version("after_version", after_version)
+    last = top if to_version is None else min(_version("to_version", to_version), top)
+    return min(after, top), last
+
+
+def _version(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInputError(f"{name} must be an int >= 0, not {value!r}")
+    return value
+
+
+async def replay_chunks(
     task_id: str,
-    events: list[RecordedEvent],
+    chunks: AsyncIterator[list[RecordedEvent]],
     *,
     version: int | None = None,
     at: datetime | float | None = None,
 ) -> Task | None:
-    """The task as ``events`` (its whole history) left it at ``version`` or at ``at``.
+    """The task as its history (``chunks``, from version 1) left it at ``version`` or at
+    ``at``, folded one chunk at a time; TaskNotFoundError when it has no events.
 
     ``at`` selects the events up to the first one recorded after it, so a clock that
     stepped back never yields a state that did not exist.
     """
-    if version is not None:
-        if version > events[-1].version:
-            raise InvalidInputError(
-                f"task {task_id!r} has {events[-1].version} versions, not {version}"
-            )
-        events = events[:version]
-    elif at is not None:
-        if isinstance(at, datetime):  # compare at the datetime's microsecond precision
-            events = list(itertools.takewhile(lambda e: e.recorded_at <= at, events))
-        else:
-            events = list(itertools.takewhile(lambda e: e.timestamp <= at, events))
     task: Task | None = None
-    for event in events:
-        task = fold(task, event)
+    seen = 0
+    async for events in chunks:  # a stream holds nothing between chunks: leaving is free
+        for event in events:
+            if isinstance(at, datetime):  # compare at the datetime's microsecond precision
+                if event.recorded_at > at:
+                    return task
+            elif at is not None and event.timestamp > at:
+                return task
+            task, seen = fold(task, event), event.version
+    if task is None:
+        raise TaskNotFoundError(task_id)
+    if version is not None and version > seen:
+        raise InvalidInputError(f"task {task_id!r} has {seen} versions, not {version}")
     return task
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import sqlite3
 from collections.abc import Iterator
 
@@ -16,7 +17,7 @@ from tasktrail.errors import (
     TasktrailError,
 )
 
-__all__ = ["DriverError", "translate", "translating"]
+__all__ = ["DriverError", "permission_problem", "translate", "translating"]
 
 # Primary result codes, https://sqlite.org/rescode.html
 _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT = 5, 6, 8, 10, 11
@@ -25,6 +26,55 @@ _FULL, _CANTOPEN, _NOTADB, _PERM = 13, 14, 26, 3
 
 DriverError = (sqlite3.Error, UnicodeDecodeError)
 """What the driver raises: its own errors, and UnicodeDecodeError for damaged text."""
+
+
+def _user() -> str:
+    uid = os.geteuid()
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name}"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _may(path: str, mode: int) -> bool:
+    return os.access(path, mode, effective_ids=os.access in os.supports_effective_ids)
+
+
+def permission_problem(path: str) -> tuple[str, bool] | None:
+    """Why this process may not open the database ``path`` for reading and writing
+    (creating it if missing), as a message saying "permission denied" and naming the path
+    and the user, and whether reading it is allowed; None when the file system's
+    permissions are not the problem."""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    full = os.path.abspath(path)
+    directory = os.path.dirname(full)
+    blocked = directory
+    while blocked != os.path.dirname(blocked) and not os.path.exists(blocked):
+        blocked = os.path.dirname(blocked)  # the deepest ancestor this process can see
+    denied = f"permission denied: {_user()} may not"
+    if not _may(blocked, os.X_OK) or (blocked != directory and not _may(blocked, os.R_OK)):
+        return f"cannot open the database {path}: {denied} enter the directory {blocked}", False
+    if blocked != directory:
+        return None  # the directory does not exist: not a question of permissions
+    if not os.path.exists(full):
+        if _may(directory, os.W_OK):
+            return None
+        return f"cannot create the database {path}: {denied} write to {directory}", False
+    if not _may(full, os.R_OK):
+        return f"cannot open the database {path}: {denied} read it", False
+    if not _may(full, os.W_OK):
+        return f"the database {path} is read-only: {denied} write it", True
+    beside = [f"{full}-wal", f"{full}-shm"]
+    if not _may(directory, os.W_OK) and not all(
+        os.path.exists(f) and _may(f, os.W_OK) for f in beside
+    ):
+        return (
+            f"the database {path} is read-only: {denied} write to its directory {directory}, "
+            "where SQLite keeps its -wal and -shm files",
+            True,
+        )
+    return None
 
 
 def _cannot_write(code: int, path: str) -> bool:
@@ -56,6 +106,9 @@ def translate(err: sqlite3.Error | UnicodeDecodeError, path: str = "") -> Tasktr
             f"the disk holding the database{where} is full; the write was rolled back "
             "and nothing acknowledged was lost: free space and retry"
         )
+    if code in (_CANTOPEN, _READONLY, _PERM, _IOERR) and (denied := permission_problem(path)):
+        why, readable = denied
+        return ReadOnlyStorageError(why) if readable else StorageError(why)
     if code in (_READONLY, _PERM) or "readonly" in text or _cannot_write(code, path):
         return ReadOnlyStorageError(
             f"the database{where} is read-only; check the permissions of the file and "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -16,6 +17,7 @@ from tasktrail.events import RecordedEvent
 from tasktrail.store._plan import TaskRow
 from tasktrail.store._scan import check_chain, fold_rows
 from tasktrail.store._sqlite_errors import DriverError
+from tasktrail.store._stream import SCAN_CHUNK_BYTES, bounded_chunks, prefetched
 from tasktrail.store._verify_range import EVENT_COLUMNS, RangeResult, check_range
 from tasktrail.store.base import VerifyReport
 
@@ -25,6 +27,12 @@ _APPEND_ONLY_TRIGGERS: Final = frozenset({"events_append_only_update", "events_a
 PARALLEL_MIN_EVENTS: Final = 250_000
 """A log at least this long is verified in ranges, one per core (up to 4): below it, starting
 a process costs more than the second core saves."""
+_SIZES: Final = (  # (row by row, whole window): see tasktrail.store._stream
+    "SELECT seq, length(CAST(data AS BLOB)) FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+    "SELECT count(*), max(k), sum(n) FROM (SELECT seq AS k, length(CAST(data AS BLOB)) AS n "
+    "FROM events WHERE seq > ? ORDER BY seq LIMIT ?) AS w",
+)
+_ROWS: Final = f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? AND seq <= ? ORDER BY seq"
 
 
 async def fetch_all(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -38,22 +46,27 @@ async def fetch_all(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = 
         raise err.with_traceback(None) from None
 
 
-async def scan(db: aiosqlite.Connection, chunk: int = 20_000) -> AsyncIterator[list[Any]]:
-    """Every event row in sequence order, in chunks.
+async def scan(
+    db: aiosqlite.Connection, chunk: int = 20_000, *, chunk_bytes: int = SCAN_CHUNK_BYTES
+) -> AsyncIterator[list[Any]]:
+    """Every event row in sequence order, in chunks of at most ``chunk`` rows and about
+    ``chunk_bytes`` of payload (:mod:`._stream`), so memory does not grow with the log or
+    with the size of its events.
 
     The next chunk is read (on the connection's thread) while the caller works on this
     one, so reading and decoding overlap on a second core.
     """
-    query = f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
-    rows = await fetch_all(db, query, (0, chunk))
-    while rows:
-        following = asyncio.ensure_future(fetch_all(db, query, (rows[-1][0], chunk)))
-        try:
+
+    async def probe(after: int, n: int, each: bool) -> list[Any]:
+        return await fetch_all(db, _SIZES[not each], (after, n))
+
+    async def fetch(after: int, last: int) -> list[Any]:
+        return await fetch_all(db, _ROWS, (after, last))
+
+    chunks = bounded_chunks(probe, fetch, after=0, budget=chunk_bytes, max_rows=chunk)
+    async with contextlib.aclosing(prefetched(chunks)) as ahead:
+        async for rows in ahead:
             yield rows
-        except BaseException:
-            following.cancel()
-            raise
-        rows = await following
 
 
 async def verify_chain(db: aiosqlite.Connection, path: str | None = None) -> VerifyReport:

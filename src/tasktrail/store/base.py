@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, Self
 
@@ -63,6 +63,14 @@ class EventStore(Protocol):
     async def read_stream(
         self, stream_id: str, *, after_version: int = 0, to_version: int | None = None
     ) -> list[RecordedEvent]: ...
+    def iter_stream(
+        self,
+        stream_id: str,
+        *,
+        after_version: int = 0,
+        to_version: int | None = None,
+        chunk_bytes: int = ...,
+    ) -> AsyncIterator[list[RecordedEvent]]: ...
     async def read_all(self, *, after: int = 0, limit: int = 1000) -> list[RecordedEvent]: ...
     async def head(self) -> int: ...
 

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import socket
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, Self, TypeVar
 
@@ -47,16 +49,49 @@ from tasktrail.store._pg_scan import EVENT_COLUMNS, live_rows, scan, verify_chai
 from tasktrail.store._plan import AppendResult, TaskRow, task_row
 from tasktrail.store._query import Params, task_where
 from tasktrail.store._scan import fold_rows, fold_tasks
-from tasktrail.store._shared import check_state_at, decode_task, prepare_append, replay
-from tasktrail.store._validate import check_task_id, redact_url
+from tasktrail.store._shared import (
+    check_state_at,
+    check_versions,
+    decode_task,
+    prepare_append,
+    replay_chunks,
+)
+from tasktrail.store._stream import (
+    DEFAULT_CHUNK_BYTES,
+    STREAM_MAX_ROWS,
+    bounded_chunks,
+    check_chunk_bytes,
+)
+from tasktrail.store._validate import check_task_id, redact_url, server_address
 from tasktrail.store.base import VerifyReport
 from tasktrail.store.subscription import Subscription
 
 __all__ = ["PostgresEventStore"]
 
 _STALLED_WRITER_MS: Final = "60000"
+_STREAM_SIZES: Final = (  # (row by row, whole window): see tasktrail.store._stream
+    "SELECT version, octet_length(data) FROM events WHERE stream_id = $1 AND version > $2 "
+    "AND version <= $3 ORDER BY version LIMIT $4",
+    "SELECT count(*), max(k), sum(n) FROM (SELECT version AS k, octet_length(data) AS n "
+    "FROM events WHERE stream_id = $1 AND version > $2 AND version <= $3 ORDER BY version "
+    "LIMIT $4) AS w",
+)
+_STREAM_ROWS: Final = (
+    f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND version > $2 "
+    "AND version <= $3 ORDER BY version"
+)
 
 T = TypeVar("T")
+
+
+def _unreachable(err: BaseException) -> str:
+    if isinstance(err, socket.gaierror):
+        return f"cannot resolve the host name ({err.strerror or err})"
+    if isinstance(err, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(err, TimeoutError):
+        return "no answer"
+    return str(err) or type(err).__name__
 
 
 class PostgresEventStore(OperationalTables):
@@ -69,6 +104,9 @@ class PostgresEventStore(OperationalTables):
         max_batch_events: the most events written by one group commit.
         retry_timeout: seconds to keep retrying transient failures (a dropped connection,
             a serialization failure, a server restart) before raising StorageError.
+        connect_timeout: seconds ``open()`` tries to reach the server at all (a refused
+            connection, a host that does not answer) before raising StorageError naming
+            the host and port; once connected, failures are retried for ``retry_timeout``.
         pool_size: the most pooled connections for reads (plus one writer, one listener).
         clock: returns the time as unix seconds; injectable for tests.
         upcasters: extra upcasters, keyed by (event tag, schema version they read).
@@ -81,6 +119,7 @@ class PostgresEventStore(OperationalTables):
         max_event_bytes: int = 1 << 20,
         max_batch_events: int = 5000,
         retry_timeout: float = 30.0,
+        connect_timeout: float = 5.0,
         pool_size: int = 4,
         clock: Callable[[], float] = time.time,
         upcasters: Mapping[tuple[str, int], Upcaster] | None = None,
@@ -92,6 +131,11 @@ class PostgresEventStore(OperationalTables):
         self.max_event_bytes = max_event_bytes
         self.max_batch_events = max_batch_events
         self.retry_timeout = retry_timeout
+        if not (isinstance(connect_timeout, int | float) and 0 < connect_timeout < math.inf):
+            raise InvalidInputError(
+                f"connect_timeout must be a finite number of seconds > 0, not {connect_timeout!r}"
+            )
+        self.connect_timeout = float(connect_timeout)
         self.pool_size = pool_size
         self._clock = clock
         self._upcasters = {**BUILTIN_UPCASTERS, **(upcasters or {})}
@@ -124,8 +168,10 @@ class PostgresEventStore(OperationalTables):
         if self._opened:
             return self
 
+        reach_by = time.monotonic() + self.connect_timeout
+
         async def first_connection() -> asyncpg.Connection:
-            conn = await self._connect_writer()
+            conn = await self._reach(reach_by)
             try:
                 schema = await conn.fetchval("SELECT current_schema()")
                 if schema is None:
@@ -174,6 +220,25 @@ class PostgresEventStore(OperationalTables):
         self._opened = True
         await self._listen()
         return self
+
+    async def _reach(self, deadline: float) -> asyncpg.Connection:
+        """The writer's first connection. A server that cannot be reached at all (no such
+        host, connection refused, no answer) is reported once ``deadline`` has passed,
+        naming the host and port, instead of being retried for ``retry_timeout``."""
+        try:
+            left = max(deadline - time.monotonic(), 0.05)
+            return await asyncio.wait_for(self._connect_writer(), left)
+        except (OSError, TimeoutError) as err:
+            if not isinstance(err, socket.gaierror) and time.monotonic() < deadline:
+                raise  # retried: a server restarting refuses connections for a moment
+            tried = (
+                "" if isinstance(err, socket.gaierror) else f" (tried {self.connect_timeout:g} s)"
+            )
+            raise StorageError(
+                f"cannot connect to PostgreSQL at {server_address(self.url)} ({self.where}): "
+                f"{_unreachable(err)}{tried}; check that the server is running and that the "
+                "host and port are right"
+            ) from err
 
     async def _listen(self) -> None:
         """(Re)open the connection that hears other processes' commits; a failure is
@@ -229,7 +294,7 @@ class PostgresEventStore(OperationalTables):
         await self.close()
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        if self._opened and not self._closing:
+        if getattr(self, "_opened", False) and not self._closing:  # __init__ may have failed
             _warn(f"PostgresEventStore({self.where!r}) was never closed", ResourceWarning)
 
     def _now(self) -> float:
@@ -349,6 +414,37 @@ class PostgresEventStore(OperationalTables):
         )
         return [self._event(row) for row in rows]
 
+    def iter_stream(
+        self,
+        stream_id: str,
+        *,
+        after_version: int = 0,
+        to_version: int | None = None,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    ) -> AsyncIterator[list[RecordedEvent]]:
+        """The events of one task with ``after_version < version <= to_version``, in order,
+        in non-empty chunks of about ``chunk_bytes`` of payload (a bigger event comes
+        alone). Each chunk is read by short queries: no connection is held between chunks.
+        """
+        check_task_id(stream_id)
+        after, last = check_versions(after_version, to_version, top=2**31 - 1)
+        return self._iter_stream(stream_id, after, last, check_chunk_bytes(chunk_bytes))
+
+    async def _iter_stream(
+        self, stream_id: str, after: int, last: int, budget: int
+    ) -> AsyncIterator[list[RecordedEvent]]:
+        async def probe(after: int, n: int, each: bool) -> list[Any]:
+            return await self._fetch(_STREAM_SIZES[not each], stream_id, after, last, n)
+
+        async def fetch(after: int, upto: int) -> list[RecordedEvent]:
+            rows = await self._fetch(_STREAM_ROWS, stream_id, after, upto)
+            return [self._event(row) for row in rows]
+
+        async for events in bounded_chunks(
+            probe, fetch, after=after, budget=budget, max_rows=STREAM_MAX_ROWS
+        ):
+            yield events
+
     async def read_all(self, *, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """Up to ``limit`` events of the whole log with a sequence number above ``after``.
 
@@ -453,7 +549,9 @@ class PostgresEventStore(OperationalTables):
         """The task as it was at ``version``, or at time ``at`` (the latest if neither);
         ``None`` when it did not exist yet at ``at``."""
         check_state_at(version, at)
-        return replay(task_id, await self.history(task_id), version=version, at=at)
+        return await replay_chunks(
+            task_id, self.iter_stream(task_id, to_version=version), version=version, at=at
+        )
 
     # -- checking and rebuilding -----------------------------------------------------------
 

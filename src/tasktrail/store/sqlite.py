@@ -21,7 +21,7 @@ import os
 import sqlite3
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, Literal, Self
 
@@ -42,7 +42,12 @@ from tasktrail.store._claim import ClaimRequest, ClaimResult
 from tasktrail.store._plan import AppendResult, PendingAppend, task_row
 from tasktrail.store._query import Params, task_where
 from tasktrail.store._scan import fold_tasks
-from tasktrail.store._shared import check_state_at, prepare_append, replay
+from tasktrail.store._shared import (
+    check_state_at,
+    check_versions,
+    prepare_append,
+    replay_chunks,
+)
 from tasktrail.store._sqlite_commit import (
     ACTIVE_COUNTS,
     UPSERT_TASK,
@@ -52,9 +57,15 @@ from tasktrail.store._sqlite_commit import (
     decode_task,
     marks,
 )
-from tasktrail.store._sqlite_errors import DriverError, translate, translating
+from tasktrail.store._sqlite_errors import DriverError, permission_problem, translate, translating
 from tasktrail.store._sqlite_open import connect, init_schema, open_connection
 from tasktrail.store._sqlite_scan import EVENT_COLUMNS, fetch_all, fold_log, scan, verify_chain
+from tasktrail.store._stream import (
+    DEFAULT_CHUNK_BYTES,
+    STREAM_MAX_ROWS,
+    bounded_chunks,
+    check_chunk_bytes,
+)
 from tasktrail.store._validate import check_task_id
 from tasktrail.store._workers import WORKER_COLUMNS, WorkerInfo, worker_info
 from tasktrail.store.base import VerifyReport
@@ -62,6 +73,17 @@ from tasktrail.store.subscription import Subscription
 
 __all__ = ["SQLiteEventStore"]
 
+_STREAM_SIZES: Final = (  # (row by row, whole window): see tasktrail.store._stream
+    "SELECT version, length(CAST(data AS BLOB)) FROM events WHERE stream_id = ? AND version > ? "
+    "AND version <= ? ORDER BY version LIMIT ?",
+    "SELECT count(*), max(k), sum(n) FROM (SELECT version AS k, length(CAST(data AS BLOB)) AS n "
+    "FROM events WHERE stream_id = ? AND version > ? AND version <= ? ORDER BY version "
+    "LIMIT ?) AS w",
+)
+_STREAM_ROWS: Final = (
+    f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? AND version > ? AND version <= ? "
+    "ORDER BY version"
+)
 _REBUILD_CHUNK: Final = 2_000
 """Task rows per write of ``rebuild()``."""
 CHANGE_POLL: Final = 0.05
@@ -144,9 +166,9 @@ class SQLiteEventStore:
             return self
         directory = os.path.dirname(self._abspath)
         if not await asyncio.to_thread(os.path.isdir, directory):
-            raise StorageError(
-                f"cannot open the database {self.path}: the directory {directory} does not exist"
-            )
+            denied = await asyncio.to_thread(permission_problem, self.path)
+            missing = f"the directory {directory} does not exist"
+            raise StorageError(denied[0] if denied else f"cannot open {self.path}: {missing}")
         try:
             with translating(self.path):
                 await self._writer.open(
@@ -204,7 +226,7 @@ class SQLiteEventStore:
         await self.close()
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        if self._opened and not self._closing:
+        if getattr(self, "_opened", False) and not self._closing:  # __init__ may have failed
             _warn(f"SQLiteEventStore({self.path!r}) was never closed", ResourceWarning, source=self)
 
     def _check_open(self) -> None:
@@ -350,6 +372,38 @@ class SQLiteEventStore:
         )
         return [self._event(row) for row in rows]
 
+    def iter_stream(
+        self,
+        stream_id: str,
+        *,
+        after_version: int = 0,
+        to_version: int | None = None,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    ) -> AsyncIterator[list[RecordedEvent]]:
+        """The events of one task with ``after_version < version <= to_version``, in order,
+        in non-empty chunks of about ``chunk_bytes`` of payload (a bigger event comes
+        alone), so memory does not grow with the task's output. Nothing for an unknown
+        task. Each chunk is read by short queries: no snapshot is held between chunks.
+        """
+        check_task_id(stream_id)
+        after, last = check_versions(after_version, to_version, top=2**62)
+        return self._iter_stream(stream_id, after, last, check_chunk_bytes(chunk_bytes))
+
+    async def _iter_stream(
+        self, stream_id: str, after: int, last: int, budget: int
+    ) -> AsyncIterator[list[RecordedEvent]]:
+        async def probe(after: int, n: int, each: bool) -> list[Any]:
+            return list(await self._query(_STREAM_SIZES[not each], (stream_id, after, last, n)))
+
+        async def fetch(after: int, upto: int) -> list[RecordedEvent]:
+            rows = await self._query(_STREAM_ROWS, (stream_id, after, upto))
+            return [self._event(row) for row in rows]
+
+        async for events in bounded_chunks(
+            probe, fetch, after=after, budget=budget, max_rows=STREAM_MAX_ROWS
+        ):
+            yield events
+
     async def read_all(self, *, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """Up to ``limit`` events of the whole log with a sequence number above ``after``."""
         rows = await self._query(
@@ -462,7 +516,9 @@ class SQLiteEventStore:
         TaskNotFoundError when it never existed.
         """
         check_state_at(version, at)
-        return replay(task_id, await self.history(task_id), version=version, at=at)
+        return await replay_chunks(
+            task_id, self.iter_stream(task_id, to_version=version), version=version, at=at
+        )
 
     # -- checking and rebuilding -----------------------------------------------------------
 
