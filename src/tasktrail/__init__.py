@@ -1,5 +1,6 @@
 """tasktrail: durable background tasks on an append-only, hash-chained event log."""
 
+import logging
 from typing import TYPE_CHECKING
 
 from tasktrail.errors import (
@@ -76,6 +77,10 @@ if TYPE_CHECKING:
     from tasktrail.store.postgres import PostgresEventStore
 
 __version__ = "0.1.0"
+
+# The library logs through the "tasktrail" hierarchy and leaves output to the application
+# (the command line sets up its own): nothing reaches stderr unless logging is configured.
+logging.getLogger("tasktrail").addHandler(logging.NullHandler())
 
 __all__ = [
     "AgentSessionRunner",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import pty
@@ -134,7 +135,7 @@ def test_submit_cancel_kill_restart_history_verify(cli: Cli, tmp_path: Path) -> 
     steps = json_lines(cli("history", doomed, "--json").stdout)
     lifecycle = [(e["type"], e["actor"]) for e in steps if e["type"] != "task.output"]
     assert lifecycle == [
-        ("task.created", "user"),
+        ("task.created", f"user:{getpass.getuser()}"),
         ("task.claimed", "w1"),
         ("task.started", "w1"),
         ("task.requeued", "system"),

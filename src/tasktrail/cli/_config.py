@@ -207,7 +207,7 @@ _WORKER_RANGES: Final[dict[str, tuple[float, bool, float, str]]] = {
     "task_ttl": (0.0, True, MAX_DEADLINE, " seconds (0: no limit)"),
     "run_timeout": (0.0, True, MAX_DEADLINE, " seconds (0: no limit)"),
     "queue_timeout": (0.0, True, MAX_DEADLINE, " seconds (0: no limit)"),
-    "start_timeout": (0.0, True, MAX_DEADLINE, " seconds (0: no limit)"),
+    "start_timeout": (0.0, True, MAX_WAIT, " seconds (0: no limit)"),
 }
 
 

@@ -44,6 +44,7 @@ from tasktrail.events import (
     TaskStarted,
 )
 from tasktrail.lifecycle import ACTIVE_STATES
+from tasktrail.runtime.client import first_of
 from tasktrail.runtime.context import Runner
 from tasktrail.runtime.manager import TaskManager
 from tasktrail.runtime.registry import Registry
@@ -218,11 +219,14 @@ async def worker(
             )
             reporter = _Reporter(tm.worker.worker_id, reporter_start)
             following = None if quiet else asyncio.create_task(reporter.follow(tm.store))
+            failed = tm.worker.failed
             try:
-                while not stop.is_set():
+                while not stop.is_set() and not failed.is_set():
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), timeout=options["poll_interval"])
-                    if exit_when_idle and await _idle(tm, list(runners)):
+                        await asyncio.wait_for(
+                            first_of(stop.wait(), failed.wait()), timeout=options["poll_interval"]
+                        )
+                    if exit_when_idle and not failed.is_set() and await _idle(tm, list(runners)):
                         say("no task left to run: stopping")
                         break
             finally:
@@ -230,6 +234,8 @@ async def worker(
                     following.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await following
+        if tm.worker.failure is not None:
+            raise tm.worker.failure
         if not quiet:  # what happened while it stopped (re-queued tasks)
             async with open_store(target) as store:
                 await reporter.catch_up(store)

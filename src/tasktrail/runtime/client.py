@@ -90,7 +90,8 @@ class AsyncClient:
     Open with ``async with AsyncClient(database) as client:``.
 
     Args:
-        database: a SQLite file path (created if missing) or a ``postgresql://`` URL.
+        database: a SQLite file path (created if missing), a ``postgresql://`` URL, or an
+            unopened store (``SQLiteEventStore(path, busy_timeout=...)``) to set its options.
         poll_interval: seconds between looks for finishes recorded by other processes,
             for ``wait()`` (a commit of another process is noticed sooner: SQLite within
             50 ms, PostgreSQL at its NOTIFY).
@@ -107,7 +108,7 @@ class AsyncClient:
 
     def __init__(
         self,
-        database: str | os.PathLike[str],
+        database: str | os.PathLike[str] | EventStore,
         *,
         poll_interval: float = 2.0,
         retention: float | None = None,
@@ -126,7 +127,10 @@ class AsyncClient:
         self.run_timeout = optional_seconds("run_timeout", run_timeout, positive=True)
         self.actor = check_actor(actor)
         self.clock: Clock = clock or SystemClock()
-        self.store: EventStore = open_store(database, clock=self.clock.time)
+        if isinstance(database, str | os.PathLike):
+            self.store: EventStore = open_store(database, clock=self.clock.time)
+        else:  # a store made by the caller (its own options: busy_timeout, pool_size...)
+            self.store = database
         self._group: asyncio.TaskGroup | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._waiters = Waiters()

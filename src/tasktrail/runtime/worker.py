@@ -31,6 +31,7 @@ from typing import Any, Final
 from tasktrail._crashpoints import crash_point
 from tasktrail.errors import (
     AttemptSupersededError,
+    CorruptDatabaseError,
     IllegalTransitionError,
     InvalidInputError,
     StorageError,
@@ -129,6 +130,9 @@ class Worker:
         self._loops: list[asyncio.Task[None]] = []
         self._agents_changed = False
         self._closing = False
+        self.failed = asyncio.Event()
+        """Set when the worker stopped on an error no retry can mend (see ``failure``)."""
+        self.failure: TasktrailError | None = None
         self._last_tick = self._last_beat = self._last_sweep = self._last_recovery = -math.inf
 
     # -- runners and callbacks ------------------------------------------------------------------
@@ -202,14 +206,15 @@ class Worker:
 
     async def sign_off(self) -> None:
         """Re-queue tasks claimed here but never run, and record the clean stop."""
-        with contextlib.suppress(StoreClosedError):
-            await self.store.drain()  # a claim sent before the scheduler stopped
         try:
+            await self.store.drain()  # a claim sent before the scheduler stopped
             for task in await self._mine_not_running():
                 event: Event = TaskCancelled() if task.cancel_requested else TaskRequeued()
                 with contextlib.suppress(VersionConflictError, IllegalTransitionError):
                     await self._append(task, event, "the worker shut down before the attempt began")
             await self.store.stop_worker(self.worker_id)
+        except StoreClosedError:
+            pass
         except StorageError as err:
             _log.warning("worker %s could not sign off cleanly: %s", self.worker_id, err)
 
@@ -234,6 +239,11 @@ class Worker:
                 await self.tick()
                 failures = 0
             except StoreClosedError:
+                return
+            except CorruptDatabaseError as err:  # no retry can help: stop, and say why
+                _log.error("worker %s stops: %s", self.worker_id, err)
+                self.failure = err
+                self.failed.set()
                 return
             except TasktrailError as err:
                 failures += 1
@@ -402,7 +412,10 @@ class Worker:
                     self._finishing -= 1
                 crash_point("runtime.after_finish")
         except AttemptSupersededError as err:
-            _log.warning("task %s: %s", task.id, err)
+            # A cancel or finish from elsewhere is routine; another attempt holding the
+            # task means this one was taken for dead: that deserves a warning.
+            level = logging.INFO if run.stop_reason == "lost" else logging.WARNING
+            _log.log(level, "task %s: %s", task.id, err)
         except TasktrailError as err:
             _log.warning(
                 "task %s: attempt %d could not record its end: %s", task.id, task.attempt, err
