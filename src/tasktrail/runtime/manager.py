@@ -20,7 +20,8 @@ from typing import Any
 from tasktrail.errors import InvalidInputError
 from tasktrail.events import TaskCreated
 from tasktrail.projection import Task
-from tasktrail.runtime.client import AsyncClient, first_of
+from tasktrail.runtime._aio import first_of
+from tasktrail.runtime.client import AsyncClient
 from tasktrail.runtime.clock import Clock
 from tasktrail.runtime.context import RunContext, Runner
 from tasktrail.runtime.notify import Callback

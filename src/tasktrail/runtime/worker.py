@@ -49,9 +49,9 @@ from tasktrail.events import (
 )
 from tasktrail.lifecycle import ACTIVE_STATES
 from tasktrail.projection import Task
+from tasktrail.runtime._aio import first_of
 from tasktrail.runtime._settings import count, seconds
 from tasktrail.runtime.attempt import Attempt
-from tasktrail.runtime.client import first_of
 from tasktrail.runtime.clock import Clock
 from tasktrail.runtime.context import RunContext, Runner
 from tasktrail.runtime.notify import Callback, Notifier
@@ -253,11 +253,15 @@ class Worker:
                 )
                 await self.clock.sleep(pause)
                 continue
-            await first_of(
-                self._wake.wait(),
-                self.store.wait_for_change(self._pause()),
-                self.clock.sleep(self._pause()),
-            )
+            await first_of(self._wake.wait(), self._changed(), self.clock.sleep(self._pause()))
+
+    async def _changed(self) -> None:
+        """Return when another process may have committed, or after the next pause; a
+        store that cannot tell (busy) is simply waited out."""
+        try:
+            await self.store.wait_for_change(self._pause())
+        except TasktrailError:
+            await self.clock.sleep(self._pause())
 
     def _pause(self) -> float:
         """Seconds until the next round is due: the poll interval, the next heartbeat, or

@@ -9,14 +9,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from tasktrail.errors import InvalidInputError
 from tasktrail.lifecycle import TaskState
 from tasktrail.store._claim import FUTURE_TOLERANCE, QueuePage
 from tasktrail.store._shared import state_values
 
-__all__ = ["Params", "TaskFilter", "next_at_sql", "queue_sql", "task_where", "timestamp"]
+__all__ = [
+    "FINAL_TYPES",
+    "Params",
+    "TaskFilter",
+    "finished_sql",
+    "next_at_sql",
+    "queue_sql",
+    "task_where",
+    "timestamp",
+]
 
 
 class Params:
@@ -125,3 +134,19 @@ def next_at_sql(
     if task_ids is not None:
         sql += " AND " + p.one_of("id", task_ids)
     return sql
+
+
+FINAL_TYPES: Final = ("task.completed", "task.failed", "task.cancelled")
+
+
+def finished_sql(p: Params, *, after: int, upto: int, with_parent: bool) -> str:
+    """The final events with a sequence number in ``(after, upto]``, with their task's
+    record: ``(seq, event_id, record)`` rows in log order."""
+    sql = (
+        "SELECT e.seq, e.event_id, t.record FROM events e JOIN tasks t ON t.id = e.stream_id "
+        f"WHERE e.seq > {p.add(after)} AND e.seq <= {p.add(upto)} AND "
+        + p.one_of("e.type", FINAL_TYPES)
+    )
+    if with_parent:
+        sql += " AND t.parent_id IS NOT NULL"
+    return sql + " ORDER BY e.seq"
