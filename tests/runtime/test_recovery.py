@@ -460,9 +460,7 @@ async def test_a_backoff_written_while_the_clock_was_ahead_does_not_freeze_the_t
     ahead = FakeClock(start=FUTURE)
     async with open_store(db_path, clock=ahead.time) as store:
         await orphan(store, "t1", "w-ahead", max_attempts=3, prompt="again")
-        await store.append(
-            "t1", [NewEvent(TaskRequeued(not_before=FUTURE + 2.0), actor="w-ahead")]
-        )
+        await store.append("t1", [NewEvent(TaskRequeued(not_before=FUTURE + 2.0), actor="w-ahead")])
     async with manager(db_path) as tm:  # this process's clock is right
         tm.register("agent", echo)
         done = await finished(tm, "t1")

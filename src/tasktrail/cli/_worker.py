@@ -44,7 +44,7 @@ from tasktrail.events import (
     TaskStarted,
 )
 from tasktrail.lifecycle import ACTIVE_STATES
-from tasktrail.runtime.client import first_of
+from tasktrail.runtime._aio import first_of
 from tasktrail.runtime.context import Runner
 from tasktrail.runtime.manager import TaskManager
 from tasktrail.runtime.registry import Registry

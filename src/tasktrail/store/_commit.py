@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
@@ -55,8 +57,14 @@ __all__ = [
     "drive",
 ]
 
+_log = logging.getLogger("tasktrail.store")
 _CACHE_LIMIT: Final = 50_000  # live tasks kept between commits
-_PAGE: Final = 64  # queue rows read per page while choosing claims
+SLOW_COMMIT: Final = 1.0
+"""Seconds after which a commit is logged as slow (a warning of ``tasktrail.store``)."""
+_PAGE: Final = 8
+"""Queue rows read beyond the slots asked for, on the first page of a claim's walk."""
+_MAX_PAGE: Final = 2048
+"""The most queue rows read by one page (pages double while the walk goes on)."""
 
 Request: TypeAlias = PendingAppend | ClaimRequest
 Outcome: TypeAlias = AppendResult | ClaimResult | TasktrailError
@@ -203,15 +211,23 @@ class GroupCommitter(ABC):
     async def _commit(self, batch: list[Queued]) -> None:
         """Write one batch, then answer every caller of it: with its outcome, or with the
         error that failed the whole batch."""
+        started = time.monotonic()
         try:
             async with self._write_lock:
                 outcomes, tasks, written = await self._write_batch(batch)
         except TasktrailError as err:
+            _log.warning("a commit of %d request(s) failed: %s", len(batch), err)
             self._fail(batch, err)
             return
         except BaseException as err:
             self._fail(batch, err)
             raise
+        took = time.monotonic() - started
+        if took >= SLOW_COMMIT:
+            _log.warning(
+                "a commit of %d request(s) took %.1f s (a slow disk, or the write lock held "
+                "by another connection)", len(batch), took,
+            )  # fmt: skip
         self._answer(batch, outcomes, tasks, written)
 
     # -- the queue ---------------------------------------------------------------------------
@@ -461,16 +477,18 @@ class GroupCommitter(ABC):
         task_ids = None if request.task_ids is None else tuple(sorted(request.task_ids))
         chosen: list[Task] = []
         after: QueuePosition | None = None
+        size = request.slots + _PAGE  # a few more than wanted: some may not be startable
         while len(chosen) < request.slots:
             page = QueuePage(
-                now=request.now, limit=max(_PAGE, 2 * request.slots), agents=agents,
-                task_ids=task_ids, full_keys=tuple(sorted(full)), after=after,
+                now=request.now, limit=size, agents=agents, task_ids=task_ids,
+                full_keys=tuple(sorted(full)), after=after,
             )  # fmt: skip
             rows: list[tuple[QueuePosition, Task]] = yield ReadQueue(page)
             choose(rows, request=request, counts=counts, full=full, chosen=chosen)
             if len(rows) < page.limit:
                 break
             after = rows[-1][0]
+            size = min(size * 2, _MAX_PAGE)
         next_at = None
         if len(chosen) < request.slots:
             next_at = yield ReadNextAt(request.now, agents, task_ids)

@@ -9,14 +9,24 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from tasktrail.errors import InvalidInputError
 from tasktrail.lifecycle import TaskState
 from tasktrail.store._claim import FUTURE_TOLERANCE, QueuePage
 from tasktrail.store._shared import state_values
 
-__all__ = ["Params", "TaskFilter", "next_at_sql", "queue_sql", "task_where", "timestamp"]
+__all__ = [
+    "FINAL_TYPES",
+    "Params",
+    "check_limit",
+    "TaskFilter",
+    "finished_sql",
+    "next_at_sql",
+    "queue_sql",
+    "task_where",
+    "timestamp",
+]
 
 
 class Params:
@@ -37,6 +47,13 @@ class Params:
         if self.numbered:
             return f"{column} = ANY({self.add(items)}::text[])"
         return f"{column} IN ({', '.join(self.add(v) for v in items)})"
+
+
+def check_limit(limit: object) -> int:
+    """A listing's ``limit``: a whole number >= 0."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise InvalidInputError(f"limit must be a whole number >= 0, not {limit!r}")
+    return limit
 
 
 def timestamp(value: datetime | float | int, name: str) -> float:
@@ -63,11 +80,13 @@ def task_where(
     rerun_of: str | None = None,
     since: datetime | float | None = None,
     until: datetime | float | None = None,
+    finished_since: float | None = None,
 ) -> str:
     """The ``WHERE`` clause (or ``""``) of a task listing: every filter given must hold.
 
     ``state`` and ``agent`` may each be one value or several; ``since``/``until`` bound the
-    creation time (``since`` inclusive, ``until`` exclusive).
+    creation time (``since`` inclusive, ``until`` exclusive); ``finished_since`` leaves out
+    the tasks that finished before it (unix seconds).
     """
     clauses: list[str] = []
     if state is not None:
@@ -85,6 +104,11 @@ def task_where(
         clauses.append(f"created_at >= {p.add(timestamp(since, 'since'))}")
     if until is not None:
         clauses.append(f"created_at < {p.add(timestamp(until, 'until'))}")
+    if finished_since is not None:  # a finished task's last write is its finish
+        clauses.append(
+            "(state NOT IN ('completed', 'failed', 'cancelled') "
+            f"OR updated_at >= {p.add(finished_since)})"
+        )
     return f" WHERE {' AND '.join(clauses)}" if clauses else ""
 
 
@@ -125,3 +149,19 @@ def next_at_sql(
     if task_ids is not None:
         sql += " AND " + p.one_of("id", task_ids)
     return sql
+
+
+FINAL_TYPES: Final = ("task.completed", "task.failed", "task.cancelled")
+
+
+def finished_sql(p: Params, *, after: int, upto: int, with_parent: bool) -> str:
+    """The final events with a sequence number in ``(after, upto]``, with their task's
+    record: ``(seq, event_id, record)`` rows in log order."""
+    sql = (
+        "SELECT e.seq, e.event_id, t.record FROM events e JOIN tasks t ON t.id = e.stream_id "
+        f"WHERE e.seq > {p.add(after)} AND e.seq <= {p.add(upto)} AND "
+        + p.one_of("e.type", FINAL_TYPES)
+    )
+    if with_parent:
+        sql += " AND t.parent_id IS NOT NULL"
+    return sql + " ORDER BY e.seq"

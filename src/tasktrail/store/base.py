@@ -86,6 +86,7 @@ class EventStore(Protocol):
         rerun_of: str | None = None,
         since: datetime | float | None = None,
         until: datetime | float | None = None,
+        finished_since: float | None = None,
         limit: int | None = None,
         newest_first: bool = False,
     ) -> list[Task]: ...
@@ -99,6 +100,9 @@ class EventStore(Protocol):
     async def expired_tasks(
         self, *, now: float, limit: int, agents: Iterable[str] | None = None
     ) -> list[Task]: ...
+    async def finished_after(
+        self, after: int, *, limit: int = 10_000, with_parent: bool = False
+    ) -> tuple[list[tuple[str, Task]], int]: ...
     async def active_counts(self) -> dict[str, int]: ...
     async def history(self, task_id: str) -> list[RecordedEvent]: ...
     async def state_at(

@@ -47,7 +47,7 @@ from tasktrail.store._pg_open import init_schema, lock_keys
 from tasktrail.store._pg_ops import OperationalTables
 from tasktrail.store._pg_scan import EVENT_COLUMNS, live_rows, scan, verify_chain
 from tasktrail.store._plan import AppendResult, TaskRow, task_row
-from tasktrail.store._query import Params, task_where
+from tasktrail.store._query import Params, check_limit, finished_sql, task_where
 from tasktrail.store._scan import fold_rows, fold_tasks
 from tasktrail.store._shared import (
     check_state_at,
@@ -477,6 +477,7 @@ class PostgresEventStore(OperationalTables):
         rerun_of: str | None = None,
         since: datetime | float | None = None,
         until: datetime | float | None = None,
+        finished_since: float | None = None,
         limit: int | None = None,
         newest_first: bool = False,
     ) -> list[Task]:
@@ -485,12 +486,12 @@ class PostgresEventStore(OperationalTables):
         p = Params(numbered=True)
         where = task_where(
             p, state=state, agent=agent, parent_id=parent_id, rerun_of=rerun_of, since=since,
-            until=until,
+            until=until, finished_since=finished_since,
         )  # fmt: skip
         order = "DESC" if newest_first else "ASC"
         sql = f"SELECT record FROM tasks{where} ORDER BY created_at {order}, ord {order}"
         if limit is not None:
-            sql += f" LIMIT {p.add(int(limit))}"
+            sql += f" LIMIT {p.add(check_limit(limit))}"
         return [decode_task(row[0]) for row in await self._fetch(sql, *p.values)]
 
     async def get_tasks(self, task_ids: Iterable[str]) -> list[Task]:
@@ -531,6 +532,24 @@ class PostgresEventStore(OperationalTables):
             sql += " AND " + p.one_of("agent", agents)
         sql += f" ORDER BY expires_at LIMIT {p.add(limit)}"
         return [decode_task(row[0]) for row in await self._fetch(sql, *p.values)]
+
+    async def finished_after(
+        self, after: int, *, limit: int = 10_000, with_parent: bool = False
+    ) -> tuple[list[tuple[str, Task]], int]:
+        """The tasks that finished after sequence number ``after``: ``([(event id of the
+        final event, task)], position)`` over the next ``limit`` sequence numbers at most,
+        where ``position`` is the last one looked at (the next call's ``after``). With
+        ``with_parent``, only tasks that have a parent. The tasks are read with their final
+        events, in one query, without decoding the log."""
+        head = await self.head()
+        upto = min(head, after + limit)
+        if upto <= after:
+            return [], after
+        p = Params(numbered=True)
+        rows = await self._fetch(
+            finished_sql(p, after=after, upto=upto, with_parent=with_parent), *p.values
+        )
+        return [(row[1], decode_task(row[2])) for row in rows], upto
 
     async def active_counts(self) -> dict[str, int]:
         """Tasks in ``starting``/``running`` per limit key (concurrency key, else agent)."""

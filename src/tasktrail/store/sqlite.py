@@ -40,7 +40,7 @@ from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task, fold
 from tasktrail.store._claim import ClaimRequest, ClaimResult
 from tasktrail.store._plan import AppendResult, PendingAppend, task_row
-from tasktrail.store._query import Params, task_where
+from tasktrail.store._query import Params, check_limit, finished_sql, task_where
 from tasktrail.store._scan import fold_tasks
 from tasktrail.store._shared import (
     check_state_at,
@@ -56,6 +56,7 @@ from tasktrail.store._sqlite_commit import (
     chunks,
     decode_task,
     marks,
+    signatures,
 )
 from tasktrail.store._sqlite_errors import DriverError, permission_problem, translate, translating
 from tasktrail.store._sqlite_open import connect, init_schema, open_connection
@@ -86,24 +87,14 @@ _STREAM_ROWS: Final = (
 )
 _REBUILD_CHUNK: Final = 2_000
 """Task rows per write of ``rebuild()``."""
-CHANGE_POLL: Final = 0.05
+CHANGE_POLL: Final = 0.025
 """Seconds between looks at the database files for commits made by other processes."""
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
-_Signature = tuple[int, int, int] | None
 
 
 def _execute(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> None:
     conn.execute(sql, params)
-
-
-def _signature(path: str) -> _Signature:
-    """(inode, size, mtime) of a file, ``None`` when it does not exist."""
-    try:
-        stat = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 class SQLiteEventStore:
@@ -147,7 +138,7 @@ class SQLiteEventStore:
         self.max_batch_events = max_batch_events
         self._clock = clock
         self._upcasters = {**BUILTIN_UPCASTERS, **(upcasters or {})}
-        self._writer = Writer()
+        self._writer = Writer(self._abspath)
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self._committer: GroupCommitter | None = None
@@ -237,21 +228,22 @@ class SQLiteEventStore:
 
     async def _watch_files(self) -> None:
         """Follow the database files: a change made by another process wakes the callers of
-        :meth:`wait_for_commit` (within :data:`CHANGE_POLL`), and a ``-wal`` file deleted
-        under the open connections (it holds the latest commits) stops the store."""
+        :meth:`wait_for_change` (within :data:`CHANGE_POLL`), and a ``-wal`` file deleted
+        under the open connections (it holds the latest commits) stops the store.
+
+        A change is this store's own when the files are as its writer's last call left
+        them; anything else was written by another connection."""
+        assert self._committer is not None
         wal = f"{self._abspath}-wal"
         files = (self._abspath, wal)
-        seen = [_signature(name) for name in files]
+        seen = signatures(files)
         inode = seen[1][0] if seen[1] is not None else None
-        assert self._committer is not None
-        commits = self._committer.commits
         while True:
             await asyncio.sleep(CHANGE_POLL)
-            now = [_signature(name) for name in files]
+            now = signatures(files)
             if now == seen:
                 continue
             seen = now
-            ours, commits = self._committer.commits != commits, self._committer.commits
             if inode is None and now[1] is not None:
                 inode = now[1][0]
             elif inode is not None and (now[1] is None or now[1][0] != inode):
@@ -260,10 +252,9 @@ class SQLiteEventStore:
                     "was open; the commits it held since the last checkpoint may be lost. "
                     "Stop every process using the database, then run verify"
                 )
-            if self._broken is not None:
                 self._committer.signal_external()
                 return
-            if not ours:  # a change this store made itself is already signalled
+            if now != self._writer.signature:
                 self._committer.signal_external()
 
     # -- appending -----------------------------------------------------------------------
@@ -432,6 +423,7 @@ class SQLiteEventStore:
         rerun_of: str | None = None,
         since: datetime | float | None = None,
         until: datetime | float | None = None,
+        finished_since: float | None = None,
         limit: int | None = None,
         newest_first: bool = False,
     ) -> list[Task]:
@@ -443,12 +435,12 @@ class SQLiteEventStore:
         p = Params(numbered=False)
         where = task_where(
             p, state=state, agent=agent, parent_id=parent_id, rerun_of=rerun_of, since=since,
-            until=until,
+            until=until, finished_since=finished_since,
         )  # fmt: skip
         order = "DESC" if newest_first else "ASC"
         sql = f"SELECT record FROM tasks{where} ORDER BY created_at {order}, rowid {order}"
         if limit is not None:
-            sql += f" LIMIT {p.add(int(limit))}"
+            sql += f" LIMIT {p.add(check_limit(limit))}"
         return [decode_task(row[0]) for row in await self._query(sql, p.values)]
 
     async def get_tasks(self, task_ids: Iterable[str]) -> list[Task]:
@@ -492,6 +484,24 @@ class SQLiteEventStore:
             sql += " AND " + p.one_of("agent", agents)
         sql += f" ORDER BY expires_at LIMIT {p.add(limit)}"
         return [decode_task(row[0]) for row in await self._query(sql, p.values)]
+
+    async def finished_after(
+        self, after: int, *, limit: int = 10_000, with_parent: bool = False
+    ) -> tuple[list[tuple[str, Task]], int]:
+        """The tasks that finished after sequence number ``after``: ``([(event id of the
+        final event, task)], position)`` over the next ``limit`` sequence numbers at most,
+        where ``position`` is the last one looked at (the next call's ``after``). With
+        ``with_parent``, only tasks that have a parent. The tasks are read with their final
+        events, in one query, without decoding the log."""
+        head = await self.head()
+        upto = min(head, after + limit)
+        if upto <= after:
+            return [], after
+        p = Params(numbered=False)
+        rows = await self._query(
+            finished_sql(p, after=after, upto=upto, with_parent=with_parent), p.values
+        )
+        return [(row[1], decode_task(row[2])) for row in rows], upto
 
     async def active_counts(self) -> dict[str, int]:
         """Tasks in ``starting``/``running`` per limit key (concurrency key, else agent)."""
