@@ -319,11 +319,11 @@ def record(s: Settings, scenarios: Sequence[str], tool: str, out: Path, say: Say
             }  # fmt: skip
             if tool == "py-spy":
                 profile.update(summarize(raw))
+            else:
+                profile["text"] = raw.read_text().splitlines()[:60]
             if server:
                 profile["processes"] = max(s.pg_processes)
                 profile.update(_server(server))
-            else:
-                profile["text"] = raw.read_text().splitlines()[:60]
             found[scenario] = profile
             for line in top_lines(profile)[:1]:
                 say(line)

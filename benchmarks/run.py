@@ -185,14 +185,29 @@ def preamble(result: dict[str, Any]) -> str:
     dirty = " with uncommitted changes" if source.get("dirty") else ""
     before, after = machine.get("loadavg"), machine.get("loadavg_after")
     cpus = machine.get("nproc") or 1
-    busy = max(before[0] if before else 0.0, after[0] if after else 0.0)
-    if busy < 0.5 * cpus:
-        load = "a quiet machine"
+    by_part: dict[str, list[float | None]] = machine.get("loadavg_by_part") or {}
+    seen = [x for pair in by_part.values() for x in pair if x is not None]
+    seen += [x[0] for x in (before, after) if x]
+    busy = max(seen, default=0.0)
+    parts = (
+        " (1-minute load at the start and end of each part: "
+        + ", ".join(
+            f"{name} {_load([x for x in pair if x is not None])}" for name, pair in by_part.items()
+        )
+        + ")"
+        if by_part
+        else ""
+    )
+    if busy < cpus:
+        load = (
+            f"little else ran (a load average of at most {busy:.1f} on {cpus} CPUs, the run's "
+            "own processes included)"
+        )
     else:
         load = (
-            f"**a shared machine: load average {busy:.1f} on {cpus} CPUs**, so other work took "
-            "part of the CPU and the disk; absolute figures are lower than on a quiet machine, "
-            "and the ratios to the same-run baselines are what to compare"
+            f"**a shared machine: a load average of up to {busy:.1f} on {cpus} CPUs**, so other "
+            "work took part of the CPU and the disk; absolute figures are lower than on a quiet "
+            "machine, and the ratios to the same-run baselines are what to compare"
         )
     peers_text = ", ".join(f"{p} {v.get(p)}" for p in (*PEERS, "procrastinate") if v.get(p))
     s = result["settings"]
@@ -203,8 +218,8 @@ def preamble(result: dict[str, Any]) -> str:
         f"{machine['bench_dir_filesystem']}; Python {v['python']}, SQLite {v['sqlite']}, "
         f"msgspec {v.get('msgspec')}, aiosqlite {v.get('aiosqlite')}, asyncpg "
         f"{v.get('asyncpg')}; {peers_text}. Load average (1, 5, 15 min) {_load(before)} "
-        f"before, {_load(after)} after: {load}. Median (min..max) of the repetitions; "
-        f"every sample is in the JSON record."
+        f"before, {_load(after)} after{parts}: {load}. Median (min..max) of the "
+        "repetitions; every sample is in the JSON record."
     )
 
 
@@ -391,8 +406,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         print(f"\n== {name}", flush=True)
         begun = time.perf_counter()
+        load_before = loadavg()
         outcome = RUNNERS[name](s, say)
         durations[name] = time.perf_counter() - begun
+        machine.setdefault("loadavg_by_part", {})[name] = [
+            load_before[0] if load_before else None,
+            (loadavg() or [None])[0],
+        ]
         rows.extend(outcome.rows)
         sweep.update(outcome.sweep)
         notes.extend(outcome.notes)
