@@ -145,6 +145,12 @@ class Log:
     def events_per_task(self) -> float:
         return len(self.events) / self.tasks
 
+    @property
+    def commits(self) -> int:
+        """How many commits wrote these events (a commit stamps all its events with one
+        time)."""
+        return len({row[6] for row in self.events})
+
     def after(self, sequence: int) -> Log:
         """The part of the log written after ``sequence``."""
         index = next((i for i, row in enumerate(self.events) if row[0] > sequence), None)

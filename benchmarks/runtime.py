@@ -261,10 +261,12 @@ class _Repetition:
             raise RuntimeError(f"{done.tasks} tasks ran but the log holds {log.tasks}")
         self.results.add(key, done.seconds, done.tasks, len(log.events))
         self.results.note(f"{key}_event_types", log.types)
+        self.results.note(f"{key}_commits", log.commits)
         self.say(
             key,
             f"{done.seconds:7.2f} s {done.tasks / done.seconds:>8,.0f} tasks/s "
-            f"({done.tasks:,} tasks, {log.events_per_task:g} events each)",
+            f"({done.tasks:,} tasks, {log.events_per_task:g} events each, "
+            f"{len(log.events) / log.commits:.1f} events per commit)",
         )
         if not watch:
             self.results.latencies.setdefault("load", []).append(done.latencies)
@@ -281,10 +283,12 @@ class _Repetition:
         self.results.add("backlog", elapsed, len(ids), len(drained.events))
         self.results.note("backlog_event_types", drained.types)
         self.results.note("backlog_launch_head", head)
+        self.results.note("backlog_commits", drained.commits)
         self.say(
             "backlog drain",
             f"{elapsed:7.2f} s {len(ids) / elapsed:>8,.0f} tasks/s "
-            f"({drained.events_per_task:g} events per task after the launch)",
+            f"({drained.events_per_task:g} events per task after the launch, "
+            f"{len(drained.events) / drained.commits:.1f} events per commit)",
         )
         return log
 
