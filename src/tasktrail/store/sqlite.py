@@ -36,6 +36,7 @@ from tasktrail.errors import (
     TaskNotFoundError,
 )
 from tasktrail.events import BUILTIN_UPCASTERS, NewEvent, RecordedEvent, Upcaster, decode_payload
+from tasktrail.ids import check_task_id
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task, fold
 from tasktrail.store._claim import ClaimRequest, ClaimResult
@@ -67,7 +68,6 @@ from tasktrail.store._stream import (
     bounded_chunks,
     check_chunk_bytes,
 )
-from tasktrail.store._validate import check_task_id
 from tasktrail.store._workers import WORKER_COLUMNS, WorkerInfo, worker_info
 from tasktrail.store.base import VerifyReport
 from tasktrail.store.subscription import Subscription
