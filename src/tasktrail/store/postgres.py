@@ -355,11 +355,12 @@ class PostgresEventStore(OperationalTables):
         await self._listen()
         await committer.wait_for_commit(timeout)
 
-    async def wait_for_change(self, timeout: float) -> None:
-        """Return when another process committed events (its NOTIFY), or after ``timeout``."""
+    async def wait_for_change(self, timeout: float) -> bool:
+        """Return True when another process committed events (its NOTIFY), False after
+        ``timeout`` seconds."""
         committer = self._check_open()
         await self._listen()
-        await committer.wait_for_external(timeout)
+        return await committer.wait_for_external(timeout)
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -323,12 +323,12 @@ class SQLiteEventStore:
         assert self._committer is not None
         await self._committer.wait_for_commit(timeout)
 
-    async def wait_for_change(self, timeout: float) -> None:
-        """Return when another process may have committed events (the database files
-        changed while this store committed nothing), or after ``timeout`` seconds."""
+    async def wait_for_change(self, timeout: float) -> bool:
+        """Return True when another process may have committed events (the database files
+        are not as this store's last write left them), False after ``timeout`` seconds."""
         self._check_open()
         assert self._committer is not None
-        await self._committer.wait_for_external(timeout)
+        return await self._committer.wait_for_external(timeout)
 
     # -- reading ---------------------------------------------------------------------------
 
