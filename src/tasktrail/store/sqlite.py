@@ -23,9 +23,8 @@ import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Final, Literal, Self
+from typing import TYPE_CHECKING, Any, Final, Literal, Self
 
-import aiosqlite
 import msgspec
 
 from tasktrail.errors import (
@@ -71,6 +70,9 @@ from tasktrail.store._stream import (
 from tasktrail.store._workers import WORKER_COLUMNS, WorkerInfo, worker_info
 from tasktrail.store.base import VerifyReport
 from tasktrail.store.subscription import Subscription
+
+if TYPE_CHECKING:
+    import aiosqlite
 
 __all__ = ["SQLiteEventStore"]
 
