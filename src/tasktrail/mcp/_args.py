@@ -11,7 +11,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tasktrail.store._validate import MAX_TASK_ID_LENGTH
+from tasktrail.ids import MAX_TASK_ID_LENGTH
 
 __all__ = [
     "MAX_PROMPT_CHARS",

@@ -36,13 +36,13 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field, ValidationError
 
 from tasktrail.errors import TasktrailError
+from tasktrail.ids import MAX_TASK_ID_LENGTH
 from tasktrail.lifecycle import TaskState
 from tasktrail.mcp._args import LaunchArgs
 from tasktrail.mcp._bridge import Bridge
 from tasktrail.mcp._tools import TOOLS_BY_NAME
 from tasktrail.mcp._wire import caller, error_result, outcome_result
 from tasktrail.projection import Task
-from tasktrail.store._validate import MAX_TASK_ID_LENGTH
 
 __all__ = ["TASKS_EXTENSION", "DurableTasks", "GetTaskParams", "UpdateTaskParams"]
 

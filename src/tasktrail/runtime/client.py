@@ -46,6 +46,7 @@ from tasktrail.events import (
     TaskStarted,
     round_trips,
 )
+from tasktrail.ids import check_actor, check_task_id
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task
 from tasktrail.runtime._aio import first_of
@@ -55,7 +56,6 @@ from tasktrail.runtime.notify import Callback, Notifier
 from tasktrail.runtime.reads import ReadBatcher
 from tasktrail.runtime.waiting import Waiters
 from tasktrail.store import EventStore, VerifyReport, open_store
-from tasktrail.store._validate import check_actor, check_task_id
 
 __all__ = ["AsyncClient"]
 

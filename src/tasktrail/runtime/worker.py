@@ -67,6 +67,8 @@ _log = logging.getLogger(__name__)
 
 _UNLIMITED_SLOTS: Final = 512
 """Tasks claimed at once by a worker without ``max_running``."""
+_IDLE_CLAIM: Final = 1.0
+"""Seconds between two claims of a worker that heard of no change (a missed signal)."""
 _WRITE_TRIES: Final = 5
 """Tries of an attempt's write when the database is busy (then the error stands)."""
 
@@ -133,6 +135,8 @@ class Worker:
         """Set when the worker stopped on an error no retry can mend (see ``failure``)."""
         self.failure: TasktrailError | None = None
         self._last_tick = self._last_beat = self._last_sweep = self._last_recovery = -math.inf
+        self._last_claim = -math.inf
+        self._stale = True
 
     # -- runners and callbacks ------------------------------------------------------------------
 
@@ -154,6 +158,7 @@ class Worker:
 
     def wake(self) -> None:
         """Run a scheduler round soon (something changed here)."""
+        self._stale = True
         self._wake.set()
 
     # -- starting and stopping -----------------------------------------------------------------
@@ -222,7 +227,7 @@ class Worker:
         while True:
             self._wake.clear()
             try:
-                await self.tick()
+                await self._round(forced=False)
                 failures = 0
             except StoreClosedError:
                 return
@@ -242,11 +247,13 @@ class Worker:
             await first_of(self._wake.wait(), self._changed(), self.clock.sleep(self._pause()))
 
     async def _changed(self) -> None:
-        """Return when another process may have committed, or after the next pause; a
-        store that cannot tell (busy) is simply waited out."""
+        """Return when another process may have committed (the next round claims), or
+        after the next pause; a store that cannot tell (busy) is simply waited out."""
         try:
-            await self.store.wait_for_change(self._pause())
+            if await self.store.wait_for_change(self._pause()):
+                self._stale = True
         except TasktrailError:
+            self._stale = True
             await self.clock.sleep(self._pause())
 
     def _pause(self) -> float:
@@ -263,8 +270,15 @@ class Worker:
         flushes) and, every ``lease_timeout / 2``, recovery; then claims.
 
         The manager runs it every ``poll_interval`` and on every change; tests with a fake
-        clock may call it directly.
+        clock may call it directly (then it always claims).
         """
+        await self._round(forced=True)
+
+    async def _round(self, *, forced: bool) -> None:
+        """A round. Claims are sent only when something may have changed (a write here, a
+        commit of another process, a scheduled start come due) or, as a fallback, every
+        :data:`_IDLE_CLAIM` seconds: an idle worker does not take the write lock for
+        nothing at every poll."""
         now = self.clock.monotonic()
         paused = now - self._last_tick
         self._last_tick = now
@@ -283,7 +297,11 @@ class Worker:
         if now - self._last_sweep >= self.poll_interval:
             self._last_sweep = now
             await self._sweep(now)
-        await self.claim(wait=True)
+        due = self._next_at is not None and self._next_at <= self.clock.time()
+        if forced or due or self._stale or now - self._last_claim >= _IDLE_CLAIM:
+            self._stale = False
+            self._last_claim = now
+            await self.claim(wait=True)
 
     def room(self) -> int:
         """Slots free here (an attempt recording its outcome counts as free)."""

@@ -148,12 +148,14 @@ def drive(steps: Generator[Op, Any, Any], execute: Callable[[Op], Any]) -> Any:
         result = execute(op)
 
 
-async def _wait(signal: asyncio.Event, timeout: float) -> None:
+async def _wait(signal: asyncio.Event, timeout: float) -> bool:
+    """Whether ``signal`` was set within ``timeout`` seconds."""
     # asyncio.timeout, not wait_for: in 3.11 wait_for can lose a cancellation that
     # arrives while it cancels its inner wait, and then never returns.
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout):
-            await signal.wait()
+            return await signal.wait()
+    return False
 
 
 class Queued:
@@ -266,9 +268,10 @@ class GroupCommitter(ABC):
         """Return when a commit (of any process) is signalled, or after ``timeout`` seconds."""
         await _wait(self._committed, timeout)
 
-    async def wait_for_external(self, timeout: float) -> None:
-        """Return when another process's commit is signalled, or after ``timeout`` seconds."""
-        await _wait(self._external, timeout)
+    async def wait_for_external(self, timeout: float) -> bool:
+        """Return True when another process's commit is signalled, False after ``timeout``
+        seconds."""
+        return await _wait(self._external, timeout)
 
     async def _run_commit_loop(self) -> None:
         while True:

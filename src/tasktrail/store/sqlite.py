@@ -23,9 +23,8 @@ import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Final, Literal, Self
+from typing import TYPE_CHECKING, Any, Final, Literal, Self
 
-import aiosqlite
 import msgspec
 
 from tasktrail.errors import (
@@ -36,6 +35,7 @@ from tasktrail.errors import (
     TaskNotFoundError,
 )
 from tasktrail.events import BUILTIN_UPCASTERS, NewEvent, RecordedEvent, Upcaster, decode_payload
+from tasktrail.ids import check_task_id
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task, fold
 from tasktrail.store._claim import ClaimRequest, ClaimResult
@@ -67,10 +67,12 @@ from tasktrail.store._stream import (
     bounded_chunks,
     check_chunk_bytes,
 )
-from tasktrail.store._validate import check_task_id
 from tasktrail.store._workers import WORKER_COLUMNS, WorkerInfo, worker_info
 from tasktrail.store.base import VerifyReport
 from tasktrail.store.subscription import Subscription
+
+if TYPE_CHECKING:
+    import aiosqlite
 
 __all__ = ["SQLiteEventStore"]
 
@@ -323,12 +325,12 @@ class SQLiteEventStore:
         assert self._committer is not None
         await self._committer.wait_for_commit(timeout)
 
-    async def wait_for_change(self, timeout: float) -> None:
-        """Return when another process may have committed events (the database files
-        changed while this store committed nothing), or after ``timeout`` seconds."""
+    async def wait_for_change(self, timeout: float) -> bool:
+        """Return True when another process may have committed events (the database files
+        are not as this store's last write left them), False after ``timeout`` seconds."""
         self._check_open()
         assert self._committer is not None
-        await self._committer.wait_for_external(timeout)
+        return await self._committer.wait_for_external(timeout)
 
     # -- reading ---------------------------------------------------------------------------
 
