@@ -148,8 +148,9 @@ def summarize(raw: Path) -> dict[str, Any]:
     return summary
 
 
-def top_lines(profile: dict[str, Any]) -> list[str]:
-    """The summary as text: a block per thread that did something."""
+def top_lines(profile: dict[str, Any], *, top: int = TOP) -> list[str]:
+    """The summary as text: a block per thread that did something (the ``top`` lines of
+    each list; a thread busy less than a tenth of the time gets its one line only)."""
     if "text" in profile:
         return list(profile["text"])
     lines = [
@@ -164,7 +165,7 @@ def top_lines(profile: dict[str, Any]) -> list[str]:
             f"{profile['server_idle']:.0%} of their samples idle outside a transaction; "
             "the rest (pg_stat_activity every 10 ms):"
         )
-        lines.extend(f"    {share:6.1%}  {what}" for share, what in profile["server"])
+        lines.extend(f"    {share:6.1%}  {what}" for share, what in profile["server"][:top])
         lines.append("worker 1 of them, sampled by py-spy:")
     for thread in profile["threads"]:
         busy = 1 - thread["waiting"]
@@ -174,10 +175,12 @@ def top_lines(profile: dict[str, Any]) -> list[str]:
             f"thread {thread['name']}: {thread['seconds']:.1f} s sampled, "
             f"{busy:.0%} busy, {thread['waiting']:.0%} waiting for work"
         )
+        if busy < 0.1:
+            continue
         lines.append("  self (top of the stack), share of the thread's samples:")
-        lines.extend(f"    {share:6.1%}  {frame}" for share, frame in thread["self"])
+        lines.extend(f"    {share:6.1%}  {frame}" for share, frame in thread["self"][:top])
         lines.append("  total (anywhere on the stack):")
-        lines.extend(f"    {share:6.1%}  {frame}" for share, frame in thread["total"])
+        lines.extend(f"    {share:6.1%}  {frame}" for share, frame in thread["total"][:top])
     return lines
 
 

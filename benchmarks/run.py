@@ -249,13 +249,19 @@ def render(result: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
-def render_profiles(result: dict[str, Any]) -> str:
+def render_profiles(result: dict[str, Any], *, top: int = profiling.TOP) -> str:
+    """The profiles' top lines, a text block each."""
     profiles = result.get("profiles") or {}
     if not profiles:
         return ""
-    blocks = ["### Profiles", "The top lines of each profile (`run.py --profile`):"]
+    blocks = [
+        "### Profiles",
+        f"The top {top} lines of each profile (`run.py --profile`; the raw samples and "
+        "longer lists are in the results directory):",
+    ]
     for profile in profiles.values():
-        blocks.append("```text\n" + "\n".join(profiling.top_lines(profile)) + "\n```")
+        lines = profiling.top_lines(profile, top=top)
+        blocks.append("```text\n" + "\n".join(lines) + "\n```")
     return "\n\n".join(blocks)
 
 
@@ -286,8 +292,9 @@ def write(result: dict[str, Any], out: Path, *, docs: bool) -> str:
         if sweep:
             plot(sweep, tasks, DOCS / "img" / "throughput.png")
             image = "\n\n![Task throughput vs concurrency](img/throughput.png)"
+        brief = render_profiles(result, top=8)
         block = (
-            text + image + ("\n\n" + profiles if profiles else "")
+            text + image + ("\n\n" + brief if brief else "")
             + "\n\nThe full record, with every sample: "
             "[benchmark-results.json](benchmark-results.json)."
         )  # fmt: skip
