@@ -13,8 +13,9 @@ process starts), ``c1`` (1,000 tasks at ``max_running=1`` with one watcher, as t
 sweep runs it), ``c8`` and ``c64`` (the same with 5,000 tasks at 8 and 64: 1,000 take too
 short a time to sample), ``idle`` (2,000 launches one after another on an idle client, as
 the idle latency run makes them), ``postgres`` (the PostgreSQL lifecycle run with 4 worker
-processes; the first of them is sampled). Sampling starts once the child has imported everything
-and prepared its database.
+processes: the first of them is sampled, and the server's backends are sampled in
+``pg_stat_activity``). Sampling starts once the child has imported everything and prepared
+its database.
 
 The raw samples (py-spy's collapsed stacks, ``profile-<scenario>.txt`` in ``--out``) are
 summed per thread: the share of samples each thread spent waiting (its deepest frame a
