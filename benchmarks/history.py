@@ -3,10 +3,11 @@
 A log of H events is mostly finished tasks (``TaskCreated``, ``TaskClaimed``,
 ``TaskStarted``, ``TaskCompleted``) followed by ``live`` tasks that a dead worker left
 ``running``. The finished tasks are written with stdlib ``sqlite3`` straight into the real
-schema (tasktrail's own migrations), through the library's own functions: payloads from
-``tasktrail.events.encode_payload``, hashes from ``tasktrail.store._chain.event_hash``
-(one chain from the genesis), event ids from ``tasktrail.events.new_event_id``, task rows from
-``tasktrail.store._plan.task_row`` of a ``fold``-ed task. The live tasks are appended
+schema (tasktrail's own migrations) by the suite's one row builder, ``rows.Chain``, which
+uses the library's own functions: payloads from ``tasktrail.events.encode_payload``, hashes
+from ``tasktrail.store._chain.event_hash`` (one chain from the genesis), event ids from
+``tasktrail.events.new_event_id``, task rows from ``tasktrail.store._plan.task_row`` of a
+``fold``-ed task. The live tasks are appended
 through ``SQLiteEventStore`` itself, and the finished file passes ``store.verify()``.
 
 Speed: the rows are made in this thread while another thread inserts the previous chunk
@@ -23,7 +24,6 @@ import asyncio
 import contextlib
 import hashlib
 import queue
-import shutil
 import socket
 import sqlite3
 import subprocess
@@ -34,39 +34,27 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-import msgspec
-
+from common import AGENT
+from rows import INSERT_EVENT, UPSERT_TASK, Chain, create_schema
 from tasktrail import (
     NewEvent,
     OutputAppended,
-    RecordedEvent,
     SQLiteEventStore,
     TaskClaimed,
     TaskCompleted,
     TaskCreated,
     TaskStarted,
-    fold,
 )
-from tasktrail.events import EVENT_TAGS, Event, encode_payload, new_event_id
-from tasktrail.projection import Task
+from tasktrail.events import EVENT_TAGS, Event, encode_payload
 from tasktrail.runtime.recovery import pid_exists
-from tasktrail.store._chain import GENESIS, event_hash
 from tasktrail.store._migrate import migrations
 from tasktrail.store._plan import EventRow, TaskRow, task_row
 
-AGENT: Final = "bench"
 DEAD_WORKER: Final = "dead-worker"
 CHUNK_TASKS: Final = 25_000
 """Finished tasks per generated chunk (and per insert transaction)."""
 FORMAT: Final = 2
 """Bumped whenever what a built file holds changes, so an old cache is not reused."""
-
-_INSERT_EVENT: Final = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-
-
-def _insert_tasks(width: int) -> str:
-    """The insert of task rows of ``width`` columns (as many as ``task_row`` gives)."""
-    return f"INSERT INTO tasks VALUES ({', '.join('?' * width)})"
 
 
 def dead_pid() -> int:
@@ -95,27 +83,21 @@ def finished_rows(
             TaskCompleted(result=None),
         )
     ]
-    previous, sequence = GENESIS, 0
+    chain = Chain()
     for first in range(0, tasks, CHUNK_TASKS):
         events: list[EventRow] = []
         rows: list[TaskRow] = []
         for index in range(first, min(first + CHUNK_TASKS, tasks)):
             stream = f"done-{index:08d}"
             created = TaskCreated(agent=AGENT, prompt=f"summarise report {index}")
-            task: Task | None = None
-            for version, (payload, tag, data) in enumerate(
-                [(created, "task.created", encode_payload(created)), *fixed], start=1
-            ):
-                sequence += 1
-                header = (
-                    sequence, new_event_id(), stream, version, tag, payload.schema_version,
-                    start_time + sequence * 1e-5, "old-worker", None, None,
+            for payload, tag, data in [(created, "task.created", encode_payload(created)), *fixed]:
+                row, task = chain.add(
+                    stream, payload, actor="old-worker", data=data, tag=tag,
+                    timestamp=start_time + (chain.sequence + 1) * 1e-5,
                 )  # fmt: skip
-                previous = event_hash(previous, header, data)
-                task = fold(task, RecordedEvent(*header, payload, previous))
-                events.append((*header, data.decode(), previous))
-            assert task is not None
-            rows.append(task_row(task, sequence))
+                events.append(row)
+            rows.append(task_row(task, row[0]))
+            del chain.tasks[stream]  # finished: no later event needs it
         yield events, rows
 
 
@@ -127,12 +109,7 @@ def _write_finished(path: Path, tasks: int, outputs: int = 0) -> None:
         db.execute("PRAGMA journal_mode = OFF")  # back to WAL below, before anyone else opens it
         db.execute("PRAGMA synchronous = OFF")
         db.execute("PRAGMA cache_size = -3000000")
-        db.execute("BEGIN IMMEDIATE")
-        for number, _name, statements in migrations():
-            for statement in statements:
-                db.execute(statement)
-            db.execute(f"PRAGMA user_version = {number}")
-        db.execute("COMMIT")
+        create_schema(db)
         chunks: queue.Queue[tuple[list[EventRow], list[TaskRow]] | None] = queue.Queue(maxsize=2)
         failure: list[BaseException] = []
 
@@ -140,9 +117,8 @@ def _write_finished(path: Path, tasks: int, outputs: int = 0) -> None:
             try:
                 while (chunk := chunks.get()) is not None:
                     db.execute("BEGIN IMMEDIATE")
-                    db.executemany(_INSERT_EVENT, chunk[0])
-                    if chunk[1]:
-                        db.executemany(_insert_tasks(len(chunk[1][0])), chunk[1])
+                    db.executemany(INSERT_EVENT, chunk[0])
+                    db.executemany(UPSERT_TASK, chunk[1])
                     db.execute("COMMIT")
             except BaseException as error:  # handed to the main thread below
                 failure.append(error)
@@ -291,14 +267,3 @@ def scratch(template: Path, *, events: int, live: int) -> Iterator[Path]:
             f"{template} changed under a measurement: {head} events and {running} running "
             f"tasks, expected {events} and {live}; delete it so it is built again"
         )
-
-
-def copy(template: Path, target: Path) -> None:
-    """A fresh working copy of a checkpointed template (no WAL to carry along)."""
-    for suffix in ("-wal", "-shm"):
-        Path(f"{target}{suffix}").unlink(missing_ok=True)
-    shutil.copyfile(template, target)
-
-
-def decode_task(record: bytes | str) -> Task:
-    return msgspec.json.decode(record, type=Task)

@@ -1,25 +1,27 @@
-"""Task throughput of tasktrail and of the libraries a user would pick instead.
+"""Task throughput of tasktrail and of the libraries a user would pick instead (scenario
+2, at concurrency 1, 8 and 64), and replay beside eventsourcing's (scenario 4).
 
-One run of one system, in a fresh interpreter, so no system inherits another's threads,
-caches or garbage::
+:func:`part_peers` runs every system at every concurrency, each run in a fresh interpreter
+(this file as a child process), so no system inherits another's threads, caches or
+garbage::
 
     python benchmarks/peers.py SYSTEM --tasks N --concurrency C --dir DIR [--replay]
 
 prints one JSON object: the seconds from the first submission until every task finished,
 how each system was configured (its SQLite ``synchronous`` and ``journal_mode``, read
-back from its own connection where it exposes one), and with ``--replay`` (eventsourcing)
-the seconds to read its whole notification log back and fold it into a state per task.
-``run.py`` calls it for every system and concurrency; it can be run by hand too.
+back from its own connection where it exposes one), and with ``--replay`` the seconds to
+read the whole log back and fold it into a state per task. It can be run by hand too.
 
 Systems (every one on a fresh SQLite file in ``--dir``, WAL, ``synchronous=FULL``):
 
 tasktrail
-    ``TaskManager(path, max_running=C, poll_interval=0.5, task_ttl=None)`` with
-    ``async def noop(ctx): return None`` registered; N launches (``asyncio.gather`` in
-    chunks of 500); the caller learns that everything finished by one query after each
-    commit (``store.list_tasks(state=live, limit=1)`` after ``store.wait_for_commit``).
-    Four durable events per task (created; claimed and started in one append; completed)
-    plus the ``tasks`` projection row, all hash-chained.
+    ``runtime.end_to_end(watch=True)``: ``TaskManager(path, max_running=C,
+    poll_interval=0.5)`` with ``async def noop(ctx): return None`` registered; N launches
+    (``asyncio.gather`` in chunks of 500); the caller learns that everything finished by
+    one query after each commit (``store.list_tasks(state=live, limit=1)`` after
+    ``store.wait_for_commit``). Four durable events per task (created, claimed, started,
+    completed; a claim and its start in one commit, often with the creation or the
+    previous task's outcome) plus the ``tasks`` projection row, all hash-chained.
 eventsourcing
     ``Application`` with ``PERSISTENCE_MODULE=eventsourcing.sqlite`` and an aggregate
     ``BenchTask`` with the same four events (``Created``, ``Claimed``, ``Started``,
@@ -51,7 +53,9 @@ import json
 import logging
 import os
 import sqlite3
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -59,16 +63,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
 
-SYSTEMS: Final = ("tasktrail", "eventsourcing", "huey", "dbos")
-LAUNCH_CHUNK: Final = 500
+from common import PEERS, Comparison, Figure, Outcome, Row, Say, Settings, remove_db, short
+
+SYSTEMS: Final = ("tasktrail", *PEERS)
 POLL: Final = 0.002
 """Seconds between two checks of the caller that waits for every task to finish."""
-LIVE: Final = ("pending", "starting", "running")
-
-
-def _fresh(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
+TARGETS: Final = {1: 1.0, 8: 1.5, 64: 5.0}
+"""tasktrail's throughput over the fastest peer's, at the same concurrency (issue 13;
+at concurrency 1 the peer is huey, whose three writes per task set the pace there)."""
 
 
 def _pragmas(db: Any) -> dict[str, Any]:
@@ -87,50 +89,32 @@ def _pragmas(db: Any) -> dict[str, Any]:
 
 
 def run_tasktrail(path: Path, tasks: int, concurrency: int, replay: bool) -> dict[str, Any]:
-    from tasktrail import SQLiteEventStore, TaskManager
+    from runtime import end_to_end
+    from tasktrail import SQLiteEventStore
 
-    async def noop(ctx: object) -> None:
-        return None
+    done = asyncio.run(end_to_end(path, tasks, concurrency, watch=True, probe=False))
+    db = sqlite3.connect(path)
+    try:
+        events = db.execute("SELECT count(*) FROM events").fetchone()[0]
+    finally:
+        db.close()
+    result: dict[str, Any] = {
+        "seconds": done.seconds,
+        "events": events,
+        "config": {"synchronous": "FULL", "journal_mode": "WAL", "max_running": concurrency},
+    }
+    if replay:
 
-    async def main() -> dict[str, Any]:
-        manager = TaskManager(path, max_running=concurrency, poll_interval=0.5, task_ttl=None)
-        async with manager as tm:
-            tm.register("bench", noop)
-            start = time.perf_counter()
-            ids: list[str] = []
-            for first in range(0, tasks, LAUNCH_CHUNK):
-                chunk = range(first, min(first + LAUNCH_CHUNK, tasks))
-                launched = await asyncio.gather(
-                    *(tm.launch("bench", f"summarise report {i}") for i in chunk)
-                )
-                ids.extend(task.id for task in launched)
-            while await tm.store.list_tasks(state=LIVE, limit=1):
-                await tm.store.wait_for_commit(0.5)
-            elapsed = time.perf_counter() - start
-            finished = await tm.store.get_tasks(ids)
-        done = sum(task.state.value == "completed" for task in finished)
-        if done != tasks:
-            raise RuntimeError(f"tasktrail: {done} of {tasks} tasks completed")
-        db = sqlite3.connect(path)
-        try:
-            events = db.execute("SELECT count(*) FROM events").fetchone()[0]
-        finally:
-            db.close()
-        result: dict[str, Any] = {
-            "seconds": elapsed,
-            "events": events,
-            "config": {"synchronous": "FULL", "journal_mode": "WAL", "max_running": concurrency},
-        }
-        if replay:
+        async def rebuild() -> tuple[float, int]:
             async with SQLiteEventStore(path) as store:
-                replay_start = time.perf_counter()
+                start = time.perf_counter()
                 rebuilt = await store.rebuild()
-                result["replay_seconds"] = time.perf_counter() - replay_start
-            if rebuilt != tasks:
-                raise RuntimeError(f"tasktrail: rebuilt {rebuilt} of {tasks} tasks")
-        return result
+                return time.perf_counter() - start, rebuilt
 
-    return asyncio.run(main())
+        result["replay_seconds"], rebuilt = asyncio.run(rebuild())
+        if rebuilt != tasks:
+            raise RuntimeError(f"tasktrail: rebuilt {rebuilt} of {tasks} tasks")
+    return result
 
 
 # -- eventsourcing ---------------------------------------------------------------------------
@@ -303,13 +287,9 @@ def run_dbos(path: Path, tasks: int, concurrency: int) -> dict[str, Any]:
     }
 
 
-def version(system: str) -> str:
-    return metadata.version(system)
-
-
 def run(system: str, path: Path, tasks: int, concurrency: int, replay: bool) -> dict[str, Any]:
     """One measured run of ``system`` on a fresh file ``path``."""
-    _fresh(path)
+    remove_db(path)
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "tasktrail": lambda: run_tasktrail(path, tasks, concurrency, replay),
         "eventsourcing": lambda: run_eventsourcing(path, tasks, concurrency, replay),
@@ -317,14 +297,108 @@ def run(system: str, path: Path, tasks: int, concurrency: int, replay: bool) -> 
         "dbos": lambda: run_dbos(path, tasks, concurrency),
     }
     result = runners[system]()
-    _fresh(path)
+    remove_db(path)
     return {
         "system": system,
-        "version": version(system),
+        "version": metadata.version(system),
         "tasks": tasks,
         "concurrency": concurrency,
         **result,
     }
+
+
+# -- the part, in the parent -------------------------------------------------------------------
+
+
+def _child(system: str, tasks: int, concurrency: int, directory: str, replay: bool) -> Any:
+    command = [
+        sys.executable, str(Path(__file__).resolve()), system, "--tasks", str(tasks),
+        "--concurrency", str(concurrency), "--dir", directory,
+    ]  # fmt: skip
+    if replay:
+        command.append("--replay")
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{system} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def part_peers(s: Settings, say: Say) -> Outcome:
+    """Throughput vs concurrency for tasktrail and each peer (2), and replay beside
+    eventsourcing's notification log (4); every run in a fresh interpreter, the systems
+    in a rotating order."""
+    systems = ("tasktrail", *s.peers)
+    runs: list[dict[str, Any]] = []
+    replays: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="tasktrail-peers-", dir=s.directory) as tmp:
+        for repetition in range(s.repeat):
+            order = systems[repetition % len(systems) :] + systems[: repetition % len(systems)]
+            for level in s.sweep_levels:
+                for system in order:
+                    result = _child(system, s.sweep_tasks, level, tmp, replay=False)
+                    runs.append(result)
+                    say(
+                        f"{repetition + 1}/{s.repeat} {system:<13} concurrency {level:>3}: "
+                        f"{result['tasks'] / result['seconds']:>8,.0f} tasks/s"
+                    )
+            if "eventsourcing" in s.peers:
+                for system, level in (("tasktrail", s.max_running), ("eventsourcing", 8)):
+                    result = _child(system, s.replay_tasks, level, tmp, replay=True)
+                    replays.append(result)
+                    say(
+                        f"{repetition + 1}/{s.repeat} {system:<13} replay of "
+                        f"{result['events']:,} events: "
+                        f"{result['events'] / result['replay_seconds']:>9,.0f} events/s"
+                    )
+    out = Outcome(data={"runs": runs, "replays": replays})
+    for system in systems:
+        for level in s.sweep_levels:
+            mine = [r for r in runs if r["system"] == system and r["concurrency"] == level]
+            samples = tuple(r["tasks"] / r["seconds"] for r in mine)
+            out.sweep.setdefault(system, {})[level] = Figure(system, "tasks/s", samples)
+    out.data["configs"] = {r["system"]: r["config"] for r in runs}
+    for level in s.sweep_levels:
+        ours = out.sweep["tasktrail"][level]
+        if not s.peers:
+            break
+        if level == 1 and "huey" in s.peers:
+            peer, against = "huey", "huey"
+        else:
+            peer = max(s.peers, key=lambda p: out.sweep[p][level].median)
+            against = "the fastest peer"
+        theirs = out.sweep[peer][level]
+        c = Comparison(
+            f"concurrency_{level}",
+            f"{s.sweep_tasks:,} no-op tasks at concurrency {level}, tasks/s",
+            Figure(f"TaskManager, max_running {level}", "tasks/s", ours.samples),
+            Figure(f"{peer}, concurrency {level}", "tasks/s", theirs.samples),
+        )
+        target = TARGETS.get(level)
+        if target is None:
+            out.rows.append(Row(2, c))
+        else:
+            text = f">= {target:g} x {against}"
+            out.rows.append(Row(2, c, text, c.ratio >= target))
+    if replays:
+        figures = {
+            system: Figure(
+                label,
+                "events/s",
+                tuple(r["events"] / r["replay_seconds"] for r in replays if r["system"] == system),
+            )
+            for system, label in (
+                ("tasktrail", "store.rebuild()"),
+                ("eventsourcing", "eventsourcing notification log + fold"),
+            )
+        }
+        c = Comparison(
+            "replay_vs_eventsourcing",
+            f"Replay of {short(s.replay_tasks * 4)} events vs eventsourcing, events/s",
+            figures["tasktrail"],
+            figures["eventsourcing"],
+        )
+        out.rows.append(Row(4, c))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

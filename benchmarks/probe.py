@@ -4,7 +4,7 @@
 
     python benchmarks/probe.py PATH [--concurrency C] [--settle S]
 
-opens ``TaskManager(PATH, max_running=C, poll_interval=0.5, task_ttl=None)`` (its
+opens ``TaskManager(PATH, max_running=C, poll_interval=0.5)`` (its
 ``__aenter__`` runs recovery) with no runner registered, so tasks stay where recovery
 put them, and prints one JSON object:
 
@@ -30,9 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import LIVE, POLL_INTERVAL
 from tasktrail import TaskManager
-
-LIVE = ("pending", "starting", "running")
 
 
 def _status(field: str) -> float:
@@ -45,7 +44,7 @@ def _status(field: str) -> float:
 
 async def probe(path: Path, concurrency: int, settle: float) -> dict[str, float]:
     baseline = _status("VmRSS")
-    manager = TaskManager(path, max_running=concurrency, poll_interval=0.5, task_ttl=None)
+    manager = TaskManager(path, max_running=concurrency, poll_interval=POLL_INTERVAL)
     gc.collect()
     start = time.perf_counter()
     async with manager as tm:

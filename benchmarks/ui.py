@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import history
-from core import Comparison, Figure, environment
+from common import Comparison, Figure, environment
 from tasktrail import (
     AsyncClient,
     NewEvent,
@@ -526,7 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 {
                     "settings": {k: str(v) for k, v in vars(config).items()},
                     "log_events": events,
-                    "context": environment(config),  # type: ignore[arg-type]
+                    "context": environment(str(config.directory) if config.directory else None),
                     "figures": [
                         {
                             "key": c.key,
