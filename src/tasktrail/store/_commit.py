@@ -48,6 +48,7 @@ __all__ = [
     "ReadClaimed",
     "ReadKnownIds",
     "ReadNextAt",
+    "ReadPaused",
     "ReadQueue",
     "ReadTail",
     "ReadTasks",
@@ -107,6 +108,11 @@ class ReadNextAt:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadPaused:
+    """-> (paused agents, paused keys): the pauses in force (see :mod:`._controls`)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ReadClaimed:
     """-> [task id]: the tasks with an event whose id lies in [low, high)."""
 
@@ -124,7 +130,15 @@ class Write:
 
 
 Op: TypeAlias = (
-    ReadTail | ReadTasks | ReadActive | ReadKnownIds | ReadQueue | ReadNextAt | ReadClaimed | Write
+    ReadTail
+    | ReadTasks
+    | ReadActive
+    | ReadKnownIds
+    | ReadQueue
+    | ReadNextAt
+    | ReadClaimed
+    | ReadPaused
+    | Write
 )
 Steps: TypeAlias = Generator[Op, Any, "tuple[list[Outcome], dict[str, Task | None], int | None]"]
 
@@ -456,6 +470,7 @@ class GroupCommitter(ABC):
                 ]  # fmt: skip
                 return ClaimResult(mine), last_sequence, last_hash
         counts: dict[str, int] = dict((yield ReadActive()))
+        paused_agents, paused_keys = yield ReadPaused()  # read under the write lock
         full = {key for key, limit in request.limits.items() if counts.get(key, 0) >= limit}
         agents = None if request.agents is None else tuple(sorted(request.agents))
         task_ids = None if request.task_ids is None else tuple(sorted(request.task_ids))
@@ -465,6 +480,7 @@ class GroupCommitter(ABC):
             page = QueuePage(
                 now=request.now, limit=max(_PAGE, 2 * request.slots), agents=agents,
                 task_ids=task_ids, full_keys=tuple(sorted(full)), after=after,
+                paused_agents=paused_agents, paused_keys=paused_keys,
             )  # fmt: skip
             rows: list[tuple[QueuePosition, Task]] = yield ReadQueue(page)
             choose(rows, request=request, counts=counts, full=full, chosen=chosen)
