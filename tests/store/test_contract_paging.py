@@ -54,9 +54,7 @@ async def test_after_id_pages_through_every_task_once(ticking) -> None:
 async def test_after_id_breaks_ties_of_one_commit_by_creation_order(backend_store) -> None:
     """Tasks created at the same instant page in creation order, none lost or repeated."""
     frozen = backend_store  # its clock reads the real time: one commit, one timestamp
-    appends = [
-        frozen.append(f"same-{n}", [NewEvent(TaskCreated(agent="a"))]) for n in range(7)
-    ]
+    appends = [frozen.append(f"same-{n}", [NewEvent(TaskCreated(agent="a"))]) for n in range(7)]
     for append in appends:
         await append
     everything = await _ids(frozen, newest_first=True)
@@ -164,3 +162,14 @@ async def test_task_counts_per_agent_and_state(backend_store) -> None:
         "x": {"failed": 1, "pending": 1},
         "y": {"pending": 1},
     }
+
+
+async def test_count_tasks_after_a_position(ticking) -> None:
+    """count_tasks(after_id=...) counts what the pages after that task hold."""
+    for n in range(8):
+        await _create(ticking, f"t{n}")
+    assert await ticking.count_tasks(after_id="t2") == 5
+    assert await ticking.count_tasks(after_id="t2", newest_first=True) == 2
+    assert await ticking.count_tasks(after_id="t2", limit=3) == 3
+    with pytest.raises(TaskNotFoundError):
+        await ticking.count_tasks(after_id="ghost")

@@ -1,6 +1,15 @@
 """The ``tasktrail`` command line, built on the public API only."""
 
-from tasktrail.cli import _demo, _inspect, _ui, _work, _worker  # noqa: F401  (they register commands)
+from tasktrail.cli import (  # noqa: F401  (they register commands)
+    _control,
+    _demo,
+    _inspect,
+    _ls,
+    _stats,
+    _ui,
+    _work,
+    _worker,
+)
 from tasktrail.cli._app import EXIT_CODES, main
 
 __all__ = ["EXIT_CODES", "main"]

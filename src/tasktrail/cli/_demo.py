@@ -127,6 +127,7 @@ async def run_demo(*, keep: str | None, task_count: int, console: Console) -> No
         console.print(
             history_table(
                 steps_only,
+                width=console.width,
                 title=f"timeline of {shown} ({len(events) - len(steps_only)} output events "
                 f"not shown: tasktrail logs {shown})",
             )
@@ -196,7 +197,7 @@ async def _watch(
     deadline = moment + _DEADLINE
 
     def view(tasks: list[Task]) -> Table:
-        table = task_table(tasks, title="tasks (live, from the projection)")
+        table = task_table(tasks, width=console.width, title="tasks (live, from the projection)")
         if console.is_terminal:
             table.caption = " | ".join(notes[-3:])
         return table

@@ -20,10 +20,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
+
+import msgspec
 
 from tasktrail.errors import TasktrailError
 from tasktrail.events import Event, NewEvent, TaskClaimed, TaskStarted
@@ -40,7 +43,10 @@ from tasktrail.store._plan import (
 from tasktrail.store._shared import prepare_append
 
 __all__ = [
+    "COMMIT_BUCKETS",
+    "CommitStatistics",
     "GroupCommitter",
+    "LatencyHistogram",
     "Op",
     "Outcome",
     "Queued",
@@ -162,6 +168,47 @@ async def _wait(signal: asyncio.Event, timeout: float) -> None:
             await signal.wait()
 
 
+COMMIT_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+"""Upper bounds (seconds) of the commit latency histogram's buckets."""
+
+
+class LatencyHistogram:
+    """Counts of observed durations per bucket (cumulative, as Prometheus has them)."""
+
+    __slots__ = ("count", "counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * len(COMMIT_BUCKETS)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, seconds: float) -> None:
+        """Count one duration."""
+        self.total += seconds
+        self.count += 1
+        for index, bound in enumerate(COMMIT_BUCKETS):
+            if seconds <= bound:
+                self.counts[index] += 1
+
+    def snapshot(self) -> CommitStatistics:
+        """The figures so far, as an immutable record."""
+        return CommitStatistics(
+            commits=self.count,
+            seconds_sum=self.total,
+            buckets=tuple(zip(COMMIT_BUCKETS, self.counts, strict=True)),
+        )
+
+
+class CommitStatistics(msgspec.Struct, frozen=True):
+    """How long this store's commits took (see :meth:`EventStore.commit_statistics`)."""
+
+    commits: int
+    """Batches committed (or failed) so far by this store object."""
+    seconds_sum: float
+    buckets: tuple[tuple[float, int], ...]
+    """(upper bound in seconds, commits that took at most that long): cumulative."""
+
+
 class Queued:
     """One caller's request in the queue, with the future that answers it."""
 
@@ -197,6 +244,9 @@ class GroupCommitter(ABC):
         self._external = asyncio.Event()
         self.commits = 0
         """How many batches this store has committed (that wrote something)."""
+        self.latency = LatencyHistogram()
+        """Seconds each batch held the write lock, from its transaction's start to its
+        commit (what a caller waits beyond the queue)."""
         self.own_sequences: collections.deque[int] = collections.deque(maxlen=256)
         """The last sequence number of this store's latest commits."""
         self._live_tasks: dict[str, Task] = {}
@@ -219,7 +269,9 @@ class GroupCommitter(ABC):
         error that failed the whole batch."""
         try:
             async with self._write_lock:
+                began = time.perf_counter()
                 outcomes, tasks, written = await self._write_batch(batch)
+                self.latency.observe(time.perf_counter() - began)
         except TasktrailError as err:
             self._fail(batch, err)
             return

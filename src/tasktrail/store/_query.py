@@ -226,11 +226,25 @@ def list_sql(
     return sql
 
 
-def count_sql(p: Params, filters: TaskFilter, *, limit: int | None = None) -> str:
-    """How many tasks match ``filters``, counting at most ``limit`` (a bounded count reads
-    at most that many index entries)."""
+def count_sql(
+    p: Params,
+    filters: TaskFilter,
+    *,
+    order: str,
+    limit: int | None = None,
+    sort: str = "created",
+    newest_first: bool = False,
+    after: tuple[float, int] | None = None,
+) -> str:
+    """How many tasks match ``filters`` (after the keyset position ``after`` in the order
+    ``sort``/``newest_first``), counting at most ``limit``: a bounded count reads at most
+    that many index entries."""
     bound = COUNT_CAP if limit is None else _count("limit", limit)
-    where = task_where(p, **filters)
+    clauses = task_clauses(p, **filters)
+    if after is not None:
+        column = _sort_column(sort)
+        clauses.append(keyset(p, column=column, order=order, at=after, descending=newest_first))
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
     source = _source(p, filters)
     return f"SELECT count(*) FROM (SELECT 1 FROM {source}{where} LIMIT {p.add(bound)}) AS matching"
 

@@ -35,6 +35,7 @@ from tasktrail.events import BUILTIN_UPCASTERS, NewEvent, RecordedEvent, Upcaste
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task, fold
 from tasktrail.store._claim import ClaimRequest, ClaimResult
+from tasktrail.store._commit import CommitStatistics, LatencyHistogram
 from tasktrail.store._controls import (
     CONTROL_COLUMNS,
     LIST_PAUSES,
@@ -361,6 +362,13 @@ class PostgresEventStore(OperationalTables):
         result: ClaimResult = await self._check_open().submit(request)
         return result
 
+    def commit_statistics(self) -> CommitStatistics:
+        """How long this store object's commits took so far (a histogram of seconds)."""
+        committer = self._committer
+        if committer is None:
+            return LatencyHistogram().snapshot()
+        return committer.latency.snapshot()
+
     async def drain(self) -> None:
         """Return once every append already queued is committed (or failed)."""
         await self._check_open().drain()
@@ -523,11 +531,30 @@ class PostgresEventStore(OperationalTables):
         )  # fmt: skip
         return [decode_task(row[0]) for row in await self._fetch(sql, *p.values)]
 
-    async def count_tasks(self, *, limit: int | None = None, **filters: Any) -> int:
-        """How many tasks match the filters of :meth:`list_tasks`, counting at most
-        ``limit``."""
+    async def count_tasks(
+        self,
+        *,
+        limit: int | None = None,
+        sort: str = "created",
+        newest_first: bool = False,
+        after_id: str | None = None,
+        **filters: Any,
+    ) -> int:
+        """How many tasks match the filters of :meth:`list_tasks` (after ``after_id`` in
+        its order, if given), counting at most ``limit``: a bounded count reads at most
+        that many index entries."""
+        after = None
+        if after_id is not None:
+            p = Params(numbered=True)
+            sql = cursor_sql(p, task_id=check_task_id(after_id), sort=sort, order="ord")
+            rows = list(await self._fetch(sql, *p.values))
+            after = resolve_cursor(after_id, rows[0] if rows else None)
         p = Params(numbered=True)
-        rows = await self._fetch(count_sql(p, filters, limit=limit), *p.values)
+        sql = count_sql(
+            p, filters, order="ord", limit=limit, sort=sort, newest_first=newest_first,
+            after=after,
+        )  # fmt: skip
+        rows = list(await self._fetch(sql, *p.values))
         return int(rows[0][0])
 
     async def task_counts(self) -> dict[str, dict[str, int]]:

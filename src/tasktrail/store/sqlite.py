@@ -39,6 +39,7 @@ from tasktrail.events import BUILTIN_UPCASTERS, NewEvent, RecordedEvent, Upcaste
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task, fold
 from tasktrail.store._claim import ClaimRequest, ClaimResult
+from tasktrail.store._commit import CommitStatistics, LatencyHistogram
 from tasktrail.store._controls import (
     CONTROL_COLUMNS,
     LIST_PAUSES,
@@ -333,6 +334,13 @@ class SQLiteEventStore:
             stream_id, events, expected_version, max_event_bytes=self.max_event_bytes
         )
 
+    def commit_statistics(self) -> CommitStatistics:
+        """How long this store object's commits took so far (a histogram of seconds)."""
+        committer = self._committer
+        if committer is None:
+            return LatencyHistogram().snapshot()
+        return committer.latency.snapshot()
+
     async def drain(self) -> None:
         """Return once every append already queued is committed (or failed)."""
         self._check_open()
@@ -488,11 +496,30 @@ class SQLiteEventStore:
         )  # fmt: skip
         return [decode_task(row[0]) for row in await self._query(sql, p.values)]
 
-    async def count_tasks(self, *, limit: int | None = None, **filters: Any) -> int:
-        """How many tasks match the filters of :meth:`list_tasks` (not its paging), counting
-        at most ``limit``: a bounded count reads at most that many index entries."""
+    async def count_tasks(
+        self,
+        *,
+        limit: int | None = None,
+        sort: str = "created",
+        newest_first: bool = False,
+        after_id: str | None = None,
+        **filters: Any,
+    ) -> int:
+        """How many tasks match the filters of :meth:`list_tasks` (after ``after_id`` in
+        its order, if given), counting at most ``limit``: a bounded count reads at most
+        that many index entries."""
+        after = None
+        if after_id is not None:
+            p = Params(numbered=False)
+            sql = cursor_sql(p, task_id=check_task_id(after_id), sort=sort, order="rowid")
+            rows = list(await self._query(sql, p.values))
+            after = resolve_cursor(after_id, rows[0] if rows else None)
         p = Params(numbered=False)
-        rows = list(await self._query(count_sql(p, filters, limit=limit), p.values))
+        sql = count_sql(
+            p, filters, order="rowid", limit=limit, sort=sort, newest_first=newest_first,
+            after=after,
+        )  # fmt: skip
+        rows = list(await self._query(sql, p.values))
         return int(rows[0][0])
 
     async def task_counts(self) -> dict[str, dict[str, int]]:
