@@ -174,8 +174,8 @@ def test_run_runs_only_its_own_task(cli: CliRun) -> None:
 
 
 def test_run_timeout_fails_the_task(cli: CliRun) -> None:
-    """`run --timeout` fails (never cancels) a task that runs too long; exit 1."""
-    code, _, err = cli("run", "shell", "sleep 20", "--timeout", "0.3", "--id", "slow")
+    """`run --run-timeout` fails (never cancels) a task that runs too long; exit 1."""
+    code, _, err = cli("run", "shell", "sleep 20", "--run-timeout", "0.3", "--id", "slow")
     assert code == 1
     task = json.loads(cli("show", "slow", "--json")[1])
     assert task["state"] == "failed"
@@ -261,7 +261,7 @@ def test_replay_step_by_step(cli: CliRun, populated: Path) -> None:
 
 
 def test_replay_at_a_version_and_a_time(cli: CliRun, populated: Path) -> None:
-    """`replay --version N` and `--at TIME` equal the API's state_at."""
+    """`replay --at-version N` and `--at TIME` equal the API's state_at."""
     expected = api(populated, lambda store: store.state_at("done", version=2))
     history = api(populated, lambda store: store.history("done"))
     code, out, _ = cli("replay", "done", "--at-version", "2", "--json")

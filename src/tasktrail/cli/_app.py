@@ -223,7 +223,7 @@ def console(*, stderr: bool = False) -> Console:
     width = None
     if not _isatty(stream) and not os.environ.get("COLUMNS", "").isdigit():
         width = PIPED_WIDTH
-    return Console(highlight=False, soft_wrap=True, stderr=stderr, width=width)
+    return Console(highlight=False, stderr=stderr, width=width)
 
 
 def _isatty(stream: Any) -> bool:

@@ -74,7 +74,7 @@ def _write_config(directory: Path) -> Path:
 async def _start_worker(path: Path, config: Path, name: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tasktrail", "worker", "--db", str(path), "--config", str(config),
-        "--id", name, "--quiet",
+        "--worker-id", name, "--quiet",
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip

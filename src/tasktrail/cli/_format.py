@@ -149,8 +149,13 @@ def fitted_table(
             justify=column.justify,  # type: ignore[arg-type]
         )
     for row in rows:
-        table.add_row(*(row[i] for i in keep))
+        table.add_row(*(_as_text(row[i]) for i in keep))
     return table
+
+
+def _as_text(cell: str | Text) -> Text:
+    """A cell as text: a str is shown as written, never read as markup."""
+    return cell if isinstance(cell, Text) else Text(cell)
 
 
 def _cell_width(cell: str | Text) -> int:
@@ -201,7 +206,7 @@ _TASK_COLUMNS: Final = (
     Column("state", cap=22, floor=9),
     Column("agent", cap=20, floor=6),
     Column("att", justify="right", optional=3, hard=True),
-    Column("worker", cap=24, floor=8, optional=1),
+    Column("worker", cap=48, floor=8, optional=1),
     Column("created", optional=2, hard=True),
     Column("description", free=True),
 )

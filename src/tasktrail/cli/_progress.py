@@ -33,6 +33,8 @@ class _Rate(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
+        if speed is None and task.elapsed:
+            speed = task.completed / task.elapsed  # one step so far: the mean
         return Text("" if speed is None else f"{speed:,.0f} {self.unit}/s", style="dim")
 
 
