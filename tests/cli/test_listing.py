@@ -171,6 +171,7 @@ def test_history_table_fits(tasks60: Path, columns: int | None) -> None:
 def test_tables_in_a_real_process(tasks60: Path, columns: int) -> None:
     """As a subprocess (stdout a pipe, $COLUMNS set): ls, stats and show fit the width."""
     env = {**os.environ, "COLUMNS": str(columns), "TASKTRAIL_DB": str(tasks60)}
+    env.pop("PYTHONASYNCIODEBUG", None)  # its slow-callback notes would fill stderr
     for args in (["ls"], ["stats"], ["show", "t001"]):
         done = subprocess.run(
             [sys.executable, "-m", "tasktrail", *args],

@@ -327,9 +327,10 @@ def test_progress_on_a_terminal_with_count_and_rate(
 @pytest.mark.parametrize("command", ["verify", "rebuild", "export"])
 def test_no_progress_when_piped(log120: Path, command: str) -> None:
     """Piped (CI logs), nothing but the result: stderr stays empty."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONASYNCIODEBUG"}  # no debug notes
     done = subprocess.run(
         [sys.executable, "-m", "tasktrail", command, "--db", str(log120)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True, text=True, timeout=60, check=False, env=env,
     )  # fmt: skip
     assert done.returncode == 0
     assert done.stderr == ""
