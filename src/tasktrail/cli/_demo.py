@@ -24,7 +24,7 @@ from rich.live import Live
 from rich.table import Table
 
 from tasktrail.cli import _app
-from tasktrail.cli._format import history_table, state, task_table
+from tasktrail.cli._format import FittedTable, history_table, state, task_table
 from tasktrail.errors import TamperedLogError, TasktrailError
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task, fold
@@ -196,7 +196,7 @@ async def _watch(
     moment = time.monotonic()
     deadline = moment + _DEADLINE
 
-    def view(tasks: list[Task]) -> Table:
+    def view(tasks: list[Task]) -> FittedTable:
         table = task_table(tasks, width=console.width, title="tasks (live, from the projection)")
         if console.is_terminal:
             table.caption = " | ".join(notes[-3:])
