@@ -33,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner
 
@@ -43,13 +44,15 @@ from tasktrail.cli import main
 PAGE = 50
 
 
-def _median_ms(run: Callable[[], object], repeat: int) -> float:
+def _median_ms(run: Callable[[], object], repeat: int) -> tuple[float, float]:
+    """(median, min) milliseconds of ``repeat`` runs, after one run to warm up."""
+    run()
     times = []
     for _ in range(repeat):
         began = time.perf_counter()
         run()
         times.append(time.perf_counter() - began)
-    return statistics.median(times) * 1000
+    return statistics.median(times) * 1000, min(times) * 1000
 
 
 def _command(db: Path, *args: str) -> Callable[[], object]:
@@ -84,7 +87,7 @@ def _raw_page(db: Path, after: tuple[float, int] | None) -> Callable[[], object]
     return run
 
 
-def measure(db: Path, events: int, repeat: int) -> dict[str, float]:
+def measure(db: Path, events: int, repeat: int) -> dict[str, Any]:
     """Every figure on one log."""
     conn = sqlite3.connect(db)
     tasks = conn.execute("SELECT count(*) FROM tasks").fetchone()[0]
@@ -121,23 +124,26 @@ def main_() -> int:
     repeat = args.repeat or (1 if args.quick else 7)
     sizes = (2_000, 20_000) if args.quick else (10_000, 1_000_000)
     results = []
+    load = os.getloadavg()
     for size in sizes:
         path, events, built = cached(args.cache, history=size, live=0)
         if built:
             print(f"built a log of {events:,} events in {built:.1f} s: {path}", flush=True)
         results.append(measure(path, events, repeat))
     small, big = results
-    print(f"\ntasktrail ls, median of {repeat} (ms; the baseline is stdlib sqlite3 + json)")
-    print(f"{'figure':<28}{small['events']:>14,} ev{big['events']:>14,} ev{'big/small':>11}")
+    print(f"\nmedian (min) of {repeat} runs, ms; the raw baseline is stdlib sqlite3 + json")
+    print(f"load average before: {load[0]:.1f}, after: {os.getloadavg()[0]:.1f}")
+    print(f"{'figure':<20}{small['events']:>16,} ev{big['events']:>16,} ev{'big/small':>11}")
     for name in ("ls", "ls raw", "ls --cursor", "ls --cursor raw", "ls --json", "stats"):
-        ratio = big[name] / small[name] if small[name] else float("nan")
-        print(f"{name:<28}{small[name]:>17.1f}{big[name]:>17.1f}{ratio:>11.2f}")
+        (a, a_min), (b, b_min) = small[name], big[name]
+        print(f"{name:<20}{a:>11.1f} ({a_min:5.1f}){b:>11.1f} ({b_min:5.1f}){b / a:>11.2f}")
     for name in ("bytes/task", "bytes/event"):
-        print(f"{name:<28}{small[name]:>17.0f}{big[name]:>17.0f}")
+        print(f"{name:<20}{small[name]:>19.0f}{big[name]:>19.0f}")
     print(
         f"\nls: one page of {PAGE} on {big['events']:,} events costs "
-        f"{big['ls'] / small['ls']:.2f}x what it costs on {small['events']:,}; "
-        f"the page deep in the log {big['ls --cursor'] / small['ls --cursor']:.2f}x"
+        f"{big['ls'][0] / small['ls'][0]:.2f}x what it costs on {small['events']:,} (min: "
+        f"{big['ls'][1] / small['ls'][1]:.2f}x); a page deep in the log "
+        f"{big['ls --cursor'][0] / small['ls --cursor'][0]:.2f}x"
     )
     return 0
 

@@ -90,8 +90,8 @@ def histogram(
 
 async def database_families(store: EventStore, *, now: float | None = None) -> list[Family]:
     """The database's figures: tasks per agent and state, the log's length, the oldest
-    pending task's wait, live workers, pauses in force. Aggregate queries only: a scrape
-    costs the same on any size of log."""
+    pending task's wait, live workers, pauses in force. Aggregate queries over the task
+    table's indexes only: a scrape reads no event."""
     now = time.time() if now is None else now
     counts = await store.task_counts()
     tasks = Family("tasktrail_tasks", "gauge", "Tasks in the projection, per agent and state.")

@@ -45,9 +45,10 @@ async def stats(db: str | None, as_json: bool, prometheus: bool) -> None:
     """Counts per state and agent, throughput and run times, the oldest pending task, the
     workers, the pauses in force, and the agents no live worker serves.
 
-    Every figure comes from an aggregate query or an index: stats costs the same on any
-    size of log (run times are read from at most the 10,000 latest tasks finished in the
-    last hour).
+    Every figure comes from the task table's indexes, never from the log: stats reads no
+    event, and its cost grows with the number of tasks (one pass over an index), not with
+    their events or output. Run times are read from at most the 10,000 latest tasks
+    finished in the last hour.
 
     \b
     Example:
