@@ -115,6 +115,14 @@ def test_cli_reference_is_current() -> None:
         assert f"### {name}\n" in text
 
 
+def test_configuration_reference_is_current() -> None:
+    """The settings table of reference/configuration.md matches TaskManager and the
+    config file's [worker] keys."""
+    generator = _load_generator("gen_config_reference")
+    text = generator.PAGE.read_text(encoding="utf-8")
+    assert generator.render(text) == text, "stale: run python docs/gen_config_reference.py"
+
+
 @pytest.mark.parametrize("chain", [pytest.param(c, id=c[0].where) for c in _chains()])
 def test_code_example_runs(
     chain: list[Block], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
