@@ -70,7 +70,7 @@ def test_ls_prints_a_page_of_50_and_says_how_to_go_on(tasks60: Path) -> None:
     assert code == 0
     shown = [line.split()[0] for line in out.splitlines() if line.startswith("t0")]
     assert shown == [f"t{n:03d}" for n in range(59, 9, -1)]
-    assert "10 more: add --cursor t010 for the next page (or --limit N, --all)" in out
+    assert "10 more: next page with --cursor t010 (or --limit N, --all)" in out
 
 
 def test_the_cursor_pages_to_the_end(tasks60: Path) -> None:
@@ -88,7 +88,7 @@ def test_json_says_more_on_stderr(tasks60: Path) -> None:
     code, out, err = run(tasks60, "ls", "--json", "--limit", "5")
     assert code == 0
     assert len(json_lines(out)) == 5
-    assert "55 more: add --cursor t055" in err
+    assert "55 more: next page with --cursor t055" in err
 
 
 def test_all_offset_and_limit(tasks60: Path) -> None:

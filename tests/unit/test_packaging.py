@@ -4,6 +4,7 @@ true metadata, holds no tests, and, installed in a clean virtual environment, ru
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tomllib
@@ -66,6 +67,20 @@ def test_mkdocs_site_url_and_repository_match_the_package(wheel: Path) -> None:
     config = (ROOT / "mkdocs.yml").read_text()
     assert f"site_url: {urls['Documentation']}" in config
     assert f"repo_url: {urls['Repository']}" in config
+
+
+def test_crash_points_are_unarmed_unless_a_test_arms_them() -> None:
+    """The test hooks that ship in the package do nothing in a normal process: no crash
+    point is armed and no hook is set (TASKTRAIL_CRASH_AT is for the tests only)."""
+    env = {k: v for k, v in os.environ.items() if k != "TASKTRAIL_CRASH_AT"}
+    done = subprocess.run(
+        [sys.executable, "-c", "import tasktrail, tasktrail._crashpoints as c; "
+         "print(c._armed, c._hook)"],
+        capture_output=True, text=True, env=env, check=True, timeout=60,
+    )  # fmt: skip
+    assert done.stdout.split() == ["None", "None"]
+    docs = (ROOT / "docs" / "reference" / "configuration.md").read_text()
+    assert "`TASKTRAIL_CRASH_AT` | tasktrail, **tests only**" in docs
 
 
 @pytest.mark.slow

@@ -166,7 +166,8 @@ async def run_demo(*, keep: str | None, task_count: int, console: Console) -> No
         f"  tasktrail ls --db {path}\n"
         f"  tasktrail history {shown} --db {path}\n"
         f"  tasktrail replay {shown} --db {path}\n"
-        f'  sqlite3 {path} "SELECT seq, stream_id, type, data FROM events LIMIT 5"'
+        f'  sqlite3 {path} "SELECT seq, stream_id, type, data FROM events LIMIT 5"',
+        soft_wrap=True,  # commands to copy: never wrapped
     )
 
 

@@ -163,14 +163,14 @@ async def ls(
     else:
         out.print("no task matches" if any(v for v in filters.values()) else "no tasks yet")
     if more:
-        out.print(Text(_more_line(more, tasks[-1].id), style="dim"))
+        out.print(Text(_more_line(more, tasks[-1].id), style="dim"), soft_wrap=True)
     for note in notes:
         out.print(Text(note, style="yellow"))
 
 
 def _more_line(more: int, last: str) -> str:
     count = f"{COUNT_CAP:,}+" if more >= COUNT_CAP else f"{more:,}"
-    return f"{count} more: add --cursor {last} for the next page (or --limit N, --all)"
+    return f"{count} more: next page with --cursor {last} (or --limit N, --all)"
 
 
 async def _print_all(
