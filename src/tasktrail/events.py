@@ -349,10 +349,23 @@ def as_stored(event: Event, encoded: bytes) -> Event:
     """``event`` as a read of the log gives it back: its free-form values (a result, an
     input, metadata) are what JSON made of them (a tuple becomes a list, a datetime the
     ISO text msgspec writes), so a task folded at append time equals one replayed later."""
-    if type(event) in _FREE_FORM:
+    if type(event) in _FREE_FORM and not _plain(event):
         decoded: Event = _decoder.decode(encoded)
         return decoded
     return event
+
+
+_EXACT: Final = (str, int, float, bool, type(None))
+"""Values JSON gives back as they were (a float's repr round-trips)."""
+
+
+def _plain(event: Event) -> bool:
+    """Whether the free-form values of ``event`` are already what JSON gives back."""
+    if isinstance(event, TaskCreated):
+        return not event.metadata and isinstance(event.input, _EXACT)
+    if isinstance(event, TaskCompleted | ChildFinished):
+        return isinstance(event.result, _EXACT)
+    return False
 
 
 def round_trips(value: object) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import logging
 from collections.abc import Mapping
 from typing import Any, Final, TypeAlias
 
@@ -131,6 +132,16 @@ def transition_table() -> Mapping[TransitionKey, TaskState]:
     ``state`` is ``None`` for a task that does not exist yet. A key that is absent is an
     illegal transition. Derived from :data:`TRANSITIONS` by asking ``transitions`` itself.
     """
+    # transitions logs every transition at INFO; deriving the table is not news.
+    quiet = logging.getLogger("transitions")
+    level, quiet.level = quiet.level, max(quiet.level, logging.WARNING)
+    try:
+        return _derive_table()
+    finally:
+        quiet.setLevel(level)
+
+
+def _derive_table() -> dict[TransitionKey, TaskState]:
     probe = _Probe()
     machine = Machine(
         model=probe,

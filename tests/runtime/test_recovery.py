@@ -446,3 +446,42 @@ def test_a_zombie_owner_counts_as_gone() -> None:
         child.kill()
         child.wait()
     assert not pid_exists(child.pid)
+
+
+# -- a log written while a clock was ahead -----------------------------------------------------
+
+FUTURE = 4_070_908_800.0  # 2099-01-01
+
+
+async def test_a_backoff_written_while_the_clock_was_ahead_does_not_freeze_the_task(
+    db_path: Path,
+) -> None:
+    """A retry whose not_before lies in 2099 because it was written then starts now."""
+    ahead = FakeClock(start=FUTURE)
+    async with open_store(db_path, clock=ahead.time) as store:
+        await orphan(store, "t1", "w-ahead", max_attempts=3, prompt="again")
+        await store.append("t1", [NewEvent(TaskRequeued(not_before=FUTURE + 2.0), actor="w-ahead")])
+    async with manager(db_path) as tm:  # this process's clock is right
+        tm.register("agent", echo)
+        done = await finished(tm, "t1")
+        assert (done.state, done.attempt, done.result) == (TaskState.COMPLETED, 2, "again")
+
+
+async def test_a_heartbeat_from_the_future_does_not_keep_a_dead_worker_alive(
+    db_path: Path,
+) -> None:
+    """A worker whose last heartbeat reads 2099 counts as dead once it stays unchanged for a
+    lease of the observer's monotonic clock."""
+    async with open_store(db_path, clock=lambda: FUTURE) as store:
+        await store.register_worker("w-ahead", host="another-host", pid=1)
+        await orphan(store, "t1", "w-ahead", max_attempts=2)
+    clock = FakeClock()
+    async with manager(db_path, clock=clock, lease_timeout=30) as tm:
+        assert await tm.recover() == []  # first seen: its lease starts now
+        for _ in range(3):
+            await clock.advance(11)
+            await tm.tick()
+        decided = await tm.recover()
+        task = await tm.get_task("t1")
+        assert task is not None and task.state is TaskState.PENDING, (decided, task)
+        assert task.reason is not None and "heartbeat" in task.reason

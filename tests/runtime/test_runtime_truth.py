@@ -20,6 +20,7 @@ from tasktrail import (
     CancelRequested,
     InvalidInputError,
     RunContext,
+    StorageError,
     Task,
     TaskCancelled,
     TaskCreated,
@@ -517,3 +518,28 @@ async def test_a_cancel_request_is_never_lost_to_a_late_start(db_path: str) -> N
 async def _history(db_path: str, task_id: str) -> list[Any]:
     async with AsyncClient(db_path) as client:
         return await client.history(task_id)
+
+
+async def test_a_store_that_cannot_signal_never_makes_the_watch_spin(tmp_path: Path) -> None:
+    """When the store's change signal fails (busy, damaged), the waiters' watch waits out a
+    poll interval instead of asking again at once."""
+    clock = FakeClock()
+    async with AsyncClient(tmp_path / "t.db", clock=clock, poll_interval=1.0) as client:
+        calls = 0
+
+        async def broken(timeout: float) -> None:
+            nonlocal calls
+            calls += 1
+            raise StorageError("the store cannot tell")
+
+        client.store.wait_for_change = broken  # type: ignore[method-assign]
+        task = await client.launch("nobody")
+        waiting = asyncio.ensure_future(client.wait(task.id))
+        for _ in range(200):
+            await asyncio.sleep(0)
+        assert calls <= 2
+        await clock.advance(1.0)
+        for _ in range(200):
+            await asyncio.sleep(0)
+        assert calls <= 3
+        waiting.cancel()

@@ -21,6 +21,7 @@ from tasktrail import (
     PayloadTooLargeError,
     SQLiteEventStore,
     StoreClosedError,
+    TaskCancelled,
     TaskClaimed,
     TaskCompleted,
     TaskCreated,
@@ -474,3 +475,23 @@ async def test_whole_log_passes_handle_events_larger_than_their_chunks(backend_s
     assert await backend_store.check_projection() == []
     assert await backend_store.rebuild() == 3
     assert await backend_store.check_projection() == []
+
+
+async def test_finished_after_reads_finishes_with_their_tasks(backend_store) -> None:
+    """finished_after: each final event with its task, in log order, a window at a time."""
+    store = backend_store
+    await store.append("parent", [new(Trigger.CREATE)])
+    done = [NewEvent(TaskCreated(agent="a", parent_id="parent")), NewEvent(TaskCancelled())]
+    await store.append("child", done)
+    await store.append("orphan", [NewEvent(TaskCreated(agent="a")), NewEvent(TaskCancelled())])
+    found, position = await store.finished_after(0)
+    assert [(task.id, task.state) for _, task in found] == [
+        ("child", TaskState.CANCELLED), ("orphan", TaskState.CANCELLED),
+    ]  # fmt: skip
+    assert position == await store.head() == 5
+    assert found[0][0] == done[1].event_id
+    children, _ = await store.finished_after(0, with_parent=True)
+    assert [task.id for _, task in children] == ["child"]
+    window, upto = await store.finished_after(0, limit=3)
+    assert ([task.id for _, task in window], upto) == (["child"], 3)
+    assert await store.finished_after(5) == ([], 5)

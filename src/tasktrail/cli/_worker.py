@@ -46,6 +46,7 @@ from tasktrail.events import (
     TaskStarted,
 )
 from tasktrail.lifecycle import ACTIVE_STATES
+from tasktrail.runtime._aio import first_of
 from tasktrail.runtime.context import Runner
 from tasktrail.runtime.manager import TaskManager
 from tasktrail.runtime.registry import Registry
@@ -246,11 +247,14 @@ async def worker(
             metrics = None
             if metrics_port is not None:
                 metrics = await _serve_metrics(tm, reporter, metrics_host, metrics_port, say)
+            failed = tm.worker.failed
             try:
-                while not stop.is_set():
+                while not stop.is_set() and not failed.is_set():
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), timeout=options["poll_interval"])
-                    if exit_when_idle and await _idle(tm, list(runners)):
+                        await asyncio.wait_for(
+                            first_of(stop.wait(), failed.wait()), timeout=options["poll_interval"]
+                        )
+                    if exit_when_idle and not failed.is_set() and await _idle(tm, list(runners)):
                         say("no task left to run: stopping")
                         break
             finally:
@@ -260,6 +264,8 @@ async def worker(
                     following.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await following
+        if tm.worker.failure is not None:
+            raise tm.worker.failure
         if not quiet:  # what happened while it stopped (re-queued tasks)
             async with open_store(target) as store:
                 await reporter.catch_up(store)

@@ -24,6 +24,7 @@ from tasktrail.errors import (
 )
 from tasktrail.events import Event, TaskCancelled, TaskCompleted, TaskFailed, TaskRequeued
 from tasktrail.projection import Task
+from tasktrail.runtime._aio import first_of
 from tasktrail.runtime.clock import Clock
 from tasktrail.runtime.context import RunContext, Runner
 
@@ -134,7 +135,7 @@ class Attempt:
             self._waiting = asyncio.get_running_loop().create_future()
             await asyncio.wait({runner, self._waiting}, return_when=asyncio.FIRST_COMPLETED)
         while not runner.done():
-            await _first(_finished(runner), self.clock.sleep(self.grace))
+            await first_of(_finished(runner), self.clock.sleep(self.grace))
             if not runner.done():
                 self.abandoned = True
                 task = self.ctx.task
@@ -166,16 +167,6 @@ class Attempt:
                 return TaskRequeued(), self.stop_detail
             case _:
                 return None, None  # lost or superseded: someone else decides
-
-
-async def _first(*awaitables: Any) -> None:
-    futures = [asyncio.ensure_future(a) for a in awaitables]
-    try:
-        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for future in futures:
-            future.cancel()
-        await asyncio.gather(*futures, return_exceptions=True)
 
 
 async def _call(runner: Runner, ctx: RunContext) -> Any:

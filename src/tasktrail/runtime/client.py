@@ -48,6 +48,7 @@ from tasktrail.events import (
 )
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task
+from tasktrail.runtime._aio import first_of
 from tasktrail.runtime._settings import count, optional_seconds, seconds
 from tasktrail.runtime.clock import Clock, SystemClock
 from tasktrail.runtime.reads import ReadBatcher
@@ -55,7 +56,7 @@ from tasktrail.runtime.waiting import Waiters
 from tasktrail.store import EventStore, VerifyReport, open_store
 from tasktrail.store._validate import check_actor, check_task_id
 
-__all__ = ["AsyncClient", "first_of"]
+__all__ = ["AsyncClient"]
 
 _log = logging.getLogger(__name__)
 
@@ -73,24 +74,14 @@ class _Setting:
 SETTING: Final = _Setting()
 
 
-async def first_of(*awaitables: Awaitable[Any]) -> None:
-    """Wait until the first of ``awaitables`` is done; cancel the others."""
-    futures = [asyncio.ensure_future(a) for a in awaitables]
-    try:
-        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for future in futures:
-            future.cancel()
-        await asyncio.gather(*futures, return_exceptions=True)
-
-
 class AsyncClient:
     """Launches, inspects, waits for and cancels tasks; never runs them (a worker does).
 
     Open with ``async with AsyncClient(database) as client:``.
 
     Args:
-        database: a SQLite file path (created if missing) or a ``postgresql://`` URL.
+        database: a SQLite file path (created if missing), a ``postgresql://`` URL, or an
+            unopened store (``SQLiteEventStore(path, busy_timeout=...)``) to set its options.
         poll_interval: seconds between looks for finishes recorded by other processes,
             for ``wait()`` (a commit of another process is noticed sooner: SQLite within
             50 ms, PostgreSQL at its NOTIFY).
@@ -107,7 +98,7 @@ class AsyncClient:
 
     def __init__(
         self,
-        database: str | os.PathLike[str],
+        database: str | os.PathLike[str] | EventStore,
         *,
         poll_interval: float = 2.0,
         retention: float | None = None,
@@ -126,7 +117,10 @@ class AsyncClient:
         self.run_timeout = optional_seconds("run_timeout", run_timeout, positive=True)
         self.actor = check_actor(actor)
         self.clock: Clock = clock or SystemClock()
-        self.store: EventStore = open_store(database, clock=self.clock.time)
+        if isinstance(database, str | os.PathLike):
+            self.store: EventStore = open_store(database, clock=self.clock.time)
+        else:  # a store made by the caller (its own options: busy_timeout, pool_size...)
+            self.store = database
         self._group: asyncio.TaskGroup | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._waiters = Waiters()
@@ -445,9 +439,7 @@ class AsyncClient:
         """Look up every waited-for task at once (finishes recorded by other processes)
         when another process commits, and every ``poll_interval`` at the latest."""
         while True:
-            await first_of(
-                self.store.wait_for_change(self.poll_interval), self.clock.sleep(self.poll_interval)
-            )
+            await first_of(self._changed(), self.clock.sleep(self.poll_interval))
             if waited := self._waiters.task_ids():
                 try:
                     for task in await self.store.get_tasks(waited):
@@ -457,6 +449,14 @@ class AsyncClient:
                     return
                 except TasktrailError as err:
                     _log.warning("reading %d waited-for tasks failed: %s", len(waited), err)
+
+    async def _changed(self) -> None:
+        """Return when another process may have committed, or after ``poll_interval``; a
+        store that cannot tell (busy, damaged) is simply waited out."""
+        try:
+            await self.store.wait_for_change(self.poll_interval)
+        except TasktrailError:  # never return at once: the loop would spin
+            await self.clock.sleep(self.poll_interval)
 
     async def run(
         self, agent: str, prompt: str = "", *, timeout: float | None = None, **options: Any

@@ -20,12 +20,14 @@ from typing import Any
 from tasktrail.errors import InvalidInputError
 from tasktrail.events import TaskCreated
 from tasktrail.projection import Task
+from tasktrail.runtime._aio import first_of
 from tasktrail.runtime.client import AsyncClient
 from tasktrail.runtime.clock import Clock
 from tasktrail.runtime.context import RunContext, Runner
 from tasktrail.runtime.notify import Callback
 from tasktrail.runtime.registry import Registry
 from tasktrail.runtime.worker import Worker
+from tasktrail.store import EventStore
 
 __all__ = ["TaskManager"]
 
@@ -39,7 +41,8 @@ class TaskManager(AsyncClient):
     it runs the tasks of the agents registered on it (``tm.register(agent, fn)``).
 
     Args:
-        database: a SQLite file path (created if missing) or a ``postgresql://`` URL.
+        database: a SQLite file path (created if missing), a ``postgresql://`` URL, or an
+            unopened store (``SQLiteEventStore(path, busy_timeout=...)``) to set its options.
         max_running: tasks running at once in this manager (``None``: unlimited).
         limits: per concurrency key (the task's ``concurrency_key``, else its agent), the
             most tasks of that key in ``starting``/``running`` across every process.
@@ -73,7 +76,7 @@ class TaskManager(AsyncClient):
 
     def __init__(
         self,
-        database: str | os.PathLike[str],
+        database: str | os.PathLike[str] | EventStore,
         *,
         max_running: int | None = 10,
         limits: Mapping[str, int] | None = None,
@@ -173,7 +176,8 @@ class TaskManager(AsyncClient):
 
     async def serve(self) -> None:
         """Run tasks until cancelled, or until SIGINT or SIGTERM (then close gracefully:
-        running attempts are stopped and re-queued, as ``close()`` does).
+        running attempts are stopped and re-queued, as ``close()`` does). Raises the error
+        that stopped the worker when no retry can mend it (a damaged database).
 
         ``async with TaskManager(db) as tm: tm.register(...); await tm.serve()``.
         """
@@ -185,15 +189,16 @@ class TaskManager(AsyncClient):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(number, stop.set)
                 installed.append(number)
+        worker = self.worker
         try:
-            _log.info(
-                "worker %s serving %s", self.worker_id, ", ".join(sorted(self.worker.runners))
-            )
-            await stop.wait()
+            _log.info("worker %s serving %s", self.worker_id, ", ".join(sorted(worker.runners)))
+            await first_of(stop.wait(), worker.failed.wait())
             _log.info("worker %s stopping", self.worker_id)
         finally:
             for number in installed:
                 loop.remove_signal_handler(number)
+        if worker.failure is not None:
+            raise worker.failure
 
     async def tick(self) -> None:
         """One scheduler round (see :meth:`Worker.tick`); for tests with a fake clock."""

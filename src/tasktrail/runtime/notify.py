@@ -22,26 +22,21 @@ from tasktrail.errors import (
     TaskNotFoundError,
 )
 from tasktrail.events import (
-    EVENT_TAGS,
     ChildFinished,
     NewEvent,
-    TaskCancelled,
-    TaskCompleted,
-    TaskFailed,
 )
 from tasktrail.projection import Task
 from tasktrail.runtime.clock import Clock
 from tasktrail.store import EventStore
 
-__all__ = ["CALLBACK_TRIES", "Callback", "Notifier"]
+__all__ = ["CALLBACK_TRIES", "CHECKPOINT_EVERY", "Callback", "Notifier"]
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 Callback = Callable[[Task], Awaitable[None]]
-_FINAL_EVENTS: Final = frozenset(
-    EVENT_TAGS[cls] for cls in (TaskCompleted, TaskFailed, TaskCancelled)
-)
+CHECKPOINT_EVERY: Final = 1.0
+"""Seconds between two saves of a notifier's checkpoint (each is a durable write)."""
 CALLBACK_TRIES: Final = 5
 """Calls of a callback for one finished task before that delivery is given up."""
 _MAX_PAUSE: Final = 60.0
@@ -55,27 +50,28 @@ class Notifier:
         self.clock = clock
         self.poll_interval = poll_interval
 
-    async def _finished_tasks(self, subscriber: str) -> AsyncIterator[tuple[str, Task]]:
-        """(event id, task as that event left it) for every final event, following the log.
+    async def _finished_tasks(
+        self, subscriber: str, *, with_parent: bool = False
+    ) -> AsyncIterator[tuple[str, Task]]:
+        """(event id, task as that event left it) for every final event, following the log
+        from the subscriber's checkpoint.
 
-        The tasks that finished in one batch of the log are read in one query; the batch
-        counts as handled (its checkpoint is saved) only when the next one is read. A
+        The finishes are read with their tasks in one query per stretch of the log, never
+        by decoding the log. What was handed out counts as handled once the next stretch is
+        read; the checkpoint is saved at most every :data:`CHECKPOINT_EVERY` seconds (a
+        restart re-reads at most that much, and both consumers skip what they did). A
         storage error (a database busy past its timeout) pauses and reads again.
         """
-        subscription = self.store.subscribe(subscriber, poll_interval=self.poll_interval)
-        failures = 0
+        position = await self._retrying(
+            functools.partial(self.store.load_checkpoint, subscriber), f"{subscriber}: a read"
+        )
+        saved, saved_at, failures = position, self.clock.monotonic(), 0
         while True:
             try:
-                events = await subscription.poll()
-                if not events:
-                    await self.store.wait_for_commit(self.poll_interval)
-                    continue
-                finals = [event for event in events if event.type in _FINAL_EVENTS]
-                if not finals:
-                    continue
-                # A final state is absorbing: the task now is the task as that event left it.
-                ids = list(dict.fromkeys(e.stream_id for e in finals))
-                tasks = {task.id: task for task in await self.store.get_tasks(ids)}
+                if position != saved and self.clock.monotonic() - saved_at >= CHECKPOINT_EVERY:
+                    await self.store.save_checkpoint(subscriber, position)
+                    saved, saved_at = position, self.clock.monotonic()
+                found, upto = await self.store.finished_after(position, with_parent=with_parent)
             except StoreClosedError:
                 return
             except StorageError as err:
@@ -87,10 +83,12 @@ class Notifier:
                 await self.clock.sleep(pause)
                 continue
             failures = 0
-            for event in finals:
-                task = tasks.get(event.stream_id)
-                if task is not None:
-                    yield event.event_id, task
+            if upto == position:
+                await self.store.wait_for_commit(self.poll_interval)
+                continue
+            for event_id, task in found:
+                yield event_id, task
+            position = upto
 
     async def deliver_forever(self, name: str, callback: Callback) -> None:
         """Hand every finished task to ``callback``, at least once and de-duplicated.
@@ -150,7 +148,7 @@ class Notifier:
         restart) appending the same notification write it once. A parent that has
         finished takes no more events: its children are found with ``children()``.
         """
-        async for event_id, child in self._finished_tasks("notify:parents"):
+        async for event_id, child in self._finished_tasks("notify:parents", with_parent=True):
             parent_id = child.parent_id
             if parent_id is None:
                 continue

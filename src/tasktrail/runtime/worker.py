@@ -31,6 +31,7 @@ from typing import Any, Final
 from tasktrail._crashpoints import crash_point
 from tasktrail.errors import (
     AttemptSupersededError,
+    CorruptDatabaseError,
     IllegalTransitionError,
     InvalidInputError,
     StorageError,
@@ -48,9 +49,9 @@ from tasktrail.events import (
 )
 from tasktrail.lifecycle import ACTIVE_STATES
 from tasktrail.projection import Task
+from tasktrail.runtime._aio import first_of
 from tasktrail.runtime._settings import count, seconds
 from tasktrail.runtime.attempt import Attempt
-from tasktrail.runtime.client import first_of
 from tasktrail.runtime.clock import Clock
 from tasktrail.runtime.context import RunContext, Runner
 from tasktrail.runtime.notify import Callback, Notifier
@@ -129,6 +130,9 @@ class Worker:
         self._loops: list[asyncio.Task[None]] = []
         self._agents_changed = False
         self._closing = False
+        self.failed = asyncio.Event()
+        """Set when the worker stopped on an error no retry can mend (see ``failure``)."""
+        self.failure: TasktrailError | None = None
         self._last_tick = self._last_beat = self._last_sweep = self._last_recovery = -math.inf
 
     # -- runners and callbacks ------------------------------------------------------------------
@@ -202,14 +206,15 @@ class Worker:
 
     async def sign_off(self) -> None:
         """Re-queue tasks claimed here but never run, and record the clean stop."""
-        with contextlib.suppress(StoreClosedError):
-            await self.store.drain()  # a claim sent before the scheduler stopped
         try:
+            await self.store.drain()  # a claim sent before the scheduler stopped
             for task in await self._mine_not_running():
                 event: Event = TaskCancelled() if task.cancel_requested else TaskRequeued()
                 with contextlib.suppress(VersionConflictError, IllegalTransitionError):
                     await self._append(task, event, "the worker shut down before the attempt began")
             await self.store.stop_worker(self.worker_id)
+        except StoreClosedError:
+            pass
         except StorageError as err:
             _log.warning("worker %s could not sign off cleanly: %s", self.worker_id, err)
 
@@ -235,6 +240,11 @@ class Worker:
                 failures = 0
             except StoreClosedError:
                 return
+            except CorruptDatabaseError as err:  # no retry can help: stop, and say why
+                _log.error("worker %s stops: %s", self.worker_id, err)
+                self.failure = err
+                self.failed.set()
+                return
             except TasktrailError as err:
                 failures += 1
                 pause = min(self.poll_interval * 2 ** min(failures, 6), self.lease_timeout / 3)
@@ -243,11 +253,15 @@ class Worker:
                 )
                 await self.clock.sleep(pause)
                 continue
-            await first_of(
-                self._wake.wait(),
-                self.store.wait_for_change(self._pause()),
-                self.clock.sleep(self._pause()),
-            )
+            await first_of(self._wake.wait(), self._changed(), self.clock.sleep(self._pause()))
+
+    async def _changed(self) -> None:
+        """Return when another process may have committed, or after the next pause; a
+        store that cannot tell (busy) is simply waited out."""
+        try:
+            await self.store.wait_for_change(self._pause())
+        except TasktrailError:
+            await self.clock.sleep(self._pause())
 
     def _pause(self) -> float:
         """Seconds until the next round is due: the poll interval, the next heartbeat, or

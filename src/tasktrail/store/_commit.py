@@ -63,7 +63,10 @@ __all__ = [
 ]
 
 _CACHE_LIMIT: Final = 50_000  # live tasks kept between commits
-_PAGE: Final = 64  # queue rows read per page while choosing claims
+_PAGE: Final = 8
+"""Queue rows read beyond the slots asked for, on the first page of a claim's walk."""
+_MAX_PAGE: Final = 2048
+"""The most queue rows read by one page (pages double while the walk goes on)."""
 
 Request: TypeAlias = PendingAppend | ClaimRequest
 Outcome: TypeAlias = AppendResult | ClaimResult | TasktrailError
@@ -528,10 +531,11 @@ class GroupCommitter(ABC):
         task_ids = None if request.task_ids is None else tuple(sorted(request.task_ids))
         chosen: list[Task] = []
         after: QueuePosition | None = None
+        size = request.slots + _PAGE  # a few more than wanted: some may not be startable
         while len(chosen) < request.slots:
             page = QueuePage(
-                now=request.now, limit=max(_PAGE, 2 * request.slots), agents=agents,
-                task_ids=task_ids, full_keys=tuple(sorted(full)), after=after,
+                now=request.now, limit=size, agents=agents, task_ids=task_ids,
+                full_keys=tuple(sorted(full)), after=after,
                 paused_agents=paused_agents, paused_keys=paused_keys,
             )  # fmt: skip
             rows: list[tuple[QueuePosition, Task]] = yield ReadQueue(page)
@@ -539,6 +543,7 @@ class GroupCommitter(ABC):
             if len(rows) < page.limit:
                 break
             after = rows[-1][0]
+            size = min(size * 2, _MAX_PAGE)
         next_at = None
         if len(chosen) < request.slots:
             next_at = yield ReadNextAt(request.now, agents, task_ids)

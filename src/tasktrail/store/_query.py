@@ -19,6 +19,7 @@ from tasktrail.store._validate import check_task_id
 
 __all__ = [
     "COUNT_CAP",
+    "FINAL_TYPES",
     "SORTS",
     "TASK_COUNTS",
     "Params",
@@ -26,6 +27,7 @@ __all__ = [
     "count_rows",
     "count_sql",
     "cursor_sql",
+    "finished_sql",
     "keyset",
     "list_sql",
     "next_at_sql",
@@ -334,3 +336,19 @@ def next_at_sql(
     if task_ids is not None:
         sql += " AND " + p.one_of("id", task_ids)
     return sql
+
+
+FINAL_TYPES: Final = ("task.completed", "task.failed", "task.cancelled")
+
+
+def finished_sql(p: Params, *, after: int, upto: int, with_parent: bool) -> str:
+    """The final events with a sequence number in ``(after, upto]``, with their task's
+    record: ``(seq, event_id, record)`` rows in log order."""
+    sql = (
+        "SELECT e.seq, e.event_id, t.record FROM events e JOIN tasks t ON t.id = e.stream_id "
+        f"WHERE e.seq > {p.add(after)} AND e.seq <= {p.add(upto)} AND "
+        + p.one_of("e.type", FINAL_TYPES)
+    )
+    if with_parent:
+        sql += " AND t.parent_id IS NOT NULL"
+    return sql + " ORDER BY e.seq"

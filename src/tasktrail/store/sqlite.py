@@ -56,6 +56,7 @@ from tasktrail.store._query import (
     count_rows,
     count_sql,
     cursor_sql,
+    finished_sql,
     list_sql,
     resolve_cursor,
 )
@@ -568,6 +569,24 @@ class SQLiteEventStore:
             sql += " AND " + p.one_of("agent", agents)
         sql += f" ORDER BY expires_at LIMIT {p.add(limit)}"
         return [decode_task(row[0]) for row in await self._query(sql, p.values)]
+
+    async def finished_after(
+        self, after: int, *, limit: int = 10_000, with_parent: bool = False
+    ) -> tuple[list[tuple[str, Task]], int]:
+        """The tasks that finished after sequence number ``after``: ``([(event id of the
+        final event, task)], position)`` over the next ``limit`` sequence numbers at most,
+        where ``position`` is the last one looked at (the next call's ``after``). With
+        ``with_parent``, only tasks that have a parent. The tasks are read with their final
+        events, in one query, without decoding the log."""
+        head = await self.head()
+        upto = min(head, after + limit)
+        if upto <= after:
+            return [], after
+        p = Params(numbered=False)
+        rows = await self._query(
+            finished_sql(p, after=after, upto=upto, with_parent=with_parent), p.values
+        )
+        return [(row[1], decode_task(row[2])) for row in rows], upto
 
     async def active_counts(self) -> dict[str, int]:
         """Tasks in ``starting``/``running`` per limit key (concurrency key, else agent)."""
