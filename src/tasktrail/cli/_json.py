@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import msgspec
@@ -24,6 +24,7 @@ __all__ = ["dumps", "iso", "to_json"]
 
 _encode = msgspec.json.Encoder(order="deterministic").encode
 _USER_FIELDS: Final = frozenset({"input", "result", "metadata", "text"})
+_ZERO: Final = timedelta(0)
 """Fields holding the user's own values: never converted."""
 
 
@@ -41,29 +42,40 @@ def _is_time(name: str) -> bool:
     return name == "timestamp" or name == "not_before" or name.endswith("_at")
 
 
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.utcoffset() == _ZERO else moment.astimezone(UTC)
+
+
 def to_json(value: Any) -> Any:
-    """``value`` as JSON builtins under the convention (records: every field, times ISO)."""
+    """``value`` as JSON builtins under the convention (records: every field, times ISO).
+
+    Times are left as aware UTC datetimes, which msgspec writes as ISO 8601 with ``Z``.
+    """
     if isinstance(value, msgspec.Struct):
         config = value.__struct_config__
         out: dict[str, Any] = {}
         if config.tag_field is not None:
             out[config.tag_field] = config.tag
-        for field in msgspec.structs.fields(value):
-            item = getattr(value, field.name)
-            if field.name in _USER_FIELDS:
-                out[field.name] = msgspec.to_builtins(item)
-            elif _is_time(field.name) and isinstance(item, int | float | datetime):
-                out[field.name] = iso(item)
+        for name in value.__struct_fields__:
+            item = getattr(value, name)
+            if item is None or name in _USER_FIELDS or isinstance(item, str | bool):
+                out[name] = item
+            elif isinstance(item, datetime):
+                out[name] = _utc(item)
+            elif isinstance(item, int | float) and _is_time(name):
+                out[name] = datetime.fromtimestamp(item, UTC)
+            elif isinstance(item, int | float):
+                out[name] = item
             else:
-                out[field.name] = to_json(item)
+                out[name] = to_json(item)
         return out
     if isinstance(value, datetime):
-        return iso(value)
+        return _utc(value)
     if isinstance(value, dict):
         return {str(k): to_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [to_json(v) for v in value]
-    return msgspec.to_builtins(value)
+    return value
 
 
 def dumps(value: Any) -> str:
