@@ -1,7 +1,8 @@
 """tasktrail: durable background tasks on an append-only, hash-chained event log."""
 
-import logging
-from typing import TYPE_CHECKING
+import importlib.metadata as _metadata
+import logging as _logging
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from tasktrail.errors import (
     AppLoadError,
@@ -55,34 +56,43 @@ from tasktrail.events import (
 from tasktrail.lifecycle import TaskState, Trigger
 from tasktrail.projection import Task, fold
 from tasktrail.runtime import (
+    AgentSession,
     AgentSessionRunner,
     AsyncClient,
     Client,
+    Clock,
     Registry,
     RunContext,
-    ScriptedSession,
+    Runner,
     SubprocessRunner,
     TaskManager,
 )
 from tasktrail.store import (
     AppendResult,
+    ClaimRequest,
+    ClaimResult,
     EventStore,
     SQLiteEventStore,
     Subscription,
     VerifyReport,
+    WorkerInfo,
     open_store,
 )
 
-if TYPE_CHECKING:
+if _TYPE_CHECKING:
     from tasktrail.store.postgres import PostgresEventStore
 
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata.version("tasktrail")
+except _metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree
+    __version__ = "0+unknown"
 
 # The library logs through the "tasktrail" hierarchy and leaves output to the application
 # (the command line sets up its own): nothing reaches stderr unless logging is configured.
-logging.getLogger("tasktrail").addHandler(logging.NullHandler())
+_logging.getLogger("tasktrail").addHandler(_logging.NullHandler())
 
 __all__ = [
+    "AgentSession",
     "AgentSessionRunner",
     "AppLoadError",
     "AppendResult",
@@ -90,7 +100,10 @@ __all__ = [
     "AttemptSupersededError",
     "CancelRequested",
     "ChildFinished",
+    "ClaimRequest",
+    "ClaimResult",
     "Client",
+    "Clock",
     "ConcurrencyLimitError",
     "ConfigError",
     "CorruptDatabaseError",
@@ -114,9 +127,9 @@ __all__ = [
     "RecordedEvent",
     "Registry",
     "RunContext",
+    "Runner",
     "RunnerError",
     "SQLiteEventStore",
-    "ScriptedSession",
     "SessionFailedError",
     "StorageBusyError",
     "StorageError",
@@ -145,6 +158,7 @@ __all__ = [
     "VerifyReport",
     "VersionConflictError",
     "WaitTimeoutError",
+    "WorkerInfo",
     "fold",
     "open_store",
 ]

@@ -392,7 +392,14 @@ class EventLoopError(TasktrailError, RuntimeError):
 
     def __init__(self, call: str) -> None:
         self.call = call
-        super().__init__(
-            f"Client.{call}() blocks, and was called inside a running event loop, which it "
-            f"would stall; in async code use AsyncClient (await client.{call}(...)) instead"
-        )
+        if call == "open":
+            message = (
+                "Client(...) blocks, and was made inside a running event loop, which it would "
+                "stall; in async code use `async with AsyncClient(...) as client:` instead"
+            )
+        else:
+            message = (
+                f"Client.{call}() blocks, and was called inside a running event loop, which "
+                f"it would stall; in async code use AsyncClient (await client.{call}(...))"
+            )
+        super().__init__(message)

@@ -28,6 +28,7 @@ __all__ = [
     "TaskState",
     "TransitionKey",
     "Trigger",
+    "destination",
     "is_terminal",
     "mermaid_diagram",
     "next_state",
@@ -167,6 +168,24 @@ def _derive_table() -> dict[TransitionKey, TaskState]:
                 if moved:
                     table[(source, flag, trigger)] = TaskState(probe.state)
     return table
+
+
+@functools.cache
+def _destinations() -> Mapping[Trigger, TaskState | None]:
+    found: dict[Trigger, TaskState | None] = {}
+    for transition in TRANSITIONS:
+        trigger = Trigger(transition["trigger"])
+        dest = transition["dest"]
+        state = None if dest is None else TaskState(dest)
+        if found.setdefault(trigger, state) != state:  # pragma: no cover - a table edit
+            raise AssertionError(f"trigger {trigger} leads to two states")
+    return found
+
+
+def destination(trigger: Trigger) -> TaskState | None:
+    """The state a legal event of ``trigger`` leads to (``None``: the state stays), read
+    from :data:`TRANSITIONS`: every trigger leads to one state, whatever the source."""
+    return _destinations()[trigger]
 
 
 def next_state(

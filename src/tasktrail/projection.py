@@ -32,7 +32,7 @@ from tasktrail.events import (
     TaskRequeued,
     TaskStarted,
 )
-from tasktrail.lifecycle import ACTIVE_STATES, TERMINAL_STATES, TaskState
+from tasktrail.lifecycle import ACTIVE_STATES, TERMINAL_STATES, TaskState, destination
 
 __all__ = ["Task", "fold", "fold_all"]
 
@@ -153,40 +153,24 @@ def fold(task: Task | None, event: RecordedEvent) -> Task:
             )
         return _created(event, payload, when)
     changes: dict[str, Any] = {"version": event.version, "updated_at": when}
+    state = destination(payload.trigger)
+    if state is not None:  # a change of state (its reason with it); see lifecycle
+        changes.update(state=state, reason=event.reason)
     match payload:
         case TaskClaimed(worker_id=worker_id, attempt=attempt):
-            changes.update(
-                state=TaskState.STARTING,
-                worker_id=worker_id,
-                attempt=attempt,
-                not_before=None,
-                reason=event.reason,
-            )
+            changes.update(worker_id=worker_id, attempt=attempt, not_before=None)
         case TaskStarted(session_id=session_id):
-            changes.update(state=TaskState.RUNNING, started_at=when, reason=event.reason)
+            changes.update(started_at=when)
             if session_id is not None:
                 changes["session_id"] = session_id
         case TaskCompleted(result=result):
-            changes.update(
-                state=TaskState.COMPLETED, result=result, finished_at=when, reason=event.reason
-            )
+            changes.update(result=result, finished_at=when)
         case TaskFailed(error=error, exit_code=exit_code):
-            changes.update(
-                state=TaskState.FAILED,
-                error=error,
-                exit_code=exit_code,
-                finished_at=when,
-                reason=event.reason,
-            )
+            changes.update(error=error, exit_code=exit_code, finished_at=when)
         case TaskCancelled():
-            changes.update(state=TaskState.CANCELLED, finished_at=when, reason=event.reason)
+            changes.update(finished_at=when)
         case TaskRequeued(not_before=not_before):
-            changes.update(
-                state=TaskState.PENDING,
-                not_before=not_before,
-                started_at=None,
-                reason=event.reason,
-            )
+            changes.update(not_before=not_before, started_at=None)
         case CancelRequested():
             changes.update(cancel_requested=True)
         case _:

@@ -30,7 +30,6 @@ from typing import Any
 import aiosqlite
 import apsw
 
-import tasktrail.store._sqlite_open as sqlite_open
 import tasktrail.store.sqlite as sqlite_store
 from tasktrail import NewEvent, SQLiteEventStore, TaskClaimed, TaskCreated, TaskStarted
 
@@ -227,7 +226,7 @@ def main(directory: str, synchronous: str, every: str) -> None:
     out = Path(directory)
     DISK = Disk(out, int(every), seed=int(every))
     vfs = Vfs()
-    sqlite_open.aiosqlite.connect = connect  # type: ignore[assignment]
+    aiosqlite.connect = connect  # type: ignore[assignment]  # what the store's reader opens
     sqlite_store.open_connection = open_connection  # type: ignore[assignment]
     asyncio.run(workload(out / "tasks.db", synchronous))
     print(json.dumps({"ops": DISK.ops, "images": DISK.images}))

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import math
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +22,9 @@ from tasktrail import (
     AsyncClient,
     CancelRequested,
     InvalidInputError,
+    NewEvent,
     RunContext,
+    SQLiteEventStore,
     StorageError,
     Task,
     TaskCancelled,
@@ -543,3 +548,71 @@ async def test_a_store_that_cannot_signal_never_makes_the_watch_spin(tmp_path: P
             await asyncio.sleep(0)
         assert calls <= 3
         waiting.cancel()
+
+
+async def test_a_commit_of_another_process_wakes_even_beside_this_ones(tmp_path: Path) -> None:
+    """SQLite: another connection's commit, made right after one of this store's own, is
+    still seen as another's (it wakes wait_for_change, not the hour-long timeout)."""
+    path = tmp_path / "t.db"
+    async with SQLiteEventStore(path) as mine, SQLiteEventStore(path) as theirs:
+        for round_ in range(5):
+            waiting = asyncio.ensure_future(mine.wait_for_change(3600))
+            await mine.append(f"mine-{round_}", [NewEvent(TaskCreated(agent="a"))])
+            await theirs.append(f"theirs-{round_}", [NewEvent(TaskCreated(agent="a"))])
+            async with asyncio.timeout(60):  # a hang guard: the slow path waits an hour
+                await waiting
+
+
+STUBBORN_SCRIPT = """
+import asyncio, sys
+from tasktrail import TaskManager
+
+async def stubborn(ctx):
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass  # swallowed, for ever
+
+async def main():
+    async with TaskManager(sys.argv[1], poll_interval=0.02, cancel_grace=0.1) as tm:
+        tm.register("stubborn", stubborn)
+        task = await tm.launch("stubborn")
+        while (await tm.get_task(task.id)).state.value != "running":
+            await asyncio.sleep(0.01)
+        print((await tm.cancel(task.id)).state.value)
+
+asyncio.run(main())
+print("exited")
+"""
+
+
+def test_a_program_with_an_abandoned_runner_still_exits(tmp_path: Path) -> None:
+    """asyncio.run() returns although an abandoned runner swallows every cancel."""
+    done = subprocess.run(
+        [sys.executable, "-c", STUBBORN_SCRIPT, str(tmp_path / "t.db")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["cancelled", "exited"]
+
+
+async def test_a_thread_runner_gets_its_grace_and_can_clean_up(db_path: str) -> None:
+    """A plain def runner sees the cancel, may write its last words within the grace, and
+    the task ends cancelled with them in its output."""
+    started = threading.Event()
+
+    def polite(ctx: RunContext) -> str:
+        started.set()
+        while not ctx.cancel_requested:
+            time.sleep(0.01)
+        ctx.write_sync("cleaned up\n")
+        return "stopped"
+
+    async with manager(db_path, cancel_grace=30) as tm:
+        tm.register("polite", polite)
+        task = await tm.launch("polite")
+        await asyncio.to_thread(started.wait, 30)
+        after = await tm.cancel(task.id)
+        assert after.state is TaskState.CANCELLED
+        assert await tm.get_output(task.id) == "cleaned up\n"

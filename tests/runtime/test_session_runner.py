@@ -11,12 +11,15 @@ from typing import Any
 
 import pytest
 
-from tasktrail import InvalidInputError, SessionFailedError, Task, TaskManager, TaskState
-from tasktrail.runtime.session import (
+from tasktrail import (
     AgentSessionRunner,
-    ScriptedReply,
-    ScriptedSession,
+    InvalidInputError,
+    SessionFailedError,
+    Task,
+    TaskManager,
+    TaskState,
 )
+from tasktrail.testing import ScriptedReply, ScriptedSession
 
 TIMEOUT = 10.0
 

@@ -130,16 +130,19 @@ async def test_id_prefix_is_checked_like_an_id(backend_store) -> None:
             await backend_store.list_tasks(id_prefix=prefix)
 
 
-async def test_finished_since(ticking) -> None:
-    """finished_since keeps the finished tasks whose finish lies at or after that time."""
+async def test_only_finished_since(ticking) -> None:
+    """only_finished_since keeps the finished tasks whose finish lies at or after that time
+    (finished_since, retention, keeps the unfinished ones too)."""
     for name in ("early", "late", "open"):
         await _create(ticking, name)
     await ticking.append("early", [new(Trigger.FAIL)])
     await ticking.append("late", [new(Trigger.FAIL)])
     late = await ticking.get_task("late")
     assert late is not None
-    assert await _ids(ticking, finished_since=late.updated_at) == ["late"]
-    assert await _ids(ticking, finished_since=T0) == ["early", "late"]
+    assert await _ids(ticking, only_finished_since=late.updated_at) == ["late"]
+    assert await _ids(ticking, only_finished_since=T0) == ["early", "late"]
+    assert await _ids(ticking, finished_since=late.updated_at) == ["late", "open"]
+    assert await ticking.count_tasks(only_finished_since=late.updated_at) == 1
 
 
 async def test_count_tasks_is_bounded(ticking) -> None:

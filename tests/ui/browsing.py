@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -31,8 +32,13 @@ from tasktrail import AsyncClient, RecordedEvent, Task, open_store
 T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = Path(os.environ.get("TASKTRAIL_UI_SCREENSHOTS", ROOT / "docs" / "img"))
-"""Where the tests write their screenshots: the docs show them."""
+SCREENSHOTS = Path(
+    os.environ.get("TASKTRAIL_UI_SCREENSHOTS")
+    or Path(tempfile.gettempdir()) / "tasktrail-ui-screenshots"
+)
+"""Where the tests write their screenshots (look at them after a run). The docs show the
+ones in docs/img: refresh those with ``TASKTRAIL_UI_SCREENSHOTS=docs/img pytest tests/ui``,
+so that a test run never rewrites files of the repository by itself."""
 DEADLINE = 30.0
 """Seconds any condition may take to hold on a loaded 2-core machine."""
 CHROMIUM_ARGS = [

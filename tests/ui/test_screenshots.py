@@ -1,5 +1,6 @@
 """Every page of the dashboard on a log with every kind of story, written as the
-screenshots the docs show (``docs/img/ui-*.png``; ``$TASKTRAIL_UI_SCREENSHOTS`` elsewhere)."""
+screenshots the docs show (to a temporary folder; ``TASKTRAIL_UI_SCREENSHOTS=docs/img``
+refreshes the docs' own)."""
 
 from __future__ import annotations
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
+import types
 
 import pytest
 
@@ -51,8 +54,26 @@ def test_tree_in_docstring_lists_every_error() -> None:
 
 
 def test_public_api_is_curated() -> None:
-    """__all__ is sorted, and every name in it exists."""
+    """__all__ is sorted, every name in it exists, and it names every public name the
+    package defines (a missing export fails), as httpx's test does."""
     assert list(tasktrail.__all__) == sorted(tasktrail.__all__)
     for name in tasktrail.__all__:
         assert hasattr(tasktrail, name), name
     assert set(errors.__all__) <= set(tasktrail.__all__)
+    defined = {
+        name
+        for name, value in vars(tasktrail).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert defined | {"PostgresEventStore"} == set(tasktrail.__all__)  # that one is lazy
+
+
+def test_importing_tasktrail_loads_no_driver_nor_command_line() -> None:
+    """``import tasktrail`` imports no database driver, click, rich, nor an extra's package."""
+    code = (
+        "import sys, tasktrail; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'aiosqlite', 'asyncpg', 'click', 'rich', 'starlette', 'uvicorn', 'mcp', 'jinja2'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

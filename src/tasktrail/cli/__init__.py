@@ -5,6 +5,7 @@ from tasktrail.cli import (  # noqa: F401  (they register commands)
     _demo,
     _inspect,
     _ls,
+    _mcp,
     _stats,
     _ui,
     _work,

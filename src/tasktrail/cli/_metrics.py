@@ -118,7 +118,7 @@ async def database_families(store: EventStore, *, now: float | None = None) -> l
         "gauge",
         "Tasks that finished in the last hour (any state).",
     )
-    finished.add(await store.count_tasks(finished_since=now - 3600))
+    finished.add(await store.count_tasks(only_finished_since=now - 3600))
     return [tasks, events, waiting, live, paused, finished]
 
 

@@ -82,7 +82,7 @@ async def _figures(store: EventStore) -> dict[str, Any]:
     oldest_list = await store.list_tasks(state="pending", limit=1)
     oldest = oldest_list[0] if oldest_list else None
     recent = await store.list_tasks(
-        finished_since=now - 3600, sort="updated", newest_first=True, limit=RUN_SAMPLE
+        only_finished_since=now - 3600, sort="updated", newest_first=True, limit=RUN_SAMPLE
     )
     runs = sorted(
         (t.finished_at - t.started_at).total_seconds()
@@ -95,8 +95,8 @@ async def _figures(store: EventStore) -> dict[str, Any]:
         "events": head,
         "states": by_state,
         "agents": counts,
-        "finished_last_minute": await store.count_tasks(finished_since=now - 60),
-        "finished_last_hour": await store.count_tasks(finished_since=now - 3600),
+        "finished_last_minute": await store.count_tasks(only_finished_since=now - 60),
+        "finished_last_hour": await store.count_tasks(only_finished_since=now - 3600),
         "run_seconds_last_hour": {
             "count": len(runs),
             "p50": _quantile(runs, 0.5),

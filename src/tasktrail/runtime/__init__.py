@@ -6,7 +6,7 @@ from tasktrail.runtime.clock import Clock, FakeClock, SystemClock
 from tasktrail.runtime.context import RunContext, Runner
 from tasktrail.runtime.manager import TaskManager
 from tasktrail.runtime.registry import Registry
-from tasktrail.runtime.session import AgentSession, AgentSessionRunner, ScriptedSession
+from tasktrail.runtime.session import AgentSession, AgentSessionRunner
 from tasktrail.runtime.subprocess import SubprocessRunner
 
 __all__ = [
@@ -19,7 +19,6 @@ __all__ = [
     "Registry",
     "RunContext",
     "Runner",
-    "ScriptedSession",
     "SubprocessRunner",
     "SystemClock",
     "TaskManager",

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import inspect
 import logging
 from collections.abc import Callable
@@ -105,6 +107,8 @@ class Attempt:
             await self._until_runner_ends()
             result = self.runner.result()
             await ctx.flush()
+            if not ctx.cancel_requested:
+                await ctx.started()  # a runner that reports its start, but returned without
         except asyncio.CancelledError:
             this = asyncio.current_task()
             if self.stop_reason is None or (this is not None and this.cancelling()):
@@ -172,9 +176,17 @@ class Attempt:
 async def _call(runner: Runner, ctx: RunContext) -> Any:
     """Call ``runner``: awaited when it is a coroutine function (or returns an awaitable),
     in a worker thread when it is a plain function."""
-    if getattr(runner, "is_blocking", False):
-        return await asyncio.to_thread(runner, ctx)
-    result = runner(ctx)
-    if inspect.isawaitable(result):
-        return await result
-    return result
+    if not getattr(runner, "is_blocking", False):
+        result = runner(ctx)
+        return await result if inspect.isawaitable(result) else result
+    loop = asyncio.get_running_loop()
+    call = functools.partial(contextvars.copy_context().run, runner, ctx)
+    thread: asyncio.Future[Any] = loop.run_in_executor(None, call)
+    try:
+        result = await asyncio.shield(thread)
+    except asyncio.CancelledError:
+        # A thread cannot be interrupted: it sees ctx.cancel_requested and may stop. Wait
+        # for it; the attempt abandons it, with a warning, once its grace is over.
+        await asyncio.wait({thread})
+        raise
+    return await result if inspect.isawaitable(result) else result

@@ -46,15 +46,16 @@ from tasktrail.events import (
     TaskStarted,
     round_trips,
 )
+from tasktrail.ids import check_actor, check_task_id
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task
 from tasktrail.runtime._aio import first_of
 from tasktrail.runtime._settings import count, optional_seconds, seconds
 from tasktrail.runtime.clock import Clock, SystemClock
+from tasktrail.runtime.notify import Callback, Notifier
 from tasktrail.runtime.reads import ReadBatcher
 from tasktrail.runtime.waiting import Waiters
 from tasktrail.store import EventStore, VerifyReport, open_store
-from tasktrail.store._validate import check_actor, check_task_id
 
 __all__ = ["AsyncClient"]
 
@@ -84,7 +85,7 @@ class AsyncClient:
             unopened store (``SQLiteEventStore(path, busy_timeout=...)``) to set its options.
         poll_interval: seconds between looks for finishes recorded by other processes,
             for ``wait()`` (a commit of another process is noticed sooner: SQLite within
-            50 ms, PostgreSQL at its NOTIFY).
+            25 ms, PostgreSQL at its NOTIFY).
         retention: seconds finished tasks stay in ``list_tasks`` (``None``: forever). The
             log keeps them regardless.
         max_attempts: default attempts of a task launched here (retries = attempts - 1).
@@ -125,6 +126,8 @@ class AsyncClient:
         self._loops: list[asyncio.Task[None]] = []
         self._waiters = Waiters()
         self._reads = ReadBatcher(self.store.get_tasks)
+        self._callbacks: dict[str, Callback] = {}
+        self._notifier = Notifier(self.store, self.clock, self.poll_interval)
         self._state: Literal["new", "open", "closed"] = "new"
 
     # -- opening and closing ----------------------------------------------------------------
@@ -139,6 +142,8 @@ class AsyncClient:
             self._state = "open"
             self._spawn_loop(self._watch_forever(), "watch")
             await self._opened()
+            for name, callback in self._callbacks.items():
+                self._spawn_loop(self._notifier.deliver_forever(name, callback), f"notify:{name}")
         except BaseException:
             await self.close()
             raise
@@ -353,17 +358,11 @@ class AsyncClient:
         ``until`` (exclusive) bound the creation time: aware datetimes or unix seconds.
         """
         self._check_open()
-        tasks = await self.store.list_tasks(
+        horizon = None if self.retention is None else self.clock.time() - self.retention
+        return await self.store.list_tasks(
             state=state, agent=agent, parent_id=parent_id, since=since, until=until,
-            limit=limit, newest_first=newest_first,
+            finished_since=horizon, limit=limit, newest_first=newest_first,
         )  # fmt: skip
-        if self.retention is None:
-            return tasks
-        horizon = self.clock.time() - self.retention
-        return [
-            t for t in tasks
-            if t.finished_at is None or t.finished_at.timestamp() >= horizon
-        ]  # fmt: skip
 
     async def children(self, task_id: str) -> list[Task]:
         """The tasks launched with ``parent_id=task_id``, oldest first, as they are now
@@ -477,6 +476,24 @@ class AsyncClient:
         if done.state is TaskState.FAILED:
             raise TaskFailedError(done.id, done.error, done.reason)
         raise TaskCancelledError(done.id, done.reason)
+
+    def on_finished(self, callback: Callback, *, name: str = "default") -> None:
+        """Call ``await callback(task)`` for every task that finishes, at least once.
+
+        Deliveries follow the log from a durable checkpoint named ``name``, so a restart
+        neither loses nor repeats them: a redelivery after a crash between the callback and
+        the checkpoint is recognised and skipped. A callback that raises is called again
+        after a pause that doubles each time; after five calls that delivery is given up
+        (logged, with the task id) and the next goes ahead. Register a name in one process.
+        A client that runs no task (a web app) may register callbacks too.
+        """
+        if name in self._callbacks:
+            raise InvalidInputError(f"a callback named {name!r} is already registered")
+        if not callable(callback):
+            raise InvalidInputError(f"callback {callback!r} is not callable")
+        self._callbacks[name] = callback
+        if self._state == "open":
+            self._spawn_loop(self._notifier.deliver_forever(name, callback), f"notify:{name}")
 
     # -- writes from outside -----------------------------------------------------------------
 

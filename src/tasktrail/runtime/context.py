@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from tasktrail.errors import IllegalTransitionError
 from tasktrail.events import Event, OutputAppended, ProgressReported, TaskStarted
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task
@@ -63,6 +64,7 @@ class RunContext:
         self._started = task.state is TaskState.RUNNING
         self._cancel = asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        self._over = False
         self.force = False
         self._lock = asyncio.Lock()
 
@@ -102,8 +104,21 @@ class RunContext:
         self._started = True
         self.task = await self._append(self.task.id, [TaskStarted(session_id=session_id)], None)
 
+    def end(self) -> None:
+        """The attempt is over: later writes raise (an abandoned runner learns it)."""
+        self._over = True
+
+    def _check_live(self, what: str) -> None:
+        if self._over:
+            raise IllegalTransitionError(
+                self.task.id, self.task.state.value, what,
+                detail=f"attempt {self.task.attempt} is over: it was stopped or abandoned",
+            )  # fmt: skip
+
     async def write(self, text: str, *, channel: str = "stdout") -> None:
-        """Append output (buffered; see the class docstring)."""
+        """Append output (buffered; see the class docstring). Raises IllegalTransitionError
+        once the attempt is over (a runner that ignored its stop)."""
+        self._check_live("write output")
         if not text:
             return
         if not isinstance(text, str):
@@ -131,6 +146,7 @@ class RunContext:
         self, current: float, total: float | None = None, message: str | None = None
     ) -> None:
         """Record progress (one event each call: report it at a sensible rate)."""
+        self._check_live("report progress")
         await self.flush()
         await self._ensure_started()
         event = ProgressReported(current=current, total=total, message=message)

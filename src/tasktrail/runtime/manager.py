@@ -24,7 +24,6 @@ from tasktrail.runtime._aio import first_of
 from tasktrail.runtime.client import AsyncClient
 from tasktrail.runtime.clock import Clock
 from tasktrail.runtime.context import RunContext, Runner
-from tasktrail.runtime.notify import Callback
 from tasktrail.runtime.registry import Registry
 from tasktrail.runtime.worker import Worker
 from tasktrail.store import EventStore
@@ -162,17 +161,6 @@ class TaskManager(AsyncClient):
         """Run every agent of ``registry`` (a :class:`~tasktrail.Registry`) here."""
         for agent, runner in registry.runners.items():
             self.register(agent, runner)
-
-    def on_finished(self, callback: Callback, *, name: str = "default") -> None:
-        """Call ``await callback(task)`` for every task that finishes, at least once.
-
-        Deliveries follow the log from a durable checkpoint named ``name``, so a restart
-        neither loses nor repeats them: a redelivery after a crash between the callback and
-        the checkpoint is recognised and skipped. A callback that raises is called again
-        after a pause that doubles each time; after five calls that delivery is given up
-        (logged, with the task id) and the next goes ahead. Register a name in one process.
-        """
-        self.worker.on_finished(name, callback)
 
     async def serve(self) -> None:
         """Run tasks until cancelled, or until SIGINT or SIGTERM (then close gracefully:

@@ -2,7 +2,7 @@
 
 The deadlines that bind a task are recorded in it at launch (``task_ttl``,
 ``queue_timeout``, ``run_timeout``); only workers enforce them: a pending task's by any
-worker that serves its agent, a running attempt's by the worker that runs it.
+worker, a running attempt's by the worker that runs it.
 """
 
 from __future__ import annotations

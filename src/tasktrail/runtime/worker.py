@@ -54,7 +54,7 @@ from tasktrail.runtime._settings import count, seconds
 from tasktrail.runtime.attempt import Attempt
 from tasktrail.runtime.clock import Clock
 from tasktrail.runtime.context import RunContext, Runner
-from tasktrail.runtime.notify import Callback, Notifier
+from tasktrail.runtime.notify import Notifier
 from tasktrail.runtime.recovery import Identity, Leases, recover_orphans
 from tasktrail.runtime.registry import as_runner
 from tasktrail.runtime.scheduler import deadline_breach
@@ -67,6 +67,8 @@ _log = logging.getLogger(__name__)
 
 _UNLIMITED_SLOTS: Final = 512
 """Tasks claimed at once by a worker without ``max_running``."""
+_IDLE_CLAIM: Final = 1.0
+"""Seconds between two claims of a worker that heard of no change (a missed signal)."""
 _WRITE_TRIES: Final = 5
 """Tries of an attempt's write when the database is busy (then the error stands)."""
 
@@ -124,7 +126,6 @@ class Worker:
         self._wake = asyncio.Event()
         self._leases = Leases()
         self._notifier = Notifier(store, clock, poll_interval)
-        self._callbacks: dict[str, Callback] = {}
         self._abandoned: set[asyncio.Future[Any]] = set()
         self._group: asyncio.TaskGroup | None = None
         self._loops: list[asyncio.Task[None]] = []
@@ -134,6 +135,8 @@ class Worker:
         """Set when the worker stopped on an error no retry can mend (see ``failure``)."""
         self.failure: TasktrailError | None = None
         self._last_tick = self._last_beat = self._last_sweep = self._last_recovery = -math.inf
+        self._last_claim = -math.inf
+        self._stale = True
 
     # -- runners and callbacks ------------------------------------------------------------------
 
@@ -149,23 +152,13 @@ class Worker:
             return False
         return self.task_ids is None or task.id in self.task_ids
 
-    def on_finished(self, name: str, callback: Callback) -> None:
-        """Deliver every finish to ``callback`` under the checkpoint ``name``."""
-        if name in self._callbacks:
-            raise InvalidInputError(f"a callback named {name!r} is already registered")
-        self._callbacks[name] = callback
-        if self._group is not None and not self._closing:
-            self._start_delivery(name, callback)
-
-    def _start_delivery(self, name: str, callback: Callback) -> None:
-        self._start_loop(self._notifier.deliver_forever(name, callback), f"notify:{name}")
-
     def _start_loop(self, loop: Coroutine[Any, Any, None], name: str) -> None:
         assert self._group is not None
         self._loops.append(self._group.create_task(loop, name=f"tasktrail-{name}"))
 
     def wake(self) -> None:
         """Run a scheduler round soon (something changed here)."""
+        self._stale = True
         self._wake.set()
 
     # -- starting and stopping -----------------------------------------------------------------
@@ -177,8 +170,6 @@ class Worker:
         await self.recover()
         self._start_loop(self._schedule_forever(), "scheduler")
         self._start_loop(self._notifier.notify_parents_forever(), "parents")
-        for name, callback in self._callbacks.items():
-            self._start_delivery(name, callback)
 
     async def _sign_on(self) -> None:
         self._agents_changed = False
@@ -236,7 +227,7 @@ class Worker:
         while True:
             self._wake.clear()
             try:
-                await self.tick()
+                await self._round(forced=False)
                 failures = 0
             except StoreClosedError:
                 return
@@ -256,11 +247,13 @@ class Worker:
             await first_of(self._wake.wait(), self._changed(), self.clock.sleep(self._pause()))
 
     async def _changed(self) -> None:
-        """Return when another process may have committed, or after the next pause; a
-        store that cannot tell (busy) is simply waited out."""
+        """Return when another process may have committed (the next round claims), or
+        after the next pause; a store that cannot tell (busy) is simply waited out."""
         try:
-            await self.store.wait_for_change(self._pause())
+            if await self.store.wait_for_change(self._pause()):
+                self._stale = True
         except TasktrailError:
+            self._stale = True
             await self.clock.sleep(self._pause())
 
     def _pause(self) -> float:
@@ -277,8 +270,15 @@ class Worker:
         flushes) and, every ``lease_timeout / 2``, recovery; then claims.
 
         The manager runs it every ``poll_interval`` and on every change; tests with a fake
-        clock may call it directly.
+        clock may call it directly (then it always claims).
         """
+        await self._round(forced=True)
+
+    async def _round(self, *, forced: bool) -> None:
+        """A round. Claims are sent only when something may have changed (a write here, a
+        commit of another process, a scheduled start come due) or, as a fallback, every
+        :data:`_IDLE_CLAIM` seconds: an idle worker does not take the write lock for
+        nothing at every poll."""
         now = self.clock.monotonic()
         paused = now - self._last_tick
         self._last_tick = now
@@ -297,7 +297,11 @@ class Worker:
         if now - self._last_sweep >= self.poll_interval:
             self._last_sweep = now
             await self._sweep(now)
-        await self.claim(wait=True)
+        due = self._next_at is not None and self._next_at <= self.clock.time()
+        if forced or due or self._stale or now - self._last_claim >= _IDLE_CLAIM:
+            self._stale = False
+            self._last_claim = now
+            await self.claim(wait=True)
 
     def room(self) -> int:
         """Slots free here (an attempt recording its outcome counts as free)."""
@@ -392,6 +396,13 @@ class Worker:
 
     def _abandon(self, runner: asyncio.Future[Any]) -> None:
         self._abandoned.add(runner)
+        # An abandoned coroutine would keep asyncio.run() (and `tasktrail worker`) from
+        # ever exiting: at shutdown it cancels every task and waits for them all. Take it
+        # off the loop's list of tasks; it runs on while the loop does, and no longer.
+        unregister = getattr(asyncio.tasks, "_unregister_task", None)
+        if unregister is not None and isinstance(runner, asyncio.Task):
+            unregister(runner)
+            runner._log_destroy_pending = False  # type: ignore[attr-defined]  # warned above
 
         def forget(done: asyncio.Future[Any]) -> None:
             self._abandoned.discard(done)
@@ -424,9 +435,15 @@ class Worker:
             _log.warning(
                 "task %s: attempt %d could not record its end: %s", task.id, task.attempt, err
             )
-            with contextlib.suppress(TasktrailError):
+            try:
                 await self._settle(run)
+            except TasktrailError as settle_error:
+                _log.warning(
+                    "task %s: it could not be failed either (%s); recovery will decide",
+                    task.id, settle_error,
+                )  # fmt: skip
         finally:
+            run.ctx.end()
             self.running.pop(task.id, None)
             run.done.set()
             self.wake()
@@ -501,8 +518,10 @@ class Worker:
             for task_id, run in runs:
                 self._check(run, current.get(task_id), now, wall)
                 if run.ctx.flush_due():
-                    with contextlib.suppress(TasktrailError):
+                    try:
                         await run.ctx.flush()
+                    except TasktrailError as err:  # kept: the next flush tries again
+                        _log.warning("task %s: writing its output failed: %s", task_id, err)
         if now - self._last_recovery >= self.lease_timeout / 2:
             self._last_recovery = now
             await self.recover()
@@ -558,7 +577,7 @@ class Worker:
 
     async def cancelled(self, task: Task, force: bool) -> Task:
         """A cancel of ``task`` was recorded here: stop its attempt if it runs here, and
-        (unless forced) wait until it ended, at most ``cancel_grace`` and a round."""
+        (unless forced) wait until it ended: at most ``cancel_grace`` and its last write."""
         run = self.running.get(task.id)
         if run is None:
             return task
@@ -567,7 +586,7 @@ class Worker:
             run.stop("lost", "cancelled")
             return task
         self.request_stop(run, force)
-        await first_of(run.done.wait(), self.clock.sleep(self.cancel_grace + self.poll_interval))
+        await run.done.wait()  # bounded: the runner is abandoned after cancel_grace
         return await self.store.get_task(task.id) or task
 
     def finished_outside(self, task: Task) -> None:

@@ -8,19 +8,24 @@ import time
 from collections.abc import Callable
 
 from tasktrail.errors import InvalidInputError, StorageError
+from tasktrail.store._claim import ClaimRequest, ClaimResult
 from tasktrail.store._plan import AppendResult
 from tasktrail.store._validate import redact_url
+from tasktrail.store._workers import WorkerInfo
 from tasktrail.store.base import EventStore, VerifyReport
 from tasktrail.store.sqlite import SQLiteEventStore
 from tasktrail.store.subscription import Subscription
 
 __all__ = [
     "AppendResult",
+    "ClaimRequest",
+    "ClaimResult",
     "EventStore",
     "PostgresEventStore",
     "SQLiteEventStore",
     "Subscription",
     "VerifyReport",
+    "WorkerInfo",
     "open_store",
 ]
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Sequence
@@ -62,7 +63,10 @@ __all__ = [
     "drive",
 ]
 
+_log = logging.getLogger("tasktrail.store")
 _CACHE_LIMIT: Final = 50_000  # live tasks kept between commits
+SLOW_COMMIT: Final = 1.0
+"""Seconds after which a commit is logged as slow (a warning of ``tasktrail.store``)."""
 _PAGE: Final = 8
 """Queue rows read beyond the slots asked for, on the first page of a claim's walk."""
 _MAX_PAGE: Final = 2048
@@ -163,12 +167,14 @@ def drive(steps: Generator[Op, Any, Any], execute: Callable[[Op], Any]) -> Any:
         result = execute(op)
 
 
-async def _wait(signal: asyncio.Event, timeout: float) -> None:
+async def _wait(signal: asyncio.Event, timeout: float) -> bool:
+    """Whether ``signal`` was set within ``timeout`` seconds."""
     # asyncio.timeout, not wait_for: in 3.11 wait_for can lose a cancellation that
     # arrives while it cancels its inner wait, and then never returns.
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout):
-            await signal.wait()
+            return await signal.wait()
+    return False
 
 
 COMMIT_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -270,17 +276,25 @@ class GroupCommitter(ABC):
     async def _commit(self, batch: list[Queued]) -> None:
         """Write one batch, then answer every caller of it: with its outcome, or with the
         error that failed the whole batch."""
+        started = time.monotonic()
         try:
             async with self._write_lock:
                 began = time.perf_counter()
                 outcomes, tasks, written = await self._write_batch(batch)
                 self.latency.observe(time.perf_counter() - began)
         except TasktrailError as err:
+            _log.warning("a commit of %d request(s) failed: %s", len(batch), err)
             self._fail(batch, err)
             return
         except BaseException as err:
             self._fail(batch, err)
             raise
+        took = time.monotonic() - started
+        if took >= SLOW_COMMIT:
+            _log.warning(
+                "a commit of %d request(s) took %.1f s (a slow disk, or the write lock held "
+                "by another connection)", len(batch), took,
+            )  # fmt: skip
         self._answer(batch, outcomes, tasks, written)
 
     # -- the queue ---------------------------------------------------------------------------
@@ -319,9 +333,10 @@ class GroupCommitter(ABC):
         """Return when a commit (of any process) is signalled, or after ``timeout`` seconds."""
         await _wait(self._committed, timeout)
 
-    async def wait_for_external(self, timeout: float) -> None:
-        """Return when another process's commit is signalled, or after ``timeout`` seconds."""
-        await _wait(self._external, timeout)
+    async def wait_for_external(self, timeout: float) -> bool:
+        """Return True when another process's commit is signalled, False after ``timeout``
+        seconds."""
+        return await _wait(self._external, timeout)
 
     async def _run_commit_loop(self) -> None:
         while True:

@@ -9,6 +9,7 @@ then, or for a permanent failure, the caller gets a :class:`~tasktrail.StorageEr
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,8 @@ from tasktrail.errors import (
 )
 
 __all__ = ["is_transient", "retrying", "translate"]
+
+_log = logging.getLogger("tasktrail.store.postgres")
 
 T = TypeVar("T")
 
@@ -129,6 +132,7 @@ async def retrying(
         ) as err:
             if not is_transient(err) or time.monotonic() + delay > deadline:
                 raise translate(err, where) from err
+            _log.info("%s: %s: %s; trying again", where, type(err).__name__, err)
             if on_retry is not None:
                 on_retry(err)
         await asyncio.sleep(delay * (0.5 + random.random()))

@@ -12,10 +12,10 @@ from datetime import datetime
 from typing import Any, Final
 
 from tasktrail.errors import InvalidInputError, TaskNotFoundError
+from tasktrail.ids import check_task_id
 from tasktrail.lifecycle import TaskState
 from tasktrail.store._claim import FUTURE_TOLERANCE, QueuePage
 from tasktrail.store._shared import state_values
-from tasktrail.store._validate import check_task_id
 
 __all__ = [
     "COUNT_CAP",
@@ -26,6 +26,7 @@ __all__ = [
     "TaskFilter",
     "count_rows",
     "count_sql",
+    "check_limit",
     "cursor_sql",
     "finished_sql",
     "keyset",
@@ -69,6 +70,13 @@ class Params:
         return f"{column} IN ({', '.join(self.add(v) for v in items)})"
 
 
+def check_limit(limit: object) -> int:
+    """A listing's ``limit``: a whole number >= 0."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise InvalidInputError(f"limit must be a whole number >= 0, not {limit!r}")
+    return limit
+
+
 def timestamp(value: datetime | float | int, name: str) -> float:
     """Unix seconds of a time filter (an aware datetime, or unix seconds)."""
     if isinstance(value, datetime):
@@ -96,19 +104,22 @@ def task_where(
     worker_id: str | None = None,
     id_prefix: str | None = None,
     finished_since: datetime | float | None = None,
+    only_finished_since: datetime | float | None = None,
 ) -> str:
     """The ``WHERE`` clause (or ``""``) of a task listing: every filter given must hold.
 
     ``state`` and ``agent`` may each be one value or several; ``since``/``until`` bound the
-    creation time (``since`` inclusive, ``until`` exclusive); ``worker_id`` is the worker
-    that holds or last held the task (read from the record: no column, see
+    creation time (``since`` inclusive, ``until`` exclusive); ``finished_since`` leaves out
+    the tasks that finished before it (retention: unfinished tasks stay); ``worker_id`` is
+    the worker that holds or last held the task (read from the record: no column, see
     ``docs/reference/store.md``); ``id_prefix`` matches the ids that start with it (the
-    primary key's range on SQLite); ``finished_since`` keeps the tasks finished at or after
-    that time (the ``tasks_finished`` index).
+    primary key's range on SQLite); ``only_finished_since`` keeps only the tasks finished
+    at or after that time (the ``tasks_finished`` index).
     """
     clauses = task_clauses(
         p, state=state, agent=agent, parent_id=parent_id, rerun_of=rerun_of, since=since,
         until=until, worker_id=worker_id, id_prefix=id_prefix, finished_since=finished_since,
+        only_finished_since=only_finished_since,
     )  # fmt: skip
     return f" WHERE {' AND '.join(clauses)}" if clauses else ""
 
@@ -125,6 +136,7 @@ def task_clauses(
     worker_id: str | None = None,
     id_prefix: str | None = None,
     finished_since: datetime | float | None = None,
+    only_finished_since: datetime | float | None = None,
 ) -> list[str]:
     """The conditions of :func:`task_where`, one per filter given."""
     clauses: list[str] = []
@@ -150,8 +162,12 @@ def task_clauses(
         clauses.append(f"{field} = {p.add(worker_id)}")
     if id_prefix is not None:
         clauses.append(_prefix_clause(p, check_task_id(id_prefix)))
-    if finished_since is not None:
+    if finished_since is not None:  # a finished task's last write is its finish
         moment = timestamp(finished_since, "finished_since")
+        clauses.append(f"(state NOT IN ('completed', 'failed', 'cancelled') "
+                       f"OR updated_at >= {p.add(moment)})")  # fmt: skip
+    if only_finished_since is not None:
+        moment = timestamp(only_finished_since, "only_finished_since")
         clauses.append(f"{_FINISHED} AND updated_at >= {p.add(moment)}")
     return clauses
 
@@ -220,7 +236,7 @@ def list_sql(
         sql += f" WHERE {' AND '.join(clauses)}"
     sql += f" ORDER BY {column} {direction}, {order} {direction}"
     if limit is not None:
-        sql += f" LIMIT {p.add(_count('limit', limit))}"
+        sql += f" LIMIT {p.add(check_limit(limit))}"
     if offset:
         if limit is None and not p.numbered:
             sql += " LIMIT -1"  # SQLite has no OFFSET without a LIMIT
@@ -253,8 +269,8 @@ def count_sql(
 
 def _source(p: Params, filters: TaskFilter) -> str:
     """The table to read: SQLite is told to use the index of finished tasks for
-    ``finished_since`` (without statistics it would walk ``tasks_by_state`` instead)."""
-    if filters.get("finished_since") is not None and not p.numbered:
+    ``only_finished_since`` (without statistics it would walk ``tasks_by_state``)."""
+    if filters.get("only_finished_since") is not None and not p.numbered:
         return "tasks INDEXED BY tasks_finished"
     return "tasks"
 

@@ -19,10 +19,10 @@ from tasktrail.errors import (
     TaskNotFoundError,
 )
 from tasktrail.events import Event, NewEvent, RecordedEvent, as_stored, encode_payload
+from tasktrail.ids import check_actor, check_task_id
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task, fold
 from tasktrail.store._plan import PendingAppend
-from tasktrail.store._validate import check_actor, check_task_id
 
 __all__ = [
     "check_state_at",

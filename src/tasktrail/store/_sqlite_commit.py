@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import sqlite3
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -46,10 +47,12 @@ __all__ = [
     "ACTIVE_COUNTS",
     "GroupCommitter",
     "UPSERT_TASK",
+    "FileSignature",
     "Writer",
     "chunks",
     "decode_task",
     "marks",
+    "signatures",
 ]
 
 P = ParamSpec("P")
@@ -90,9 +93,13 @@ class Writer:
     commit is one call, so the event loop hands work over once per batch.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, path: str) -> None:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="tasktrail-writer")
         self._conn: sqlite3.Connection | None = None
+        self._files = (path, f"{path}-wal")
+        self.signature: tuple[FileSignature, ...] = ()
+        """The database files as this connection's last call left them: a change seen
+        later that does not match was made by another connection."""
 
     async def open(self, connect: Callable[[], sqlite3.Connection]) -> None:
         """Open the connection (on the writer thread, where it will be used)."""
@@ -112,8 +119,14 @@ class Writer:
             raise StoreClosedError()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._executor, functools.partial(fn, conn, *args, **kwargs)
+            self._executor, self._run, functools.partial(fn, conn, *args, **kwargs)
         )
+
+    def _run(self, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        finally:  # still on the writer thread: the files as this write left them
+            self.signature = signatures(self._files)
 
     async def close(self) -> None:
         """Close the connection once the calls already queued are done."""
@@ -122,6 +135,23 @@ class Writer:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._executor, conn.close)
         self._executor.shutdown(wait=False)
+
+
+FileSignature = tuple[int, int, int] | None
+"""(inode, size, mtime in ns) of a file, ``None`` when it does not exist."""
+
+
+def signatures(paths: Iterable[str]) -> tuple[FileSignature, ...]:
+    """The signature of each of ``paths``."""
+    found: list[FileSignature] = []
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            found.append(None)
+        else:
+            found.append((stat.st_ino, stat.st_size, stat.st_mtime_ns))
+    return tuple(found)
 
 
 def execute(conn: sqlite3.Connection, op: Op) -> Any:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 import time
-
-import aiosqlite
+from typing import TYPE_CHECKING
 
 from tasktrail.errors import IncompatibleSchemaError, StorageBusyError
 from tasktrail.store._migrate import migrations
+
+if TYPE_CHECKING:
+    import aiosqlite
 
 __all__ = ["connect", "init_schema", "open_connection"]
 
@@ -23,6 +25,8 @@ def _pragmas(busy_timeout: float, synchronous: str) -> list[str]:
 
 async def connect(path: str, *, busy_timeout: float, synchronous: str) -> aiosqlite.Connection:
     """A reading connection in autocommit mode with tasktrail's pragmas."""
+    import aiosqlite  # here: importing tasktrail loads no database driver
+
     db = await aiosqlite.connect(path, isolation_level=None)
     try:
         for pragma in _pragmas(busy_timeout, synchronous):

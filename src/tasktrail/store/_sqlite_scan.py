@@ -8,9 +8,7 @@ import json
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Final
-
-import aiosqlite
+from typing import TYPE_CHECKING, Any, Final
 
 from tasktrail.errors import TamperedLogError
 from tasktrail.events import RecordedEvent
@@ -21,6 +19,9 @@ from tasktrail.store._sqlite_errors import DriverError
 from tasktrail.store._stream import SCAN_CHUNK_BYTES, bounded_chunks, prefetched
 from tasktrail.store._verify_range import EVENT_COLUMNS, RangeResult, check_range
 from tasktrail.store.base import VerifyReport
+
+if TYPE_CHECKING:
+    import aiosqlite
 
 __all__ = ["EVENT_COLUMNS", "fetch_all", "fold_log", "scan", "verify_chain"]
 

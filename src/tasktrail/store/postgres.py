@@ -32,6 +32,7 @@ import asyncpg
 
 from tasktrail.errors import InvalidInputError, StorageError, StoreClosedError, TaskNotFoundError
 from tasktrail.events import BUILTIN_UPCASTERS, NewEvent, RecordedEvent, Upcaster, decode_payload
+from tasktrail.ids import check_task_id
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task, fold
 from tasktrail.store._claim import ClaimRequest, ClaimResult
@@ -81,7 +82,7 @@ from tasktrail.store._stream import (
     bounded_chunks,
     check_chunk_bytes,
 )
-from tasktrail.store._validate import check_task_id, redact_url, server_address
+from tasktrail.store._validate import redact_url, server_address
 from tasktrail.store.base import VerifyReport
 from tasktrail.store.subscription import Subscription
 
@@ -380,11 +381,12 @@ class PostgresEventStore(OperationalTables):
         await self._listen()
         await committer.wait_for_commit(timeout)
 
-    async def wait_for_change(self, timeout: float) -> None:
-        """Return when another process committed events (its NOTIFY), or after ``timeout``."""
+    async def wait_for_change(self, timeout: float) -> bool:
+        """Return True when another process committed events (its NOTIFY), False after
+        ``timeout`` seconds."""
         committer = self._check_open()
         await self._listen()
-        await committer.wait_for_external(timeout)
+        return await committer.wait_for_external(timeout)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -506,6 +508,7 @@ class PostgresEventStore(OperationalTables):
         worker_id: str | None = None,
         id_prefix: str | None = None,
         finished_since: datetime | float | None = None,
+        only_finished_since: datetime | float | None = None,
         limit: int | None = None,
         newest_first: bool = False,
         sort: str = "created",
@@ -517,7 +520,7 @@ class PostgresEventStore(OperationalTables):
         filters: TaskFilter = {
             "state": state, "agent": agent, "parent_id": parent_id, "rerun_of": rerun_of,
             "since": since, "until": until, "worker_id": worker_id, "id_prefix": id_prefix,
-            "finished_since": finished_since,
+            "finished_since": finished_since, "only_finished_since": only_finished_since,
         }  # fmt: skip
         after = None
         if after_id is not None:

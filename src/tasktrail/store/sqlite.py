@@ -23,9 +23,8 @@ import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Final, Literal, Self
+from typing import TYPE_CHECKING, Any, Final, Literal, Self
 
-import aiosqlite
 import msgspec
 
 from tasktrail.errors import (
@@ -36,6 +35,7 @@ from tasktrail.errors import (
     TaskNotFoundError,
 )
 from tasktrail.events import BUILTIN_UPCASTERS, NewEvent, RecordedEvent, Upcaster, decode_payload
+from tasktrail.ids import check_task_id
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task, fold
 from tasktrail.store._claim import ClaimRequest, ClaimResult
@@ -75,6 +75,7 @@ from tasktrail.store._sqlite_commit import (
     chunks,
     decode_task,
     marks,
+    signatures,
 )
 from tasktrail.store._sqlite_errors import DriverError, permission_problem, translate, translating
 from tasktrail.store._sqlite_open import connect, init_schema, open_connection
@@ -85,10 +86,12 @@ from tasktrail.store._stream import (
     bounded_chunks,
     check_chunk_bytes,
 )
-from tasktrail.store._validate import check_task_id
 from tasktrail.store._workers import WORKER_COLUMNS, WorkerInfo, worker_info
 from tasktrail.store.base import VerifyReport
 from tasktrail.store.subscription import Subscription
+
+if TYPE_CHECKING:
+    import aiosqlite
 
 __all__ = ["SQLiteEventStore"]
 
@@ -105,24 +108,14 @@ _STREAM_ROWS: Final = (
 )
 _REBUILD_CHUNK: Final = 2_000
 """Task rows per write of ``rebuild()``."""
-CHANGE_POLL: Final = 0.05
+CHANGE_POLL: Final = 0.025
 """Seconds between looks at the database files for commits made by other processes."""
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
-_Signature = tuple[int, int, int] | None
 
 
 def _execute(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> None:
     conn.execute(sql, params)
-
-
-def _signature(path: str) -> _Signature:
-    """(inode, size, mtime) of a file, ``None`` when it does not exist."""
-    try:
-        stat = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 class SQLiteEventStore:
@@ -166,7 +159,7 @@ class SQLiteEventStore:
         self.max_batch_events = max_batch_events
         self._clock = clock
         self._upcasters = {**BUILTIN_UPCASTERS, **(upcasters or {})}
-        self._writer = Writer()
+        self._writer = Writer(self._abspath)
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self._committer: GroupCommitter | None = None
@@ -256,21 +249,22 @@ class SQLiteEventStore:
 
     async def _watch_files(self) -> None:
         """Follow the database files: a change made by another process wakes the callers of
-        :meth:`wait_for_commit` (within :data:`CHANGE_POLL`), and a ``-wal`` file deleted
-        under the open connections (it holds the latest commits) stops the store."""
+        :meth:`wait_for_change` (within :data:`CHANGE_POLL`), and a ``-wal`` file deleted
+        under the open connections (it holds the latest commits) stops the store.
+
+        A change is this store's own when the files are as its writer's last call left
+        them; anything else was written by another connection."""
+        assert self._committer is not None
         wal = f"{self._abspath}-wal"
         files = (self._abspath, wal)
-        seen = [_signature(name) for name in files]
+        seen = signatures(files)
         inode = seen[1][0] if seen[1] is not None else None
-        assert self._committer is not None
-        commits = self._committer.commits
         while True:
             await asyncio.sleep(CHANGE_POLL)
-            now = [_signature(name) for name in files]
+            now = signatures(files)
             if now == seen:
                 continue
             seen = now
-            ours, commits = self._committer.commits != commits, self._committer.commits
             if inode is None and now[1] is not None:
                 inode = now[1][0]
             elif inode is not None and (now[1] is None or now[1][0] != inode):
@@ -279,10 +273,9 @@ class SQLiteEventStore:
                     "was open; the commits it held since the last checkpoint may be lost. "
                     "Stop every process using the database, then run verify"
                 )
-            if self._broken is not None:
                 self._committer.signal_external()
                 return
-            if not ours:  # a change this store made itself is already signalled
+            if now != self._writer.signature:
                 self._committer.signal_external()
 
     # -- appending -----------------------------------------------------------------------
@@ -358,12 +351,12 @@ class SQLiteEventStore:
         assert self._committer is not None
         await self._committer.wait_for_commit(timeout)
 
-    async def wait_for_change(self, timeout: float) -> None:
-        """Return when another process may have committed events (the database files
-        changed while this store committed nothing), or after ``timeout`` seconds."""
+    async def wait_for_change(self, timeout: float) -> bool:
+        """Return True when another process may have committed events (the database files
+        are not as this store's last write left them), False after ``timeout`` seconds."""
         self._check_open()
         assert self._committer is not None
-        await self._committer.wait_for_external(timeout)
+        return await self._committer.wait_for_external(timeout)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -461,6 +454,7 @@ class SQLiteEventStore:
         worker_id: str | None = None,
         id_prefix: str | None = None,
         finished_since: datetime | float | None = None,
+        only_finished_since: datetime | float | None = None,
         limit: int | None = None,
         newest_first: bool = False,
         sort: str = "created",
@@ -471,8 +465,10 @@ class SQLiteEventStore:
 
         ``state`` and ``agent`` may each be one value or several; ``since`` (inclusive)
         and ``until`` (exclusive) bound the creation time (aware datetimes or unix seconds);
+        ``finished_since`` leaves out the tasks that finished before it (retention);
         ``worker_id`` is the worker that holds or last held the task; ``id_prefix`` keeps
-        the ids that start with it; ``finished_since`` the tasks finished at or after then.
+        the ids that start with it; ``only_finished_since`` keeps only the tasks finished
+        at or after then.
 
         Paging: ``sort`` is ``"created"`` (creation time) or ``"updated"`` (the last
         change); ``after_id`` continues after that task in this order (a keyset position:
@@ -482,7 +478,7 @@ class SQLiteEventStore:
         filters: TaskFilter = {
             "state": state, "agent": agent, "parent_id": parent_id, "rerun_of": rerun_of,
             "since": since, "until": until, "worker_id": worker_id, "id_prefix": id_prefix,
-            "finished_since": finished_since,
+            "finished_since": finished_since, "only_finished_since": only_finished_since,
         }  # fmt: skip
         after = None
         if after_id is not None:

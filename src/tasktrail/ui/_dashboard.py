@@ -21,12 +21,13 @@ from tasktrail.errors import (
     TaskNotFoundError,
     TasktrailError,
 )
+from tasktrail.ids import check_task_id
 from tasktrail.lifecycle import ACTIVE_STATES, TaskState
 from tasktrail.projection import Task, fold_all
 from tasktrail.runtime.client import AsyncClient
 from tasktrail.runtime.recovery import Identity, Leases
 from tasktrail.store import EventStore, open_store
-from tasktrail.store._validate import check_task_id, redact_url
+from tasktrail.store._validate import redact_url
 from tasktrail.ui._actions import ACTOR, Actions, new_token
 from tasktrail.ui._live import Hub
 from tasktrail.ui._queries import Cursor, Reader, TaskFilter, open_reader
