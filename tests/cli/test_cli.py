@@ -11,13 +11,13 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
-import msgspec
 import pytest
 from click.testing import CliRunner
 
 from helpers import PATH_TO, CliRun, json_lines, new
 from tasktrail import SQLiteEventStore, TaskState
 from tasktrail.cli import EXIT_CODES, main
+from tasktrail.cli._json import dumps
 
 
 @pytest.fixture
@@ -30,8 +30,11 @@ async def populated(db_path: Path) -> Path:
 
 
 def api_json(value: object) -> object:
-    """What the Python API's records look like once encoded as JSON."""
-    return json.loads(msgspec.json.encode(value))
+    """The Python API's records as the command line's --json prints them (see
+    docs/reference/json.md: every field, times in ISO 8601 UTC)."""
+    if isinstance(value, list):
+        return [api_json(item) for item in value]
+    return json.loads(dumps(value))
 
 
 def api(db_path: Path, call: Callable[[SQLiteEventStore], Awaitable[object]]) -> object:
@@ -171,8 +174,8 @@ def test_run_runs_only_its_own_task(cli: CliRun) -> None:
 
 
 def test_run_timeout_fails_the_task(cli: CliRun) -> None:
-    """`run --timeout` fails (never cancels) a task that runs too long; exit 1."""
-    code, _, err = cli("run", "shell", "sleep 20", "--timeout", "0.3", "--id", "slow")
+    """`run --run-timeout` fails (never cancels) a task that runs too long; exit 1."""
+    code, _, err = cli("run", "shell", "sleep 20", "--run-timeout", "0.3", "--id", "slow")
     assert code == 1
     task = json.loads(cli("show", "slow", "--json")[1])
     assert task["state"] == "failed"
@@ -184,11 +187,11 @@ def test_run_timeout_fails_the_task(cli: CliRun) -> None:
 
 
 def test_ls_json_matches_the_api(cli: CliRun, populated: Path) -> None:
-    """`ls --json` is the API's list, newest first, field for field."""
+    """`ls --json` is the API's list, newest first, field for field, one per line."""
     code, out, _ = cli("ls", "--json")
     assert code == 0
-    assert json.loads(out) == api(populated, lambda store: store.list_tasks(newest_first=True))
-    assert [t["id"] for t in json.loads(out)] == ["broken", "done"]
+    assert json_lines(out) == api(populated, lambda store: store.list_tasks(newest_first=True))
+    assert [t["id"] for t in json_lines(out)] == ["broken", "done"]
 
 
 def test_ls_filters(cli: CliRun, populated: Path) -> None:
@@ -197,7 +200,7 @@ def test_ls_filters(cli: CliRun, populated: Path) -> None:
     assert child == "kid"
 
     def ids(*args: str) -> list[str]:
-        return [t["id"] for t in json.loads(cli("ls", "--json", *args)[1])]
+        return [t["id"] for t in json_lines(cli("ls", "--json", *args)[1])]
 
     assert ids("--state", "failed") == ["broken"]
     assert ids("--state", "failed", "--state", "pending") == ["kid", "broken"]
@@ -258,10 +261,10 @@ def test_replay_step_by_step(cli: CliRun, populated: Path) -> None:
 
 
 def test_replay_at_a_version_and_a_time(cli: CliRun, populated: Path) -> None:
-    """`replay --version N` and `--at TIME` equal the API's state_at."""
+    """`replay --at-version N` and `--at TIME` equal the API's state_at."""
     expected = api(populated, lambda store: store.state_at("done", version=2))
     history = api(populated, lambda store: store.history("done"))
-    code, out, _ = cli("replay", "done", "--version", "2", "--json")
+    code, out, _ = cli("replay", "done", "--at-version", "2", "--json")
     assert (code, json.loads(out)) == (0, expected)
     assert isinstance(history, list)
     moment = str(history[1]["timestamp"])
@@ -272,7 +275,7 @@ def test_replay_at_a_version_and_a_time(cli: CliRun, populated: Path) -> None:
     assert code == 2 and "did not exist yet" in err
     code, _, err = cli("replay", "done", "--at", "yesterday")
     assert code == 2 and "ISO 8601" in err
-    code, _, _ = cli("replay", "done", "--at", moment, "--version", "1")
+    code, _, _ = cli("replay", "done", "--at", moment, "--at-version", "1")
     assert code == 2
 
 
@@ -303,7 +306,7 @@ def test_cancel_pending_all_and_finished(cli: CliRun, populated: Path) -> None:
     assert code == 0
     assert f"{first}: cancelled" in out
     assert "done: already completed, left as it is" in out
-    code, out, _ = cli("cancel", "--all", "--json")
+    code, out, _ = cli("cancel", "--all", "--json", "--yes")
     assert code == 0
     assert [(t["id"], t["state"]) for t in json_lines(out)] == [(second, "cancelled")]
     assert cli("cancel")[0] == 2
@@ -411,7 +414,7 @@ def test_database_from_environment(
     monkeypatch.setenv("TASKTRAIL_DB", str(populated))
     code, out, _ = cli("ls", "--json", db=False)
     assert code == 0
-    assert len(json.loads(out)) == 2
+    assert len(json_lines(out)) == 2
 
 
 @pytest.mark.parametrize(

@@ -104,7 +104,7 @@ def test_submit_cancel_kill_restart_history_verify(cli: Cli, tmp_path: Path) -> 
     the worker, start another: every step is in the history and verify passes."""
     go = tmp_path / "go"  # the doomed task runs until the test creates it: never too soon
     doomed_command = f"echo attempt $TASKTRAIL_ATTEMPT; until [ -e '{go}' ]; do sleep 0.05; done"
-    first = cli.start("worker", "--id", "w1", "-c", "3")
+    first = cli.start("worker", "--worker-id", "w1", "-c", "3")
     try:
         quick = cli("submit", "shell", "echo quick").stdout.strip()
         slow = cli("submit", "shell", "echo started; sleep 60").stdout.strip()
@@ -124,7 +124,7 @@ def test_submit_cancel_kill_restart_history_verify(cli: Cli, tmp_path: Path) -> 
             first.wait()
     assert cli.task(doomed)["state"] == "running"  # left behind by the dead worker
     go.touch()
-    second = cli.start("worker", "--id", "w2", "--exit-when-idle")
+    second = cli.start("worker", "--worker-id", "w2", "--exit-when-idle")
     code, out, _ = stop_when_done(second)
     assert code == 0
     record = cli.until(doomed, "completed")
@@ -162,7 +162,7 @@ def stop_when_done(worker: subprocess.Popen[str]) -> tuple[int, str, str]:
 
 def test_sigterm_requeues_running_tasks(cli: Cli) -> None:
     """A worker stopped with SIGTERM ends its processes and re-queues them, never running."""
-    worker = cli.start("worker", "--id", "w1")
+    worker = cli.start("worker", "--worker-id", "w1")
     task_id = cli("submit", "shell", "sleep 60").stdout.strip()
     cli.until(task_id, "running")
     code, out, err = stop(worker)
@@ -235,7 +235,8 @@ def read_terminal(terminal: int, until: Callable[[bytes], bool], timeout: float 
 
 
 def test_ls_watch_redraws_until_sigterm(cli: Cli) -> None:
-    """`ls --watch` keeps drawing the table and ends cleanly (exit 0) on SIGTERM."""
+    """`ls --watch` draws the table, redraws it when a task changes, and ends cleanly
+    (exit 0) on SIGTERM."""
     cli("submit", "shell", "true", "--id", "watched")
     terminal, screen = pty.openpty()  # on a terminal, each redraw is written at once
     watcher = subprocess.Popen(
@@ -244,8 +245,11 @@ def test_ls_watch_redraws_until_sigterm(cli: Cli) -> None:
     )  # fmt: skip
     os.close(screen)
     try:
-        shown = read_terminal(terminal, until=lambda text: text.count(b"watched") >= 2)
-        assert shown.count(b"watched") >= 2, shown  # drawn, then redrawn
+        shown = read_terminal(terminal, until=lambda text: b"watched" in text)
+        assert b"watched" in shown, shown  # drawn
+        cli("submit", "shell", "true", "--id", "arrived")
+        shown = read_terminal(terminal, until=lambda text: b"arrived" in text)
+        assert b"arrived" in shown, shown  # redrawn with the new task
         watcher.send_signal(signal.SIGTERM)
         read_terminal(terminal, until=lambda _: False)  # to the end: never let it block
         _, err = watcher.communicate(timeout=30)
@@ -283,14 +287,14 @@ def group_runs(pgid: int) -> bool:
 def test_a_killed_workers_processes_end_before_the_retry(cli: Cli) -> None:
     """The processes of a worker killed with SIGKILL run on; the worker that recovers the
     task ends them before its next attempt, so two attempts never run side by side."""
-    first = cli.start("worker", "--id", "w1")
+    first = cli.start("worker", "--worker-id", "w1")
     task_id = cli("submit", "shell", "sleep 60", "--max-attempts", "2").stdout.strip()
     record = cli.until(task_id, "running")
     pgid = int(str(record["session_id"]).removeprefix("pid:"))
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
     assert group_runs(pgid)  # orphaned: nobody will end it
-    cli.start("worker", "--id", "w2")
+    cli.start("worker", "--worker-id", "w2")
     retried = cli.until(task_id, "running")
     while retried["attempt"] != 2:
         retried = cli.until(task_id, "running")

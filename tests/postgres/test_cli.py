@@ -40,7 +40,7 @@ def test_cli_commands_take_a_postgres_url(pg_url: str) -> None:
     asyncio.run(fill(PostgresEventStore(pg_url)))
     code, out = run("ls", "--db", pg_url, "--json")
     assert code == 0
-    assert {t["id"]: t["state"] for t in json.loads(out)} == {
+    assert {t["id"]: t["state"] for t in map(json.loads, out.splitlines())} == {
         "done": "completed",
         "broken": "failed",
     }

@@ -280,6 +280,10 @@ SAFE_SQL_PARTS = {
     "_unnest(_TASK_TYPES, first)",
     "_insert_tasks(13)",
     "WORKER_COLUMNS",  # a constant column list
+    "CONTROL_COLUMNS",  # a constant column list (store/_controls.py)
+    "_sort_column(sort)",  # a column name looked up in SORTS; anything else is refused
+    "_source(p, filters)",  # "tasks", or "tasks INDEXED BY tasks_finished"
+    "source",  # the same
 }
 # ... and placeholders handed out by a Params (store/_query.py): "?" or "$n", never a value.
 PLACEHOLDER = re.compile(r"^p\.add\(.*\)$")

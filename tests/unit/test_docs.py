@@ -149,6 +149,14 @@ def test_cli_reference_is_current() -> None:
         assert f"### {name}\n" in text
 
 
+def test_configuration_reference_is_current() -> None:
+    """The settings table of reference/configuration.md matches TaskManager and the
+    config file's [worker] keys."""
+    generator = _load_generator("gen_config_reference")
+    text = generator.PAGE.read_text(encoding="utf-8")
+    assert generator.render(text) == text, "stale: run python docs/gen_config_reference.py"
+
+
 def _compile(block: Block) -> CodeType:
     """The block's code; top-level ``await`` is allowed, as in a notebook cell."""
     return compile(block.code, block.where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)

@@ -1,9 +1,12 @@
 """The ``tasktrail`` command line, built on the public API only."""
 
 from tasktrail.cli import (  # noqa: F401  (they register commands)
+    _control,
     _demo,
     _inspect,
+    _ls,
     _mcp,
+    _stats,
     _ui,
     _work,
     _worker,

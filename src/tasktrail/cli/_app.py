@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any, Final, ParamSpec, TypeVar
 
 import click
-import msgspec
 from click.shell_completion import CompletionItem
 from rich.console import Console
 
+from tasktrail.cli._json import dumps
 from tasktrail.errors import (
     CorruptDatabaseError,
     IllegalTransitionError,
@@ -54,6 +54,9 @@ __all__ = [
     "main",
     "on_signals",
     "open_existing",
+    "renamed",
+    "resolve_id",
+    "resolve_task",
     "run_async",
     "task_id_argument",
     "task_ids_argument",
@@ -82,8 +85,6 @@ EXIT_CODES: Final[tuple[tuple[type[BaseException], int], ...]] = (
 """Exit code by error kind; the first matching class wins. 2 is also click's usage error,
 10 is ``verify`` finding a stale projection, 130 an interrupt (Ctrl-C)."""
 
-_encode = msgspec.json.Encoder(order="deterministic").encode
-
 
 def exit_code_for(error: BaseException) -> int:
     """The documented exit code of a tasktrail error."""
@@ -108,11 +109,14 @@ def run_async(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
 
 
 def database(db: str | None) -> str:
-    """The database the command uses: ``--db``, else ``$TASKTRAIL_DB``, else ./tasktrail.db.
+    """The database the command uses: the command's ``--db``, else the one given before
+    the command (``tasktrail --db X ls``), else ``$TASKTRAIL_DB``, else ./tasktrail.db.
 
     An empty ``--db`` or ``$TASKTRAIL_DB`` is refused (InvalidInputError), never taken to
     mean the default.
     """
+    if db is None:
+        db = _group_db()
     if db is not None:
         if not db.strip():
             raise InvalidInputError("--db is empty: pass a database file or a postgresql:// URL")
@@ -126,6 +130,15 @@ def database(db: str | None) -> str:
             )
         return from_env
     return DEFAULT_DB
+
+
+def _group_db() -> str | None:
+    """The ``--db`` given before the command, if any."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return None
+    value = ctx.find_root().params.get("db")
+    return value if isinstance(value, str) else None
 
 
 def is_url(target: str) -> bool:
@@ -147,14 +160,77 @@ def open_existing(db: str | None) -> EventStore:
     return open_store(existing(db))
 
 
+_SHOWN_MATCHES: Final = 10
+
+
+async def resolve_task(store: EventStore, text: str) -> Task:
+    """The task ``text`` names: its id, or an unambiguous prefix of its id.
+
+    TaskNotFoundError when none matches; InvalidInputError listing the candidates when
+    the prefix fits several.
+    """
+    task = await store.get_task(text)
+    if task is not None:
+        return task
+    found = await store.list_tasks(id_prefix=text, limit=_SHOWN_MATCHES + 1)
+    if not found:
+        raise TaskNotFoundError(text)
+    if len(found) == 1:
+        return found[0]
+    total = await store.count_tasks(id_prefix=text, limit=10_000)
+    names = ", ".join(t.id for t in found[:_SHOWN_MATCHES])
+    more = (
+        f" and {total - _SHOWN_MATCHES:,}{'+' if total == 10_000 else ''} more"
+        if (total > _SHOWN_MATCHES)
+        else ""
+    )
+    raise InvalidInputError(
+        f"task id prefix {text!r} fits {total:,}{'+' if total == 10_000 else ''} tasks: "
+        f"{names}{more}; type more of the id"
+    )
+
+
+async def resolve_id(store: EventStore, text: str) -> str:
+    """The id of the task ``text`` names (see :func:`resolve_task`)."""
+    return (await resolve_task(store, text)).id
+
+
+def renamed(new_value: T | None, old_value: T | None, *, old: str, new: str) -> T | None:
+    """The value of an option given by its new name or its old one (kept hidden for one
+    release; using it prints a line on stderr)."""
+    if old_value is None:
+        return new_value
+    if new_value is not None:
+        raise click.UsageError(f"{old} is the old name of {new}: give one of them")
+    click.echo(f"tasktrail: {old} is now {new} (the old name goes in the next release)", err=True)
+    return old_value
+
+
 def emit_json(value: Any) -> None:
-    """Print ``value`` as one line of JSON (keys sorted, as the log stores them)."""
-    click.echo(_encode(value).decode())
+    """Print ``value`` as one line of JSON under the command line's convention (every field,
+    times in ISO 8601 UTC: see :mod:`tasktrail.cli._json`)."""
+    click.echo(dumps(value))
+
+
+PIPED_WIDTH: Final = 160
+"""Columns of a table written to a pipe or a file, unless ``$COLUMNS`` says otherwise."""
 
 
 def console(*, stderr: bool = False) -> Console:
-    """A rich console: colour only on a terminal (and never with ``NO_COLOR``)."""
-    return Console(highlight=False, soft_wrap=True, stderr=stderr)
+    """A rich console: colour only on a terminal (and never with ``NO_COLOR``); the
+    terminal's width, else ``$COLUMNS``, else :data:`PIPED_WIDTH` when piped."""
+    stream = sys.stderr if stderr else sys.stdout
+    width = None
+    if not _isatty(stream) and not os.environ.get("COLUMNS", "").isdigit():
+        width = PIPED_WIDTH
+    return Console(highlight=False, stderr=stderr, width=width)
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 db_option = click.option(
@@ -226,7 +302,14 @@ def task_ids_argument(*, required: bool) -> Callable[[F], F]:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="tasktrail")
-def main() -> None:
+@click.option(
+    "--db",
+    metavar="PATH",
+    default=None,
+    help="Database file or postgresql:// URL for the command (its own --db wins) "
+    f"[default: $TASKTRAIL_DB, else ./{DEFAULT_DB}].",
+)
+def main(db: str | None) -> None:
     """tasktrail: durable background tasks on an append-only, hash-chained event log.
 
     Submit shell commands or agent CLIs, run them in workers that survive kill -9, and
@@ -238,4 +321,5 @@ def main() -> None:
       tasktrail submit shell 'sleep 5; echo done'   # prints the task id
       tasktrail worker                              # runs tasks until Ctrl-C
       tasktrail history TASK_ID                     # every step, with actor and reason
+      tasktrail --db /srv/tasks.db ls               # --db before the command, or after it
     """

@@ -24,7 +24,7 @@ from rich.live import Live
 from rich.table import Table
 
 from tasktrail.cli import _app
-from tasktrail.cli._format import history_table, state, task_table
+from tasktrail.cli._format import FittedTable, history_table, state, task_table
 from tasktrail.errors import TamperedLogError, TasktrailError
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task, fold
@@ -74,7 +74,7 @@ def _write_config(directory: Path) -> Path:
 async def _start_worker(path: Path, config: Path, name: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tasktrail", "worker", "--db", str(path), "--config", str(config),
-        "--id", name, "--quiet",
+        "--worker-id", name, "--quiet",
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
@@ -127,6 +127,7 @@ async def run_demo(*, keep: str | None, task_count: int, console: Console) -> No
         console.print(
             history_table(
                 steps_only,
+                width=console.width,
                 title=f"timeline of {shown} ({len(events) - len(steps_only)} output events "
                 f"not shown: tasktrail logs {shown})",
             )
@@ -165,7 +166,8 @@ async def run_demo(*, keep: str | None, task_count: int, console: Console) -> No
         f"  tasktrail ls --db {path}\n"
         f"  tasktrail history {shown} --db {path}\n"
         f"  tasktrail replay {shown} --db {path}\n"
-        f'  sqlite3 {path} "SELECT seq, stream_id, type, data FROM events LIMIT 5"'
+        f'  sqlite3 {path} "SELECT seq, stream_id, type, data FROM events LIMIT 5"',
+        soft_wrap=True,  # commands to copy: never wrapped
     )
 
 
@@ -195,8 +197,8 @@ async def _watch(
     moment = time.monotonic()
     deadline = moment + _DEADLINE
 
-    def view(tasks: list[Task]) -> Table:
-        table = task_table(tasks, title="tasks (live, from the projection)")
+    def view(tasks: list[Task]) -> FittedTable:
+        table = task_table(tasks, width=console.width, title="tasks (live, from the projection)")
         if console.is_terminal:
             table.caption = " | ".join(notes[-3:])
         return table

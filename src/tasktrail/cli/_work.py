@@ -12,10 +12,11 @@ import getpass
 import os
 import signal
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 import click
 import msgspec
@@ -30,11 +31,14 @@ from tasktrail.cli._app import (
     json_option,
     main,
     on_signals,
+    renamed,
+    resolve_id,
     run_async,
     task_ids_argument,
 )
 from tasktrail.cli._config import load_config
-from tasktrail.cli._inspect import print_output
+from tasktrail.cli._inspect import print_output, waiting_notes
+from tasktrail.cli._progress import progress
 from tasktrail.cli._times import parse_duration, parse_moment
 from tasktrail.cli._worker import load_app
 from tasktrail.errors import (
@@ -52,6 +56,7 @@ __all__ = ["cli_actor", "run_exit_code"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+_LIVE_STATES: Final = ("pending", "starting", "running")
 _CLI_POLL = 0.2
 """Seconds between checks for what other processes did, in commands a person waits on."""
 
@@ -246,12 +251,22 @@ def run_exit_code(task: Task) -> int:
 @config_option
 @launch_options
 @click.option(
-    "--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", default=None,
-    help="Seconds the run may take; then it fails (exit 1).",
+    "--run-timeout", "timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+    default=None, help="Seconds the run may take; then it fails (exit 1).",
+)  # fmt: skip
+@click.option(
+    "--timeout", "old_timeout", type=click.FloatRange(min=0, min_open=True), hidden=True,
+    default=None, help="Old name of --run-timeout.",
 )  # fmt: skip
 @click.option("--quiet", "-q", is_flag=True, help="Print no status lines, only the output.")
 @json_option
-def run(agent: str, prompt: tuple[str, ...], timeout: float | None, **options: Any) -> None:
+def run(
+    agent: str,
+    prompt: tuple[str, ...],
+    timeout: float | None,
+    old_timeout: float | None,
+    **options: Any,
+) -> None:
     """Run a task here in the foreground: its output streams, its exit code is yours.
 
     The task is logged like any other (history, replay, verify). Ctrl-C cancels it (a
@@ -262,8 +277,9 @@ def run(agent: str, prompt: tuple[str, ...], timeout: float | None, **options: A
     \b
     Example:
       tasktrail run shell 'pytest -x' && echo green
-      tasktrail run claude 'Fix the failing test' --timeout 600
+      tasktrail run claude 'Fix the failing test' --run-timeout 600
     """
+    timeout = renamed(timeout, old_timeout, old="--timeout", new="--run-timeout")
     task = run_async(_run)(agent, prompt, timeout, **options)
     sys.exit(run_exit_code(task))
 
@@ -339,8 +355,10 @@ async def wait(
 ) -> None:
     """Wait until every task given is finished; another process runs them.
 
-    Exit code: 0 when all completed, 11 when one failed, 12 when one was cancelled (and
-    none failed), 13 on timeout.
+    Prints a line per task (its final state, and its error). If a task does not start
+    within a few seconds because no live worker serves its agent, or its agent or key is
+    paused, a line on stderr says so. Exit code: 0 when all completed, 11 when one failed,
+    12 when one was cancelled (and none failed), 13 on timeout.
 
     \b
     Example:
@@ -350,13 +368,14 @@ async def wait(
     finished: list[Task] = []
     late: WaitTimeoutError | None = None
     async with AsyncClient(existing(db), poll_interval=_CLI_POLL) as client:
+        ids = [await resolve_id(client.store, task_id) for task_id in task_ids]
         try:
-            async with asyncio.timeout(timeout):
-                for task_id in task_ids:
+            async with waiting_notes(client.store, ids), asyncio.timeout(timeout):
+                for task_id in ids:
                     finished.append(await client.wait(task_id))
         except TimeoutError:
             assert timeout is not None
-            late = WaitTimeoutError(task_ids[len(finished)], timeout)
+            late = WaitTimeoutError(ids[len(finished)], timeout)
     for task in finished:
         if as_json:
             emit_json(task)
@@ -373,41 +392,74 @@ async def wait(
         raise TaskCancelledError(cancelled[0].id, cancelled[0].reason)
 
 
+_UNFINISHED = click.Choice([s.value for s in TaskState if s.value in _LIVE_STATES])
+
+
 @main.command()
 @task_ids_argument(required=False)
 @db_option
-@click.option("--all", "everything", is_flag=True, help="Cancel every unfinished task.")
+@click.option("--all", "everything", is_flag=True, help="Every unfinished task.")
+@click.option("--agent", "agents", multiple=True, help="Unfinished tasks of this agent (repeat).")
+@click.option(
+    "--state", "states", type=_UNFINISHED, multiple=True,
+    help="Tasks in this state: pending, starting or running (repeat).",
+)  # fmt: skip
+@click.option(
+    "--older-than", default=None, metavar="DURATION",
+    help="Unfinished tasks created longer ago than this (90, 10m, 2h, 1d).",
+)  # fmt: skip
+@click.option("--yes", "-y", is_flag=True, help="Cancel what the filters select without asking.")
 @click.option("--force", is_flag=True, help="Cancelled at once; the worker kills the process.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait until each task is finished.")
 @click.option("--reason", default=None, help="Why, for the log [default: cancel requested].")
 @json_option
 @run_async
 async def cancel(
-    task_ids: tuple[str, ...], db: str | None, everything: bool, force: bool, wait_: bool,
+    task_ids: tuple[str, ...], db: str | None, everything: bool, agents: tuple[str, ...],
+    states: tuple[str, ...], older_than: str | None, yes: bool, force: bool, wait_: bool,
     reason: str | None, as_json: bool,
 ) -> None:  # fmt: skip
-    """Cancel tasks, and all their descendants.
+    """Cancel tasks, and all their descendants: the ones named, or every unfinished task
+    the filters select (--all, --agent, --state, --older-than; after a confirmation, or
+    with --yes).
 
     A pending task is cancelled at once. A running one gets a cancel request: its worker
     stops the process (SIGTERM, then SIGKILL after the grace) and records `cancelled`.
     With --force it is `cancelled` at once and the worker kills the process. A finished
-    task is left as it is.
+    task is left as it is. Prints a line per task (with --json, the task as the cancel
+    left it, one per line).
 
     \b
     Example:
-      tasktrail cancel $ID --reason 'wrong branch'
-      tasktrail cancel $ID --force --wait
+      tasktrail cancel 3f2a9c1d0e4b --reason 'wrong branch'
+      tasktrail cancel 3f2a --force --wait
+      tasktrail cancel --agent claude --older-than 2h --yes
       tasktrail cancel --all
     """
-    if everything == bool(task_ids):
-        raise InvalidInputError("give task ids or --all (not both)")
+    filtered = everything or bool(agents or states or older_than)
+    if filtered == bool(task_ids):
+        raise InvalidInputError(
+            "give task ids, or filters (--all, --agent, --state, --older-than), not both"
+        )
+    if everything and (agents or states or older_than):
+        raise InvalidInputError("--all selects every unfinished task: it takes no other filter")
     async with AsyncClient(existing(db), poll_interval=_CLI_POLL, actor=cli_actor()) as client:
-        if everything:
-            tasks = await client.cancel_all(force=force, reason=reason)
+        if filtered:
+            ids = await _select(client.store, agents, states, older_than)
+            if not ids:
+                click.echo("no unfinished task matches", err=True)
+                return
+            _confirm(len(ids), yes=yes)
         else:
-            tasks = [
-                await client.cancel(task_id, force=force, reason=reason) for task_id in task_ids
-            ]
+            ids = [await resolve_id(client.store, task_id) for task_id in task_ids]
+        tasks: list[Task] = []
+        with progress("cancelling", total=len(ids), unit="tasks") as advance:
+            for start in range(0, len(ids), _CANCEL_BATCH):  # one commit per batch
+                batch = ids[start : start + _CANCEL_BATCH]
+                tasks += await asyncio.gather(
+                    *(client.cancel(task_id, force=force, reason=reason) for task_id in batch)
+                )
+                advance(len(batch))
         if wait_:
             tasks = [await client.wait(task.id) for task in tasks]
     for task in tasks:
@@ -419,6 +471,36 @@ async def cancel(
             click.echo(f"{task.id}: already {task.state.value}, left as it is")
         else:
             click.echo(f"{task.id}: cancel requested ({task.state.value}; its worker stops it)")
+
+
+_CANCEL_BATCH: Final = 200
+
+
+async def _select(
+    store: Any, agents: tuple[str, ...], states: tuple[str, ...], older_than: str | None
+) -> list[str]:
+    """The ids of the unfinished tasks the filters select, oldest first."""
+    until = None if older_than is None else time.time() - parse_duration(older_than)
+    ids: list[str] = []
+    after = None
+    while page := await store.list_tasks(
+        state=states or _LIVE_STATES, agent=agents or None, until=until, after_id=after,
+        limit=5000,
+    ):  # fmt: skip
+        ids += [task.id for task in page]
+        after = page[-1].id
+    return ids
+
+
+def _confirm(count: int, *, yes: bool) -> None:
+    """Ask before a bulk cancel (``--yes``: do not ask); refuse without a terminal."""
+    if yes:
+        return
+    what = f"{count:,} unfinished task(s) (and their descendants)"
+    if not sys.stdin.isatty():
+        raise InvalidInputError(f"this would cancel {what}; pass --yes to do it")
+    if not click.confirm(f"Cancel {what}?", default=False, err=True):
+        raise click.Abort()
 
 
 @main.command()
@@ -439,7 +521,8 @@ async def rerun(
       NEW=$(tasktrail rerun $ID --reason 'fixed the flaky test') && tasktrail wait $NEW
     """
     async with AsyncClient(existing(db), actor=cli_actor()) as client:
-        copies = [await client.rerun(task_id, reason=reason) for task_id in task_ids]
+        ids = [await resolve_id(client.store, task_id) for task_id in task_ids]
+        copies = [await client.rerun(task_id, reason=reason) for task_id in ids]
     for copy in copies:
         if as_json:
             emit_json(copy)

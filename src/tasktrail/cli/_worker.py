@@ -28,9 +28,11 @@ from tasktrail.cli._app import (
     db_option,
     main,
     on_signals,
+    renamed,
     run_async,
 )
 from tasktrail.cli._config import Config, load_config
+from tasktrail.cli._metrics import MetricsServer, WorkerCounters, database_families, render
 from tasktrail.errors import AppLoadError, ConfigError, TasktrailError
 from tasktrail.events import (
     EVENT_TAGS,
@@ -152,13 +154,25 @@ def _runners_for(
     help="Tasks run at once [default: worker.max_running of the config, else 10].",
 )  # fmt: skip
 @click.option("--agent", "agents", multiple=True, help="Run only this agent's tasks (repeat).")
-@click.option("--id", "worker_id", default=None, help="This worker's id in the log.")
+@click.option(
+    "--worker-id", "worker_id", default=None, metavar="ID",
+    help="This worker's id in the log [default: host:pid:random].",
+)  # fmt: skip
+@click.option("--id", "old_worker_id", default=None, hidden=True, help="Old name of --worker-id.")
 @click.option("--exit-when-idle", is_flag=True, help="Stop once no task is left to run.")
 @click.option(
     "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
     help="How log records are written to stderr (json: one object per line).",
 )  # fmt: skip
 @click.option("--quiet", "-q", is_flag=True, help="Print no steps; log only warnings.")
+@click.option(
+    "--metrics-port", type=click.IntRange(0, 65535), metavar="N", default=None,
+    help="Serve Prometheus metrics at http://HOST:N/metrics (0: any free port).",
+)  # fmt: skip
+@click.option(
+    "--metrics-host", metavar="ADDRESS", default="127.0.0.1", show_default=True,
+    help="The address the metrics are served on.",
+)  # fmt: skip
 @run_async
 async def worker(
     db: str | None,
@@ -167,9 +181,12 @@ async def worker(
     concurrency: int | None,
     agents: tuple[str, ...],
     worker_id: str | None,
+    old_worker_id: str | None,
     exit_when_idle: bool,
     log_format: str,
     quiet: bool,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run queued tasks until stopped (Ctrl-C or SIGTERM).
 
@@ -177,14 +194,20 @@ async def worker(
     Python runners registered in your code. On stop, running tasks are stopped (SIGTERM,
     then SIGKILL after the grace) and re-queued, never left running. A worker killed
     outright (kill -9) leaves its tasks to the next worker, which re-queues or fails them
-    with a logged reason.
+    with a logged reason. Paused agents and keys (`tasktrail pause`) are left alone.
+
+    Prints each step of its tasks on stdout (claimed, started, completed...), its own
+    lines on stderr. With --metrics-port, serves Prometheus metrics: the database's
+    figures and this worker's claims, lost claims, run times and commit times.
 
     \b
     Example:
       tasktrail worker --concurrency 2
       tasktrail worker --app myapp.jobs:tasks --log-format json
       tasktrail worker --agent shell --exit-when-idle
+      tasktrail worker --metrics-port 9464
     """
+    worker_id = renamed(worker_id, old_worker_id, old="--id", new="--worker-id")
     setup_logging(log_format, quiet=quiet)
     settings = load_config(config)
     python: dict[str, Runner] = {}
@@ -217,8 +240,13 @@ async def worker(
                 f"worker {tm.worker_id} on {target}: agents {', '.join(runners)}; "
                 f"up to {options['max_running']} at once. Ctrl-C stops it."
             )
-            reporter = _Reporter(tm.worker.worker_id, reporter_start)
-            following = None if quiet else asyncio.create_task(reporter.follow(tm.store))
+            reporter = _Reporter(tm.worker.worker_id, reporter_start, quiet=quiet)
+            following = None
+            if not quiet or metrics_port is not None:
+                following = asyncio.create_task(reporter.follow(tm.store))
+            metrics = None
+            if metrics_port is not None:
+                metrics = await _serve_metrics(tm, reporter, metrics_host, metrics_port, say)
             failed = tm.worker.failed
             try:
                 while not stop.is_set() and not failed.is_set():
@@ -230,6 +258,8 @@ async def worker(
                         say("no task left to run: stopping")
                         break
             finally:
+                if metrics is not None:
+                    await metrics.close()
                 if following is not None:
                     following.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -242,12 +272,39 @@ async def worker(
     say(f"worker {tm.worker_id} stopped")
 
 
+async def _serve_metrics(
+    tm: TaskManager, reporter: _Reporter, host: str, port: int, say: Any
+) -> MetricsServer:
+    """Start the ``/metrics`` server of this worker; says where it listens."""
+
+    async def collect() -> str:
+        families = await database_families(tm.store)
+        families += reporter.counters.families(tm.worker.worker_id, tm.store.commit_statistics())
+        return render(families)
+
+    server = MetricsServer(collect, host=host, port=port)
+    try:
+        url = await server.start()
+    except OSError as err:
+        raise TasktrailError(
+            f"cannot serve metrics on {host}:{port}: {err.strerror or err}"
+        ) from err
+    say(f"metrics at {url}")
+    return server
+
+
 async def _idle(tm: TaskManager, agents: list[str]) -> bool:
-    """Nothing queued for these agents and nothing running in this worker."""
-    if await tm.store.queued_tasks(limit=1, agents=agents):
+    """Nothing this worker may start is queued (paused agents and keys do not count),
+    and nothing runs in this worker."""
+    pauses = await tm.store.list_pauses()
+    held_agents = {p.target for p in pauses if p.kind == "agent"}
+    held_keys = {p.target for p in pauses if p.kind == "key"}
+    free = [a for a in agents if a not in held_agents]
+    queued = await tm.store.queued_tasks(limit=500, agents=free) if free else []
+    if any(t.limit_key not in held_keys for t in queued):
         return False
-    active = await tm.store.list_tasks(state=ACTIVE_STATES)
-    return not any(t.worker_id == tm.worker_id for t in active)
+    active = await tm.store.list_tasks(state=ACTIVE_STATES, worker_id=tm.worker_id)
+    return not active
 
 
 _REPORTED: Final = {
@@ -265,22 +322,56 @@ class _Reporter:
     """Prints, from the log, each step of the tasks this worker claimed, and every recovery
     decision (which another worker may have made)."""
 
-    def __init__(self, worker_id: str, after: int) -> None:
+    def __init__(self, worker_id: str, after: int, *, quiet: bool = False) -> None:
         self.worker_id = worker_id
         self.after = after
+        self.quiet = quiet
         self.mine: set[str] = set()
+        self.started: dict[str, float] = {}
+        self.agents: dict[str, str] = {}
+        self.counters = WorkerCounters()
         self.out = console()
 
     async def catch_up(self, store: Any) -> None:
         """Print every step logged since the last call."""
         while events := await store.read_all(after=self.after, limit=1000):
             for event in events:
-                if isinstance(event.payload, TaskClaimed) and event.actor == self.worker_id:
-                    self.mine.add(event.stream_id)
+                await self._count(store, event)
                 recovered = (event.reason or "").startswith("recovery:")
-                if (event.stream_id in self.mine or recovered) and event.type in _REPORTED:
+                reported = event.stream_id in self.mine or recovered
+                if reported and event.type in _REPORTED and not self.quiet:
                     self.out.print(_report_line(event))
+                if event.stream_id in self.mine and _ends_attempt(event, self.worker_id):
+                    self.mine.discard(event.stream_id)
+                    self.started.pop(event.stream_id, None)
             self.after = events[-1].sequence
+
+    async def _count(self, store: Any, event: RecordedEvent) -> None:
+        """Feed the worker's metrics: its claims, the claims it lost, its finished tasks."""
+        payload, task_id = event.payload, event.stream_id
+        if isinstance(payload, TaskClaimed) and event.actor == self.worker_id:
+            self.mine.add(task_id)
+            self.counters.claims += 1
+            if task_id not in self.agents:
+                task = await store.get_task(task_id)
+                self.agents[task_id] = task.agent if task is not None else "?"
+            return
+        if task_id not in self.mine:
+            return
+        if isinstance(payload, TaskStarted):
+            self.started[task_id] = event.timestamp
+        elif event.actor != self.worker_id and (
+            isinstance(payload, TaskClaimed | TaskRequeued)
+            or (isinstance(payload, TaskFailed) and (event.reason or "").startswith("recovery:"))
+        ):
+            self.counters.claims_lost += 1  # recovery took the task from this worker
+        elif isinstance(payload, TaskCompleted | TaskFailed | TaskCancelled):
+            began = self.started.get(task_id)
+            self.counters.finished_task(
+                self.agents.pop(task_id, "?"),
+                event.type.removeprefix("task."),
+                None if began is None else max(0.0, event.timestamp - began),
+            )
 
     async def follow(self, store: Any) -> None:
         """Catch up every ``_CLI_POLL`` seconds, until cancelled."""
@@ -288,6 +379,15 @@ class _Reporter:
             await asyncio.sleep(_CLI_POLL)
             with contextlib.suppress(TasktrailError):  # busy: the next round catches up
                 await self.catch_up(store)
+
+
+def _ends_attempt(event: RecordedEvent, worker_id: str) -> bool:
+    """Whether ``event`` ends this worker's hold on the task (finished, re-queued, or
+    claimed by another worker)."""
+    payload = event.payload
+    if isinstance(payload, TaskCompleted | TaskFailed | TaskCancelled | TaskRequeued):
+        return True
+    return isinstance(payload, TaskClaimed) and event.actor != worker_id
 
 
 def _report_line(event: RecordedEvent) -> str:

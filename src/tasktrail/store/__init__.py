@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 from tasktrail.errors import InvalidInputError, StorageError
 from tasktrail.store._claim import ClaimRequest, ClaimResult
+from tasktrail.store._commit import CommitStatistics
+from tasktrail.store._controls import Control
 from tasktrail.store._plan import AppendResult
 from tasktrail.store._validate import redact_url
 from tasktrail.store._workers import WorkerInfo
@@ -20,6 +22,8 @@ __all__ = [
     "AppendResult",
     "ClaimRequest",
     "ClaimResult",
+    "CommitStatistics",
+    "Control",
     "EventStore",
     "PostgresEventStore",
     "SQLiteEventStore",

@@ -96,6 +96,10 @@ class QueuePage:
     """Limit keys to leave out: they have no slot left."""
     after: QueuePosition | None
     """Start after this position (``None``: from the head)."""
+    paused_agents: tuple[str, ...] = ()
+    """Agents paused (``tasktrail pause --agent``): none of their tasks is claimed."""
+    paused_keys: tuple[str, ...] = ()
+    """Limit keys paused (``tasktrail pause --key``): none of their tasks is claimed."""
 
 
 def choose(

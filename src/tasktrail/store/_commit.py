@@ -27,6 +27,8 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
+import msgspec
+
 from tasktrail.errors import TasktrailError
 from tasktrail.events import Event, NewEvent, TaskClaimed, TaskStarted
 from tasktrail.projection import Task
@@ -42,7 +44,10 @@ from tasktrail.store._plan import (
 from tasktrail.store._shared import prepare_append
 
 __all__ = [
+    "COMMIT_BUCKETS",
+    "CommitStatistics",
     "GroupCommitter",
+    "LatencyHistogram",
     "Op",
     "Outcome",
     "Queued",
@@ -50,6 +55,7 @@ __all__ = [
     "ReadClaimed",
     "ReadKnownIds",
     "ReadNextAt",
+    "ReadPaused",
     "ReadQueue",
     "ReadTail",
     "ReadTasks",
@@ -115,6 +121,11 @@ class ReadNextAt:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadPaused:
+    """-> (paused agents, paused keys): the pauses in force (see :mod:`._controls`)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ReadClaimed:
     """-> [task id]: the tasks with an event whose id lies in [low, high)."""
 
@@ -132,7 +143,15 @@ class Write:
 
 
 Op: TypeAlias = (
-    ReadTail | ReadTasks | ReadActive | ReadKnownIds | ReadQueue | ReadNextAt | ReadClaimed | Write
+    ReadTail
+    | ReadTasks
+    | ReadActive
+    | ReadKnownIds
+    | ReadQueue
+    | ReadNextAt
+    | ReadClaimed
+    | ReadPaused
+    | Write
 )
 Steps: TypeAlias = Generator[Op, Any, "tuple[list[Outcome], dict[str, Task | None], int | None]"]
 
@@ -156,6 +175,47 @@ async def _wait(signal: asyncio.Event, timeout: float) -> bool:
         async with asyncio.timeout(timeout):
             return await signal.wait()
     return False
+
+
+COMMIT_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+"""Upper bounds (seconds) of the commit latency histogram's buckets."""
+
+
+class LatencyHistogram:
+    """Counts of observed durations per bucket (cumulative, as Prometheus has them)."""
+
+    __slots__ = ("count", "counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * len(COMMIT_BUCKETS)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, seconds: float) -> None:
+        """Count one duration."""
+        self.total += seconds
+        self.count += 1
+        for index, bound in enumerate(COMMIT_BUCKETS):
+            if seconds <= bound:
+                self.counts[index] += 1
+
+    def snapshot(self) -> CommitStatistics:
+        """The figures so far, as an immutable record."""
+        return CommitStatistics(
+            commits=self.count,
+            seconds_sum=self.total,
+            buckets=tuple(zip(COMMIT_BUCKETS, self.counts, strict=True)),
+        )
+
+
+class CommitStatistics(msgspec.Struct, frozen=True):
+    """How long this store's commits took (see :meth:`EventStore.commit_statistics`)."""
+
+    commits: int
+    """Batches committed (or failed) so far by this store object."""
+    seconds_sum: float
+    buckets: tuple[tuple[float, int], ...]
+    """(upper bound in seconds, commits that took at most that long): cumulative."""
 
 
 class Queued:
@@ -193,6 +253,9 @@ class GroupCommitter(ABC):
         self._external = asyncio.Event()
         self.commits = 0
         """How many batches this store has committed (that wrote something)."""
+        self.latency = LatencyHistogram()
+        """Seconds each batch held the write lock, from its transaction's start to its
+        commit (what a caller waits beyond the queue)."""
         self.own_sequences: collections.deque[int] = collections.deque(maxlen=256)
         """The last sequence number of this store's latest commits."""
         self._live_tasks: dict[str, Task] = {}
@@ -216,7 +279,9 @@ class GroupCommitter(ABC):
         started = time.monotonic()
         try:
             async with self._write_lock:
+                began = time.perf_counter()
                 outcomes, tasks, written = await self._write_batch(batch)
+                self.latency.observe(time.perf_counter() - began)
         except TasktrailError as err:
             _log.warning("a commit of %d request(s) failed: %s", len(batch), err)
             self._fail(batch, err)
@@ -475,6 +540,7 @@ class GroupCommitter(ABC):
                 ]  # fmt: skip
                 return ClaimResult(mine), last_sequence, last_hash
         counts: dict[str, int] = dict((yield ReadActive()))
+        paused_agents, paused_keys = yield ReadPaused()  # read under the write lock
         full = {key for key, limit in request.limits.items() if counts.get(key, 0) >= limit}
         agents = None if request.agents is None else tuple(sorted(request.agents))
         task_ids = None if request.task_ids is None else tuple(sorted(request.task_ids))
@@ -485,6 +551,7 @@ class GroupCommitter(ABC):
             page = QueuePage(
                 now=request.now, limit=size, agents=agents, task_ids=task_ids,
                 full_keys=tuple(sorted(full)), after=after,
+                paused_agents=paused_agents, paused_keys=paused_keys,
             )  # fmt: skip
             rows: list[tuple[QueuePosition, Task]] = yield ReadQueue(page)
             choose(rows, request=request, counts=counts, full=full, chosen=chosen)

@@ -33,11 +33,13 @@ from tasktrail.store._commit import (
     ReadClaimed,
     ReadKnownIds,
     ReadNextAt,
+    ReadPaused,
     ReadQueue,
     ReadTail,
     ReadTasks,
     Write,
 )
+from tasktrail.store._controls import READ_PAUSED, paused_sets
 from tasktrail.store._pg_errors import is_transient, retrying
 from tasktrail.store._pg_open import LOCK_CLASS
 from tasktrail.store._query import Params, next_at_sql, queue_sql
@@ -271,6 +273,8 @@ class PgGroupCommitter(_commit.GroupCommitter):
                     next_at_sql(p, now=now, agents=agents, task_ids=task_ids), *p.values
                 )
                 return None if value is None else float(value)
+            case ReadPaused():
+                return paused_sets(await conn.fetch(READ_PAUSED))
             case ReadClaimed(low=low, high=high):
                 rows = await conn.fetch(
                     "SELECT DISTINCT stream_id FROM events WHERE event_id >= $1 AND event_id < $2",

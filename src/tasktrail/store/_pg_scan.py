@@ -8,6 +8,7 @@ from typing import Any, Final
 import asyncpg
 
 from tasktrail.errors import TamperedLogError
+from tasktrail.store._progress import advance
 from tasktrail.store._scan import check_chain
 from tasktrail.store._stream import SCAN_CHUNK_BYTES, bounded_chunks
 from tasktrail.store.base import VerifyReport
@@ -46,6 +47,7 @@ async def scan(
         return [tuple(row) for row in await conn.fetch(_ROWS, after, last)]
 
     async for rows in bounded_chunks(probe, fetch, after=0, budget=chunk_bytes, max_rows=chunk):
+        advance(len(rows))
         yield rows
 
 

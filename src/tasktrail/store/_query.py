@@ -7,26 +7,47 @@ added, so a filter is one function for both.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from tasktrail.errors import InvalidInputError
+from tasktrail.errors import InvalidInputError, TaskNotFoundError
+from tasktrail.ids import check_task_id
 from tasktrail.lifecycle import TaskState
 from tasktrail.store._claim import FUTURE_TOLERANCE, QueuePage
 from tasktrail.store._shared import state_values
 
 __all__ = [
+    "COUNT_CAP",
     "FINAL_TYPES",
+    "SORTS",
+    "TASK_COUNTS",
     "Params",
-    "check_limit",
     "TaskFilter",
+    "count_rows",
+    "count_sql",
+    "check_limit",
+    "cursor_sql",
     "finished_sql",
+    "keyset",
+    "list_sql",
     "next_at_sql",
+    "paused_clause",
     "queue_sql",
+    "resolve_cursor",
+    "task_clauses",
     "task_where",
     "timestamp",
 ]
+
+SORTS: Final = {"created": "created_at", "updated": "updated_at"}
+"""The orders of a listing (``sort=``) and the column each sorts on; the creation order
+(SQLite's ``rowid``, PostgreSQL's ``ord``) breaks ties."""
+COUNT_CAP: Final = 1_000_000_000
+"""``count_tasks`` without a limit counts at most this many (a bound, never reached)."""
+_FINISHED: Final = "state IN ('completed', 'failed', 'cancelled')"
+"""The predicate of the ``tasks_finished`` partial index, spelled as the index spells it
+(a planner uses the index only for this very text, never for bound parameters)."""
 
 
 class Params:
@@ -80,14 +101,44 @@ def task_where(
     rerun_of: str | None = None,
     since: datetime | float | None = None,
     until: datetime | float | None = None,
-    finished_since: float | None = None,
+    worker_id: str | None = None,
+    id_prefix: str | None = None,
+    finished_since: datetime | float | None = None,
+    only_finished_since: datetime | float | None = None,
 ) -> str:
     """The ``WHERE`` clause (or ``""``) of a task listing: every filter given must hold.
 
     ``state`` and ``agent`` may each be one value or several; ``since``/``until`` bound the
     creation time (``since`` inclusive, ``until`` exclusive); ``finished_since`` leaves out
-    the tasks that finished before it (unix seconds).
+    the tasks that finished before it (retention: unfinished tasks stay); ``worker_id`` is
+    the worker that holds or last held the task (read from the record: no column, see
+    ``docs/reference/store.md``); ``id_prefix`` matches the ids that start with it (the
+    primary key's range on SQLite); ``only_finished_since`` keeps only the tasks finished
+    at or after that time (the ``tasks_finished`` index).
     """
+    clauses = task_clauses(
+        p, state=state, agent=agent, parent_id=parent_id, rerun_of=rerun_of, since=since,
+        until=until, worker_id=worker_id, id_prefix=id_prefix, finished_since=finished_since,
+        only_finished_since=only_finished_since,
+    )  # fmt: skip
+    return f" WHERE {' AND '.join(clauses)}" if clauses else ""
+
+
+def task_clauses(
+    p: Params,
+    *,
+    state: TaskState | str | Iterable[TaskState | str] | None = None,
+    agent: str | Iterable[str] | None = None,
+    parent_id: str | None = None,
+    rerun_of: str | None = None,
+    since: datetime | float | None = None,
+    until: datetime | float | None = None,
+    worker_id: str | None = None,
+    id_prefix: str | None = None,
+    finished_since: datetime | float | None = None,
+    only_finished_since: datetime | float | None = None,
+) -> list[str]:
+    """The conditions of :func:`task_where`, one per filter given."""
     clauses: list[str] = []
     if state is not None:
         clauses.append(p.one_of("state", state_values(state)))
@@ -104,16 +155,166 @@ def task_where(
         clauses.append(f"created_at >= {p.add(timestamp(since, 'since'))}")
     if until is not None:
         clauses.append(f"created_at < {p.add(timestamp(until, 'until'))}")
+    if worker_id is not None:
+        if not isinstance(worker_id, str):
+            raise InvalidInputError(f"worker_id must be a str, not {worker_id!r}")
+        field = "record::jsonb ->> 'worker_id'" if p.numbered else "record ->> '$.worker_id'"
+        clauses.append(f"{field} = {p.add(worker_id)}")
+    if id_prefix is not None:
+        clauses.append(_prefix_clause(p, check_task_id(id_prefix)))
     if finished_since is not None:  # a finished task's last write is its finish
-        clauses.append(
-            "(state NOT IN ('completed', 'failed', 'cancelled') "
-            f"OR updated_at >= {p.add(finished_since)})"
-        )
-    return f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        moment = timestamp(finished_since, "finished_since")
+        clauses.append(f"(state NOT IN ('completed', 'failed', 'cancelled') "
+                       f"OR updated_at >= {p.add(moment)})")  # fmt: skip
+    if only_finished_since is not None:
+        moment = timestamp(only_finished_since, "only_finished_since")
+        clauses.append(f"{_FINISHED} AND updated_at >= {p.add(moment)}")
+    return clauses
+
+
+def _prefix_clause(p: Params, prefix: str) -> str:
+    """``id`` starts with ``prefix``: on SQLite a range of the primary key (text compares
+    by code point there), on PostgreSQL ``starts_with`` (its collation may not)."""
+    if p.numbered:
+        return f"starts_with(id, {p.add(prefix)})"
+    low = p.add(prefix)
+    last = ord(prefix[-1]) + 1
+    if 0xD800 <= last < 0xE000:  # no surrogates in a valid id: skip their block
+        last = 0xE000
+    if last > 0x10FFFF:
+        return f"id >= {low} AND substr(id, 1, {p.add(len(prefix))}) = {p.add(prefix)}"
+    return f"id >= {low} AND id < {p.add(prefix[:-1] + chr(last))}"
+
+
+def keyset(p: Params, *, column: str, order: str, at: tuple[float, int], descending: bool) -> str:
+    """Rows strictly after ``at`` = (``column`` value, creation order) in the order
+    ``column, order`` (both descending or both ascending).
+
+    Spelled as a range on ``column`` first, then the tie on the creation order, so an index
+    on ``column`` (every SQLite index ends with the rowid; PostgreSQL's listing indexes end
+    with ``ord``) serves it: the 1,000th page costs what the first does. The dashboard's
+    pages use it too.
+    """
+    sign = "<" if descending else ">"
+    bound, again, rank = p.add(at[0]), p.add(at[0]), p.add(at[1])
+    return f"{column} {sign}= {bound} AND ({column} {sign} {again} OR {order} {sign} {rank})"
+
+
+def cursor_sql(p: Params, *, task_id: str, sort: str, order: str) -> str:
+    """The keyset position of one task in a listing sorted by ``sort``."""
+    return f"SELECT {_sort_column(sort)}, {order} FROM tasks WHERE id = {p.add(task_id)}"
+
+
+def _sort_column(sort: str) -> str:
+    try:
+        return SORTS[sort]
+    except (KeyError, TypeError):
+        raise InvalidInputError(f"sort must be one of {', '.join(SORTS)}, not {sort!r}") from None
+
+
+def list_sql(
+    p: Params,
+    filters: TaskFilter,
+    *,
+    order: str,
+    sort: str = "created",
+    newest_first: bool = False,
+    after: tuple[float, int] | None = None,
+    offset: int = 0,
+    limit: int | None = None,
+) -> str:
+    """One page of a task listing: the tasks matching ``filters`` (see :func:`task_where`)
+    in ``sort`` order, after the keyset position ``after`` (see :func:`cursor_sql`), past
+    ``offset`` more rows, at most ``limit``."""
+    column = _sort_column(sort)
+    clauses = task_clauses(p, **filters)
+    if after is not None:
+        clauses.append(keyset(p, column=column, order=order, at=after, descending=newest_first))
+    direction = "DESC" if newest_first else "ASC"
+    sql = f"SELECT record FROM {_source(p, filters)}"
+    if clauses:
+        sql += f" WHERE {' AND '.join(clauses)}"
+    sql += f" ORDER BY {column} {direction}, {order} {direction}"
+    if limit is not None:
+        sql += f" LIMIT {p.add(check_limit(limit))}"
+    if offset:
+        if limit is None and not p.numbered:
+            sql += " LIMIT -1"  # SQLite has no OFFSET without a LIMIT
+        sql += f" OFFSET {p.add(_count('offset', offset))}"
+    return sql
+
+
+def count_sql(
+    p: Params,
+    filters: TaskFilter,
+    *,
+    order: str,
+    limit: int | None = None,
+    sort: str = "created",
+    newest_first: bool = False,
+    after: tuple[float, int] | None = None,
+) -> str:
+    """How many tasks match ``filters`` (after the keyset position ``after`` in the order
+    ``sort``/``newest_first``), counting at most ``limit``: a bounded count reads at most
+    that many index entries."""
+    bound = COUNT_CAP if limit is None else _count("limit", limit)
+    clauses = task_clauses(p, **filters)
+    if after is not None:
+        column = _sort_column(sort)
+        clauses.append(keyset(p, column=column, order=order, at=after, descending=newest_first))
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    source = _source(p, filters)
+    return f"SELECT count(*) FROM (SELECT 1 FROM {source}{where} LIMIT {p.add(bound)}) AS matching"
+
+
+def _source(p: Params, filters: TaskFilter) -> str:
+    """The table to read: SQLite is told to use the index of finished tasks for
+    ``only_finished_since`` (without statistics it would walk ``tasks_by_state``)."""
+    if filters.get("only_finished_since") is not None and not p.numbered:
+        return "tasks INDEXED BY tasks_finished"
+    return "tasks"
+
+
+TASK_COUNTS: Final = "SELECT agent, state, count(*) FROM tasks GROUP BY agent, state"
+"""Tasks per agent and state: the ``tasks_by_agent`` index (agent, state) covers it."""
+
+
+def count_rows(rows: Iterable[Sequence[Any]]) -> dict[str, dict[str, int]]:
+    """{agent: {state: count}} from rows of :data:`TASK_COUNTS`, agents sorted."""
+    counts: dict[str, dict[str, int]] = {}
+    for agent, state, count in sorted(rows, key=lambda row: (str(row[0]), str(row[1]))):
+        counts.setdefault(str(agent), {})[str(state)] = int(count)
+    return counts
+
+
+def _count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInputError(f"{name} must be an int >= 0, not {value!r}")
+    return value
+
+
+def resolve_cursor(task_id: str, row: Sequence[Any] | None) -> tuple[float, int]:
+    """The keyset position read by :func:`cursor_sql`; TaskNotFoundError without a row."""
+    if row is None:
+        raise TaskNotFoundError(task_id)
+    return float(row[0]), int(row[1])
+
+
+def paused_clause(p: Params, agents: Iterable[str], keys: Iterable[str]) -> str:
+    """SQL: the task is of none of the paused ``agents`` and its limit key is none of the
+    paused ``keys`` (``""`` when nothing is paused)."""
+    parts = []
+    agents, keys = list(agents), list(keys)
+    if agents:
+        parts.append("NOT " + p.one_of("agent", agents))
+    if keys:
+        parts.append("NOT " + p.one_of("coalesce(concurrency_key, agent)", keys))
+    return " AND ".join(parts)
 
 
 def queue_sql(page: QueuePage, p: Params, *, order: str) -> str:
-    """One page of the start queue: pending, due, outside the full keys, in start order.
+    """One page of the start queue: pending, due, outside the full and the paused keys and
+    agents, in start order.
 
     ``order`` is the column of insertion order (SQLite's ``rowid``, PostgreSQL's ``ord``),
     the tie-break between tasks created in one commit. A task whose last write lies more
@@ -130,6 +331,8 @@ def queue_sql(page: QueuePage, p: Params, *, order: str) -> str:
         sql += " AND " + p.one_of("id", page.task_ids)
     if page.full_keys:
         sql += " AND NOT " + p.one_of("coalesce(concurrency_key, agent)", page.full_keys)
+    if paused := paused_clause(p, page.paused_agents, page.paused_keys):
+        sql += " AND " + paused
     if page.after is not None:
         priority, created, position = (p.add(value) for value in page.after)
         sql += (

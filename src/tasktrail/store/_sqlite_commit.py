@@ -31,12 +31,14 @@ from tasktrail.store._commit import (
     ReadClaimed,
     ReadKnownIds,
     ReadNextAt,
+    ReadPaused,
     ReadQueue,
     ReadTail,
     ReadTasks,
     Write,
     drive,
 )
+from tasktrail.store._controls import READ_PAUSED, paused_sets
 from tasktrail.store._query import Params, next_at_sql, queue_sql
 from tasktrail.store._shared import decode_task
 from tasktrail.store._sqlite_errors import DriverError, translate
@@ -191,6 +193,8 @@ def execute(conn: sqlite3.Connection, op: Op) -> Any:
             sql = next_at_sql(p, now=now, agents=agents, task_ids=task_ids)
             row = conn.execute(sql, p.values).fetchone()
             return None if row is None or row[0] is None else float(row[0])
+        case ReadPaused():
+            return paused_sets(conn.execute(READ_PAUSED).fetchall())
         case ReadClaimed(low=low, high=high):
             rows = conn.execute(
                 "SELECT DISTINCT stream_id FROM events WHERE event_id >= ? AND event_id < ?",

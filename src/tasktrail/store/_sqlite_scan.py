@@ -7,12 +7,13 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from tasktrail.errors import TamperedLogError
 from tasktrail.events import RecordedEvent
 from tasktrail.store._plan import TaskRow
+from tasktrail.store._progress import advance
 from tasktrail.store._scan import check_chain, fold_rows
 from tasktrail.store._sqlite_errors import DriverError
 from tasktrail.store._stream import SCAN_CHUNK_BYTES, bounded_chunks, prefetched
@@ -67,6 +68,7 @@ async def scan(
     chunks = bounded_chunks(probe, fetch, after=0, budget=chunk_bytes, max_rows=chunk)
     async with contextlib.aclosing(prefetched(chunks)) as ahead:
         async for rows in ahead:
+            advance(len(rows))
             yield rows
 
 
@@ -105,9 +107,15 @@ async def _verify_ranges(path: str, head: int, parts: int) -> tuple[int, str]:
     others in helper processes; a helper that cannot run is replaced by a thread."""
     step = -(-head // parts)
     bounds = [(first, min(first + step - 1, head)) for first in range(1, head + 1, step)]
+
+    async def counted(check: Awaitable[RangeResult]) -> RangeResult:
+        result = await check
+        advance(result.good)  # a range at a time: the helpers report only at their end
+        return result
+
     results = await asyncio.gather(
-        asyncio.to_thread(check_range, path, *bounds[0]),
-        *(_check_elsewhere(path, first, last) for first, last in bounds[1:]),
+        counted(asyncio.to_thread(check_range, path, *bounds[0])),
+        *(counted(_check_elsewhere(path, first, last)) for first, last in bounds[1:]),
     )
     count = 0
     for result in results:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import msgspec
 
@@ -12,6 +12,8 @@ from tasktrail.events import NewEvent, RecordedEvent
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task
 from tasktrail.store._claim import ClaimRequest, ClaimResult
+from tasktrail.store._commit import CommitStatistics
+from tasktrail.store._controls import Control
 from tasktrail.store._plan import AppendResult
 from tasktrail.store._workers import WorkerInfo
 
@@ -58,6 +60,7 @@ class EventStore(Protocol):
     ) -> AppendResult: ...
     async def claim(self, request: ClaimRequest) -> ClaimResult: ...
     async def drain(self) -> None: ...
+    def commit_statistics(self) -> CommitStatistics: ...
     async def wait_for_commit(self, timeout: float) -> None: ...
     async def wait_for_change(self, timeout: float) -> bool: ...
     async def read_stream(
@@ -86,10 +89,26 @@ class EventStore(Protocol):
         rerun_of: str | None = None,
         since: datetime | float | None = None,
         until: datetime | float | None = None,
-        finished_since: float | None = None,
+        worker_id: str | None = None,
+        id_prefix: str | None = None,
+        finished_since: datetime | float | None = None,
+        only_finished_since: datetime | float | None = None,
         limit: int | None = None,
         newest_first: bool = False,
+        sort: str = "created",
+        after_id: str | None = None,
+        offset: int = 0,
     ) -> list[Task]: ...
+    async def count_tasks(
+        self,
+        *,
+        limit: int | None = None,
+        sort: str = "created",
+        newest_first: bool = False,
+        after_id: str | None = None,
+        **filters: Any,
+    ) -> int: ...
+    async def task_counts(self) -> dict[str, dict[str, int]]: ...
     async def queued_tasks(
         self,
         *,
@@ -113,6 +132,16 @@ class EventStore(Protocol):
     async def verify(self) -> VerifyReport: ...
     async def rebuild(self) -> int: ...
     async def check_projection(self) -> list[str]: ...
+
+    # pauses: agents and concurrency keys no worker claims a task of, for now
+    async def pause(
+        self, kind: str, target: str, *, actor: str, reason: str | None = None
+    ) -> Control: ...
+    async def resume(
+        self, kind: str, target: str, *, actor: str, reason: str | None = None
+    ) -> Control | None: ...
+    async def list_pauses(self) -> list[Control]: ...
+    async def controls(self, *, after: int = 0, limit: int = 1000) -> list[Control]: ...
 
     # workers: leases and heartbeats, shared by every process and host
     async def register_worker(

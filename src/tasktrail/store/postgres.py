@@ -36,6 +36,15 @@ from tasktrail.ids import check_task_id
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task, fold
 from tasktrail.store._claim import ClaimRequest, ClaimResult
+from tasktrail.store._commit import CommitStatistics, LatencyHistogram
+from tasktrail.store._controls import (
+    CONTROL_COLUMNS,
+    LIST_PAUSES,
+    Control,
+    check_control,
+    control,
+    write_control_pg,
+)
 from tasktrail.store._pg_commit import (
     ACTIVE_COUNTS,
     INSERT_TASKS,
@@ -48,7 +57,17 @@ from tasktrail.store._pg_open import init_schema, lock_keys
 from tasktrail.store._pg_ops import OperationalTables
 from tasktrail.store._pg_scan import EVENT_COLUMNS, live_rows, scan, verify_chain
 from tasktrail.store._plan import AppendResult, TaskRow, task_row
-from tasktrail.store._query import Params, check_limit, finished_sql, task_where
+from tasktrail.store._query import (
+    TASK_COUNTS,
+    Params,
+    TaskFilter,
+    count_rows,
+    count_sql,
+    cursor_sql,
+    finished_sql,
+    list_sql,
+    resolve_cursor,
+)
 from tasktrail.store._scan import fold_rows, fold_tasks
 from tasktrail.store._shared import (
     check_state_at,
@@ -345,6 +364,13 @@ class PostgresEventStore(OperationalTables):
         result: ClaimResult = await self._check_open().submit(request)
         return result
 
+    def commit_statistics(self) -> CommitStatistics:
+        """How long this store object's commits took so far (a histogram of seconds)."""
+        committer = self._committer
+        if committer is None:
+            return LatencyHistogram().snapshot()
+        return committer.latency.snapshot()
+
     async def drain(self) -> None:
         """Return once every append already queued is committed (or failed)."""
         await self._check_open().drain()
@@ -479,22 +505,65 @@ class PostgresEventStore(OperationalTables):
         rerun_of: str | None = None,
         since: datetime | float | None = None,
         until: datetime | float | None = None,
-        finished_since: float | None = None,
+        worker_id: str | None = None,
+        id_prefix: str | None = None,
+        finished_since: datetime | float | None = None,
+        only_finished_since: datetime | float | None = None,
         limit: int | None = None,
         newest_first: bool = False,
+        sort: str = "created",
+        after_id: str | None = None,
+        offset: int = 0,
     ) -> list[Task]:
-        """Tasks matching every filter given, oldest first (the filters of
-        :meth:`SQLiteEventStore.list_tasks <tasktrail.SQLiteEventStore.list_tasks>`)."""
+        """Tasks matching every filter given, oldest first: the filters and the paging of
+        :meth:`SQLiteEventStore.list_tasks <tasktrail.SQLiteEventStore.list_tasks>`."""
+        filters: TaskFilter = {
+            "state": state, "agent": agent, "parent_id": parent_id, "rerun_of": rerun_of,
+            "since": since, "until": until, "worker_id": worker_id, "id_prefix": id_prefix,
+            "finished_since": finished_since, "only_finished_since": only_finished_since,
+        }  # fmt: skip
+        after = None
+        if after_id is not None:
+            p = Params(numbered=True)
+            sql = cursor_sql(p, task_id=check_task_id(after_id), sort=sort, order="ord")
+            rows = await self._fetch(sql, *p.values)
+            after = resolve_cursor(after_id, rows[0] if rows else None)
         p = Params(numbered=True)
-        where = task_where(
-            p, state=state, agent=agent, parent_id=parent_id, rerun_of=rerun_of, since=since,
-            until=until, finished_since=finished_since,
+        sql = list_sql(
+            p, filters, order="ord", sort=sort, newest_first=newest_first, after=after,
+            offset=offset, limit=limit,
         )  # fmt: skip
-        order = "DESC" if newest_first else "ASC"
-        sql = f"SELECT record FROM tasks{where} ORDER BY created_at {order}, ord {order}"
-        if limit is not None:
-            sql += f" LIMIT {p.add(check_limit(limit))}"
         return [decode_task(row[0]) for row in await self._fetch(sql, *p.values)]
+
+    async def count_tasks(
+        self,
+        *,
+        limit: int | None = None,
+        sort: str = "created",
+        newest_first: bool = False,
+        after_id: str | None = None,
+        **filters: Any,
+    ) -> int:
+        """How many tasks match the filters of :meth:`list_tasks` (after ``after_id`` in
+        its order, if given), counting at most ``limit``: a bounded count reads at most
+        that many index entries."""
+        after = None
+        if after_id is not None:
+            p = Params(numbered=True)
+            sql = cursor_sql(p, task_id=check_task_id(after_id), sort=sort, order="ord")
+            rows = list(await self._fetch(sql, *p.values))
+            after = resolve_cursor(after_id, rows[0] if rows else None)
+        p = Params(numbered=True)
+        sql = count_sql(
+            p, filters, order="ord", limit=limit, sort=sort, newest_first=newest_first,
+            after=after,
+        )  # fmt: skip
+        rows = list(await self._fetch(sql, *p.values))
+        return int(rows[0][0])
+
+    async def task_counts(self) -> dict[str, dict[str, int]]:
+        """How many tasks each agent has in each state (states without tasks left out)."""
+        return count_rows(await self._fetch(TASK_COUNTS))
 
     async def get_tasks(self, task_ids: Iterable[str]) -> list[Task]:
         """The current state of each task that exists among ``task_ids``."""
@@ -575,6 +644,48 @@ class PostgresEventStore(OperationalTables):
         )
 
     # -- checking and rebuilding -----------------------------------------------------------
+
+    async def pause(
+        self, kind: str, target: str, *, actor: str, reason: str | None = None
+    ) -> Control:
+        """Pause an agent or a concurrency key (see :meth:`SQLiteEventStore.pause
+        <tasktrail.SQLiteEventStore.pause>`); written under the log's advisory lock, which
+        every claim holds: no claim that begins after this returns takes its tasks."""
+        result = await self._control("pause", kind, target, actor, reason)
+        assert result is not None
+        return result
+
+    async def resume(
+        self, kind: str, target: str, *, actor: str, reason: str | None = None
+    ) -> Control | None:
+        """Resume what :meth:`pause` paused (``None``: it was not paused)."""
+        return await self._control("resume", kind, target, actor, reason)
+
+    async def _control(
+        self, action: str, kind: str, target: str, actor: str, reason: str | None
+    ) -> Control | None:
+        kind, target, actor = check_control(kind, target, actor)
+        committer = self._check_open()
+        async with self._write_lock:
+            return await committer.run_locked(
+                lambda conn: write_control_pg(
+                    conn, action=action, kind=kind, target=target, actor=actor, reason=reason,
+                    now=self._now(),
+                )
+            )  # fmt: skip
+
+    async def list_pauses(self) -> list[Control]:
+        """The pauses in force (the control that made each), oldest first."""
+        return [control(row) for row in await self._fetch(LIST_PAUSES)]
+
+    async def controls(self, *, after: int = 0, limit: int = 1000) -> list[Control]:
+        """Up to ``limit`` rows of the control log (every pause and resume) after ``after``."""
+        rows = await self._fetch(
+            f"SELECT {CONTROL_COLUMNS} FROM controls WHERE seq > $1 ORDER BY seq LIMIT $2",
+            after,
+            limit,
+        )
+        return [control(row) for row in rows]
 
     async def _snapshot(self, operation: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run ``operation`` in one read-only snapshot of the database."""

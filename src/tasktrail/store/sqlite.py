@@ -39,8 +39,27 @@ from tasktrail.ids import check_task_id
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task, fold
 from tasktrail.store._claim import ClaimRequest, ClaimResult
+from tasktrail.store._commit import CommitStatistics, LatencyHistogram
+from tasktrail.store._controls import (
+    CONTROL_COLUMNS,
+    LIST_PAUSES,
+    Control,
+    check_control,
+    control,
+    write_control_sqlite,
+)
 from tasktrail.store._plan import AppendResult, PendingAppend, task_row
-from tasktrail.store._query import Params, check_limit, finished_sql, task_where
+from tasktrail.store._query import (
+    TASK_COUNTS,
+    Params,
+    TaskFilter,
+    count_rows,
+    count_sql,
+    cursor_sql,
+    finished_sql,
+    list_sql,
+    resolve_cursor,
+)
 from tasktrail.store._scan import fold_tasks
 from tasktrail.store._shared import (
     check_state_at,
@@ -309,6 +328,13 @@ class SQLiteEventStore:
             stream_id, events, expected_version, max_event_bytes=self.max_event_bytes
         )
 
+    def commit_statistics(self) -> CommitStatistics:
+        """How long this store object's commits took so far (a histogram of seconds)."""
+        committer = self._committer
+        if committer is None:
+            return LatencyHistogram().snapshot()
+        return committer.latency.snapshot()
+
     async def drain(self) -> None:
         """Return once every append already queued is committed (or failed)."""
         self._check_open()
@@ -425,25 +451,78 @@ class SQLiteEventStore:
         rerun_of: str | None = None,
         since: datetime | float | None = None,
         until: datetime | float | None = None,
-        finished_since: float | None = None,
+        worker_id: str | None = None,
+        id_prefix: str | None = None,
+        finished_since: datetime | float | None = None,
+        only_finished_since: datetime | float | None = None,
         limit: int | None = None,
         newest_first: bool = False,
+        sort: str = "created",
+        after_id: str | None = None,
+        offset: int = 0,
     ) -> list[Task]:
-        """Tasks matching every filter given, oldest first.
+        """Tasks matching every filter given, oldest first (``newest_first``: newest first).
 
         ``state`` and ``agent`` may each be one value or several; ``since`` (inclusive)
-        and ``until`` (exclusive) bound the creation time (aware datetimes or unix seconds).
+        and ``until`` (exclusive) bound the creation time (aware datetimes or unix seconds);
+        ``finished_since`` leaves out the tasks that finished before it (retention);
+        ``worker_id`` is the worker that holds or last held the task; ``id_prefix`` keeps
+        the ids that start with it; ``only_finished_since`` keeps only the tasks finished
+        at or after then.
+
+        Paging: ``sort`` is ``"created"`` (creation time) or ``"updated"`` (the last
+        change); ``after_id`` continues after that task in this order (a keyset position:
+        the page after the thousandth costs what the first does; TaskNotFoundError if
+        there is no such task); ``offset`` skips that many more.
         """
+        filters: TaskFilter = {
+            "state": state, "agent": agent, "parent_id": parent_id, "rerun_of": rerun_of,
+            "since": since, "until": until, "worker_id": worker_id, "id_prefix": id_prefix,
+            "finished_since": finished_since, "only_finished_since": only_finished_since,
+        }  # fmt: skip
+        after = None
+        if after_id is not None:
+            p = Params(numbered=False)
+            sql = cursor_sql(p, task_id=check_task_id(after_id), sort=sort, order="rowid")
+            rows = list(await self._query(sql, p.values))
+            after = resolve_cursor(after_id, rows[0] if rows else None)
         p = Params(numbered=False)
-        where = task_where(
-            p, state=state, agent=agent, parent_id=parent_id, rerun_of=rerun_of, since=since,
-            until=until, finished_since=finished_since,
+        sql = list_sql(
+            p, filters, order="rowid", sort=sort, newest_first=newest_first, after=after,
+            offset=offset, limit=limit,
         )  # fmt: skip
-        order = "DESC" if newest_first else "ASC"
-        sql = f"SELECT record FROM tasks{where} ORDER BY created_at {order}, rowid {order}"
-        if limit is not None:
-            sql += f" LIMIT {p.add(check_limit(limit))}"
         return [decode_task(row[0]) for row in await self._query(sql, p.values)]
+
+    async def count_tasks(
+        self,
+        *,
+        limit: int | None = None,
+        sort: str = "created",
+        newest_first: bool = False,
+        after_id: str | None = None,
+        **filters: Any,
+    ) -> int:
+        """How many tasks match the filters of :meth:`list_tasks` (after ``after_id`` in
+        its order, if given), counting at most ``limit``: a bounded count reads at most
+        that many index entries."""
+        after = None
+        if after_id is not None:
+            p = Params(numbered=False)
+            sql = cursor_sql(p, task_id=check_task_id(after_id), sort=sort, order="rowid")
+            rows = list(await self._query(sql, p.values))
+            after = resolve_cursor(after_id, rows[0] if rows else None)
+        p = Params(numbered=False)
+        sql = count_sql(
+            p, filters, order="rowid", limit=limit, sort=sort, newest_first=newest_first,
+            after=after,
+        )  # fmt: skip
+        rows = list(await self._query(sql, p.values))
+        return int(rows[0][0])
+
+    async def task_counts(self) -> dict[str, dict[str, int]]:
+        """How many tasks each agent has in each state (states without tasks left out),
+        read from the ``tasks_by_agent`` index alone."""
+        return count_rows(await self._query(TASK_COUNTS))
 
     async def get_tasks(self, task_ids: Iterable[str]) -> list[Task]:
         """The current state of each task that exists among ``task_ids``."""
@@ -609,6 +688,55 @@ class SQLiteEventStore:
             for task_id in expected.keys() | live.keys()
             if expected.get(task_id) != live.get(task_id)
         )
+
+    # -- pauses ------------------------------------------------------------------------------
+
+    async def pause(
+        self, kind: str, target: str, *, actor: str, reason: str | None = None
+    ) -> Control:
+        """Pause an agent (``kind="agent"``) or a concurrency key (``kind="key"``): from
+        the moment this returns, no worker claims a task of it; running tasks go on.
+
+        Recorded in the append-only control log with ``actor`` and ``reason``. Pausing
+        what is already paused records nothing and returns the pause in force.
+        """
+        result = await self._control("pause", kind, target, actor, reason)
+        assert result is not None
+        return result
+
+    async def resume(
+        self, kind: str, target: str, *, actor: str, reason: str | None = None
+    ) -> Control | None:
+        """Resume what :meth:`pause` paused; returns the resume recorded, or ``None`` (and
+        records nothing) when it was not paused."""
+        return await self._control("resume", kind, target, actor, reason)
+
+    async def _control(
+        self, action: str, kind: str, target: str, actor: str, reason: str | None
+    ) -> Control | None:
+        kind, target, actor = check_control(kind, target, actor)
+        self._check_open()
+        async with self._write_lock:
+            with translating(self.path):
+                result: Control | None = await self._writer.call(
+                    write_control_sqlite, action=action, kind=kind, target=target,
+                    actor=actor, reason=reason, now=self._clock(),
+                )  # fmt: skip
+        if self._committer is not None:
+            self._committer.signal_commit()  # a worker waiting for a change looks again
+        return result
+
+    async def list_pauses(self) -> list[Control]:
+        """The pauses in force (the control that made each), oldest first."""
+        return [control(row) for row in await self._query(LIST_PAUSES)]
+
+    async def controls(self, *, after: int = 0, limit: int = 1000) -> list[Control]:
+        """Up to ``limit`` rows of the control log (every pause and resume) after ``after``."""
+        rows = await self._query(
+            f"SELECT {CONTROL_COLUMNS} FROM controls WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit),
+        )
+        return [control(row) for row in rows]
 
     # -- workers -------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from tasktrail.errors import InvalidInputError, StoreClosedError
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task
 from tasktrail.store import POSTGRES_SCHEMES
+from tasktrail.store._query import Params, keyset, task_clauses
 from tasktrail.store._shared import decode_task
 from tasktrail.store._sqlite_errors import translating
 from tasktrail.store._sqlite_open import connect
@@ -170,43 +171,36 @@ class Reader(abc.ABC):
         than ``before``, or the page of tasks newer than ``after``."""
         if before is not None and after is not None:
             raise InvalidInputError("give a page position before or after, not both")
-        clauses: list[str] = []
-        params: list[Any] = []
-
-        def mark(value: Any) -> str:
-            params.append(value)
-            return self._mark(len(params))
-
-        if where.state is not None:
-            clauses.append(f"state = {mark(where.state.value)}")
-        if where.agent is not None:
-            clauses.append(f"agent = {mark(where.agent)}")
-        if where.parent_id is not None:
-            clauses.append(f"parent_id = {mark(where.parent_id)}")
+        # The store's query builder: its filters and its keyset (one copy of each).
+        p = Params(numbered=self.order_column == "ord")
+        clauses = task_clauses(
+            p,
+            state=None if where.state is None else where.state.value,
+            agent=where.agent,
+            parent_id=where.parent_id,
+        )
         if where.text is not None:
             needle = where.text.lower()
             if _verbatim_in_json(needle):
                 # Cheap first: the needle somewhere in the record's JSON text (a scan with no
                 # JSON parsing); then exactly: in one of the fields.
                 escaped = needle.replace("%", "\\%").replace("_", "\\_")
-                clauses.append(self._like("record", mark(f"%{escaped}%")))
-            tests = [self._contains(name, mark(needle)) for name in ("id", *_TEXT_FIELDS)]
+                clauses.append(self._like("record", p.add(f"%{escaped}%")))
+            tests = [self._contains(name, p.add(needle)) for name in ("id", *_TEXT_FIELDS)]
             clauses.append(f"({' OR '.join(tests)})")
         order = self.order_column
         cursor = before or after
         if cursor is not None:
-            # A range on the index's created_at, then the tie on the creation order.
-            sign = "<" if before is not None else ">"
-            at, again, rank = mark(cursor.created_at), mark(cursor.created_at), mark(cursor.order)
             clauses.append(
-                f"created_at {sign}= {at} AND (created_at {sign} {again} OR {order} {sign} {rank})"
+                keyset(p, column="created_at", order=order, at=cursor, descending=after is None)
             )
         direction = "ASC" if after is not None else "DESC"
         sql = (
             f"SELECT record, created_at, {order} FROM tasks"
             + (f" WHERE {' AND '.join(clauses)}" if clauses else "")
-            + f" ORDER BY created_at {direction}, {order} {direction} LIMIT {mark(limit + 1)}"
+            + f" ORDER BY created_at {direction}, {order} {direction} LIMIT {p.add(limit + 1)}"
         )
+        params = p.values
         rows = list(await self._fetch(sql, params))
         more = len(rows) > limit
         rows = rows[:limit]

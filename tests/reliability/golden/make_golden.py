@@ -116,6 +116,10 @@ async def write(path: Path) -> list[dict[str, object]]:
                         event_id=f"golden-{next(ids):04d}",
                     )
                     await store.append(task_id, [new], expected_version=step)
+        # schema 5: the control log (a pause in force, and one paused then resumed)
+        await store.pause("agent", "planner", actor="golden", reason="schema 5")
+        await store.pause("key", "gpu", actor="golden")
+        await store.resume("key", "gpu", actor="golden", reason="done")
         tasks = await store.list_tasks()
     return [msgspec.to_builtins(task) for task in tasks]
 
