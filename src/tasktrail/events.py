@@ -15,7 +15,6 @@ what you read back (with its sequence number, version, time and hash).
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from typing import Any, ClassVar, Final, TypeAlias
 import msgspec
 
 from tasktrail.errors import CorruptEventError, InvalidInputError, UnknownEventTypeError
+from tasktrail.ids import random_hex
 from tasktrail.lifecycle import Trigger
 
 __all__ = [
@@ -231,7 +231,7 @@ def new_event_id() -> str:
     append touches the same few index pages however long the log is (random ids would
     touch one page per event once the index outgrows the cache).
     """
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+    return f"{time.time_ns() // 1_000_000:012x}{random_hex(10)}"
 
 
 class NewEvent(msgspec.Struct, frozen=True):

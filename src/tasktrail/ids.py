@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import unicodedata
 from typing import Final
 
 from tasktrail.errors import InvalidInputError, InvalidTaskIdError
 
-__all__ = ["MAX_ACTOR_LENGTH", "MAX_TASK_ID_LENGTH", "check_actor", "check_task_id"]
+__all__ = [
+    "MAX_ACTOR_LENGTH",
+    "MAX_TASK_ID_LENGTH",
+    "check_actor",
+    "check_task_id",
+    "new_task_id",
+    "random_hex",
+]
 
 MAX_TASK_ID_LENGTH: Final = 255
 
@@ -51,3 +60,43 @@ def check_actor(actor: object) -> str:
     ):
         raise InvalidInputError(f"invalid actor {actor!r}: expected a short printable name")
     return actor
+
+
+class _Entropy:
+    """Random bytes from the OS, read 4 KiB at a time: one system call per ~200 ids
+    instead of one each. Thread-safe; a forked child starts from fresh bytes (it must never
+    hand out its parent's)."""
+
+    _BLOCK: Final = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buffer = b""
+        self._offset = 0
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._buffer, self._offset = b"", 0
+
+    def take(self, size: int) -> bytes:
+        with self._lock:
+            end = self._offset + size
+            if end > len(self._buffer):
+                self._buffer, self._offset, end = os.urandom(max(self._BLOCK, size)), 0, size
+            chunk = self._buffer[self._offset : end]
+            self._offset = end
+            return chunk
+
+
+_entropy = _Entropy()
+
+
+def random_hex(size: int) -> str:
+    """``size`` random bytes from the OS, as hex (``2 * size`` digits)."""
+    return _entropy.take(size).hex()
+
+
+def new_task_id() -> str:
+    """A fresh task id: 32 random hex digits."""
+    return random_hex(16)

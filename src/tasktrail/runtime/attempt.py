@@ -136,8 +136,17 @@ class Attempt:
         if not runner.done() and not self.stopping.is_set():
             # The common case costs no task: a stop cancels the runner, which ends it (or
             # the runner ignores it, and the grace below applies).
-            self._waiting = asyncio.get_running_loop().create_future()
-            await asyncio.wait({runner, self._waiting}, return_when=asyncio.FIRST_COMPLETED)
+            waiting = self._waiting = asyncio.get_running_loop().create_future()
+
+            def ended(_: asyncio.Future[Any]) -> None:
+                if not waiting.done():
+                    waiting.set_result(None)
+
+            runner.add_done_callback(ended)
+            try:
+                await waiting
+            finally:
+                runner.remove_done_callback(ended)
         while not runner.done():
             await first_of(_finished(runner), self.clock.sleep(self.grace))
             if not runner.done():

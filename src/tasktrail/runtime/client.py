@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import uuid
 from collections.abc import Awaitable, Mapping
 from datetime import datetime
 from typing import Any, Final, Literal, Self
@@ -46,7 +45,7 @@ from tasktrail.events import (
     TaskStarted,
     round_trips,
 )
-from tasktrail.ids import check_actor, check_task_id
+from tasktrail.ids import check_actor, check_task_id, new_task_id
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task
 from tasktrail.runtime._aio import first_of
@@ -297,7 +296,7 @@ class AsyncClient:
     async def _launch(
         self, created: TaskCreated, task_id: str | None, *, actor: str | None, reason: str | None
     ) -> Task:
-        new_id = uuid.uuid4().hex if task_id is None else check_task_id(task_id)
+        new_id = new_task_id() if task_id is None else check_task_id(task_id)
         if created.parent_id is not None and await self.store.get_task(created.parent_id) is None:
             raise TaskNotFoundError(created.parent_id)
         event = NewEvent(

@@ -8,6 +8,7 @@ keeps raising gives up on that one delivery (logged) and goes on with the next.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -40,6 +41,8 @@ CHECKPOINT_EVERY: Final = 1.0
 CALLBACK_TRIES: Final = 5
 """Calls of a callback for one finished task before that delivery is given up."""
 _MAX_PAUSE: Final = 60.0
+_STRETCH: Final = 10_000
+"""Sequence numbers looked at by one read of the log."""
 
 
 class Notifier:
@@ -67,11 +70,24 @@ class Notifier:
         )
         saved, saved_at, failures = position, self.clock.monotonic(), 0
         while True:
+            # Listen before reading: a commit during the read or while its finishes are
+            # handled wakes the next read at once, and a read never runs only to learn that
+            # nothing changed (one read per commit, not two).
+            committed = asyncio.ensure_future(self.store.wait_for_commit(self.poll_interval))
             try:
+                await asyncio.sleep(0)  # the waiter is listening before the read starts
                 if position != saved and self.clock.monotonic() - saved_at >= CHECKPOINT_EVERY:
                     await self.store.save_checkpoint(subscriber, position)
                     saved, saved_at = position, self.clock.monotonic()
-                found, upto = await self.store.finished_after(position, with_parent=with_parent)
+                found, upto = await self.store.finished_after(
+                    position, limit=_STRETCH, with_parent=with_parent
+                )
+                failures = 0
+                for event_id, task in found:
+                    yield event_id, task
+                stretch, position = upto - position, upto
+                if stretch < _STRETCH:  # else more may be waiting: read on at once
+                    await committed
             except StoreClosedError:
                 return
             except StorageError as err:
@@ -81,14 +97,8 @@ class Notifier:
                     "%s: reading the log failed (%s); again in %g s", subscriber, err, pause
                 )
                 await self.clock.sleep(pause)
-                continue
-            failures = 0
-            if upto == position:
-                await self.store.wait_for_commit(self.poll_interval)
-                continue
-            for event_id, task in found:
-                yield event_id, task
-            position = upto
+            finally:
+                committed.cancel()
 
     async def deliver_forever(self, name: str, callback: Callback) -> None:
         """Hand every finished task to ``callback``, at least once and de-duplicated.

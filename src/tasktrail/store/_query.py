@@ -314,30 +314,56 @@ def paused_clause(p: Params, agents: Iterable[str], keys: Iterable[str]) -> str:
 
 def queue_sql(page: QueuePage, p: Params, *, order: str) -> str:
     """One page of the start queue: pending, due, outside the full and the paused keys and
-    agents, in start order.
+    agents, in start order: ``(priority, created_at, position, record)`` rows.
 
     ``order`` is the column of insertion order (SQLite's ``rowid``, PostgreSQL's ``ord``),
     the tie-break between tasks created in one commit. A task whose last write lies more
     than :data:`FUTURE_TOLERANCE` ahead is due whatever its ``not_before`` says.
+
+    Each agent's queue is read in order from the ``tasks_queue_by_agent`` index and stops
+    after the page; several agents' pages are merged (a claim's cost never grows with the
+    backlog). Without ``agents`` the ``tasks_queue`` index gives every agent's queue.
     """
+    if page.agents is None:
+        return _queue_part(page, p, order=order, agent=None)
+    paused = set(page.paused_agents)
+    agents = [agent for agent in page.agents if agent not in paused]
+    if not agents:
+        return f"SELECT priority, created_at, {order}, record FROM tasks WHERE 0 = 1"
+    if len(agents) == 1:
+        return _queue_part(page, p, order=order, agent=agents[0])
+    parts = " UNION ALL ".join(
+        f"SELECT * FROM ({_queue_part(page, p, order=order, agent=agent)}) AS queue_{n}"
+        for n, agent in enumerate(agents)
+    )
+    return f"{parts} ORDER BY 1 DESC, 2, 3 LIMIT {p.add(page.limit)}"
+
+
+def _queue_part(page: QueuePage, p: Params, *, order: str, agent: str | None) -> str:
+    """The page of one agent's queue (``agent``), or of every agent's (SQLite, without
+    statistics, would rather sort every pending task than walk ``tasks_queue``)."""
+    source = "tasks INDEXED BY tasks_queue" if agent is None and not p.numbered else "tasks"
     sql = (
-        f"SELECT priority, created_at, {order}, record FROM tasks WHERE state = 'pending' "
+        f"SELECT priority, created_at, {order} AS position, record FROM {source} "
+        "WHERE state = 'pending' "
         f"AND (not_before IS NULL OR not_before <= {p.add(page.now)} "
         f"OR updated_at > {p.add(page.now + FUTURE_TOLERANCE)})"
     )
-    if page.agents is not None:
-        sql += " AND " + p.one_of("agent", page.agents)
+    if agent is not None:
+        sql += f" AND agent = {p.add(agent)}"
     if page.task_ids is not None:
         sql += " AND " + p.one_of("id", page.task_ids)
     if page.full_keys:
         sql += " AND NOT " + p.one_of("coalesce(concurrency_key, agent)", page.full_keys)
-    if paused := paused_clause(p, page.paused_agents, page.paused_keys):
+    paused_agents = page.paused_agents if agent is None else ()
+    if paused := paused_clause(p, paused_agents, page.paused_keys):
         sql += " AND " + paused
-    if page.after is not None:
-        priority, created, position = (p.add(value) for value in page.after)
+    if page.after is not None:  # each placeholder once: SQLite's ? are positional
+        priority, created, position = page.after
         sql += (
-            f" AND (priority < {priority} OR (priority = {priority} AND (created_at > {created} "
-            f"OR (created_at = {created} AND {order} > {position}))))"
+            f" AND (priority < {p.add(priority)} OR (priority = {p.add(priority)} AND "
+            f"(created_at > {p.add(created)} OR (created_at = {p.add(created)} "
+            f"AND {order} > {p.add(position)}))))"
         )
     return sql + f" ORDER BY priority DESC, created_at, {order} LIMIT {p.add(page.limit)}"
 
