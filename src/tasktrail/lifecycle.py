@@ -23,6 +23,7 @@ from transitions import Machine, MachineError
 
 __all__ = [
     "ACTIVE_STATES",
+    "LIVE_STATES",
     "TERMINAL_STATES",
     "TRANSITIONS",
     "TaskState",
@@ -64,10 +65,12 @@ class Trigger(enum.StrEnum):
 TERMINAL_STATES: Final = frozenset({TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED})
 ACTIVE_STATES: Final = frozenset({TaskState.STARTING, TaskState.RUNNING})
 """The states that hold a concurrency slot."""
+LIVE_STATES: Final = frozenset({TaskState.PENDING, *ACTIVE_STATES})
+"""The states of an unfinished task."""
 
 # The pseudo state of a task that does not exist yet. Never stored, never shown.
 _NEW: Final = "new"
-_LIVE: Final = [TaskState.PENDING.value, TaskState.STARTING.value, TaskState.RUNNING.value]
+_LIVE: Final = sorted(state.value for state in LIVE_STATES)
 
 # The single definition of the lifecycle (SPEC section 1), in the ``transitions`` format.
 # ``unless: cancel_requested`` is what makes a requested cancel impossible to overtake.

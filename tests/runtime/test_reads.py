@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tasktrail import StorageError, Task, TaskState
-from tasktrail.runtime.reads import ReadBatcher
+from tasktrail.runtime._waiting import ReadBatcher
 
 
 def task(task_id: str) -> Task:

@@ -30,7 +30,7 @@ from tasktrail.runtime._aio import first_of
 from tasktrail.runtime.clock import Clock
 from tasktrail.runtime.context import RunContext, Runner
 
-__all__ = ["Attempt", "Outcome", "StopReason", "retry_or_fail"]
+__all__ = ["Abandoned", "Attempt", "Outcome", "StopReason", "retry_or_fail"]
 
 _log = logging.getLogger(__name__)
 
@@ -51,6 +51,38 @@ def retry_or_fail(
         )
     failed = TaskFailed(error=error, exit_code=exit_code)
     return failed, f"attempt {task.attempt} of {task.max_attempts} failed"
+
+
+class Abandoned:
+    """The runners a worker abandoned: off the event loop's list of tasks, still running.
+
+    An abandoned coroutine would keep ``asyncio.run()`` (and ``tasktrail worker``) from
+    ever exiting: at shutdown it cancels every task and waits for them all. Taken off the
+    loop's list, it runs on while the loop does, and no longer; this set keeps it alive
+    (the loop's list holds tasks weakly) until it ends, and logs how it ended.
+    """
+
+    def __init__(self) -> None:
+        self._runners: set[asyncio.Future[Any]] = set()
+
+    def add(self, runner: asyncio.Future[Any]) -> None:
+        """Abandon ``runner``."""
+        self._runners.add(runner)
+        unregister = getattr(asyncio.tasks, "_unregister_task", None)
+        if unregister is not None and isinstance(runner, asyncio.Task):
+            unregister(runner)
+            runner._log_destroy_pending = False  # type: ignore[attr-defined]  # warned already
+        runner.add_done_callback(self._ended)
+
+    def _ended(self, runner: asyncio.Future[Any]) -> None:
+        self._runners.discard(runner)
+        if not runner.cancelled() and (err := runner.exception()) is not None:
+            _log.warning("an abandoned runner ended with %s: %s", type(err).__name__, err)
+
+    def cancel_all(self) -> None:
+        """Cancel every abandoned runner still going (the worker stops)."""
+        for runner in list(self._runners):
+            runner.cancel()
 
 
 async def _finished(future: asyncio.Future[Any]) -> None:

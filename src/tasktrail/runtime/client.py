@@ -12,13 +12,10 @@ call returns is the fold of the log at the version the call wrote.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from collections.abc import Awaitable, Mapping
 from datetime import datetime
-from typing import Any, Final, Literal, Self
-
-import msgspec
+from typing import Any, Literal, Self
 
 from tasktrail.errors import (
     IllegalTransitionError,
@@ -27,54 +24,39 @@ from tasktrail.errors import (
     TaskCancelledError,
     TaskFailedError,
     TaskNotFoundError,
-    TasktrailError,
     VersionConflictError,
     WaitTimeoutError,
 )
 from tasktrail.events import (
-    CancelRequested,
     Event,
     NewEvent,
     OutputAppended,
-    RecordedEvent,
-    TaskCancelled,
-    TaskClaimed,
     TaskCompleted,
     TaskCreated,
     TaskFailed,
-    TaskStarted,
-    round_trips,
 )
 from tasktrail.ids import check_actor, check_task_id, new_task_id
-from tasktrail.lifecycle import TaskState
+from tasktrail.lifecycle import LIVE_STATES, TaskState
 from tasktrail.projection import Task
-from tasktrail.runtime._aio import first_of
+from tasktrail.runtime._launch import (
+    SETTING,
+    Setting,
+    cancel_events,
+    created,
+    finish_events,
+    rerun_of,
+)
+from tasktrail.runtime._reading import Reading
 from tasktrail.runtime._settings import count, optional_seconds, seconds
+from tasktrail.runtime._waiting import Watch
 from tasktrail.runtime.clock import Clock, SystemClock
 from tasktrail.runtime.notify import Callback, Notifier
-from tasktrail.runtime.reads import ReadBatcher
-from tasktrail.runtime.waiting import Waiters
-from tasktrail.store import EventStore, VerifyReport, open_store
+from tasktrail.store import EventStore, open_store
 
 __all__ = ["AsyncClient"]
 
-_log = logging.getLogger(__name__)
 
-_LIVE: Final = (TaskState.PENDING, TaskState.STARTING, TaskState.RUNNING)
-_MAX_PRIORITY: Final = 1_000_000
-
-
-class _Setting:
-    """The default of a per-task deadline: the client's own setting."""
-
-    def __repr__(self) -> str:
-        return "<the client's setting>"
-
-
-SETTING: Final = _Setting()
-
-
-class AsyncClient:
+class AsyncClient(Reading):
     """Launches, inspects, waits for and cancels tasks; never runs them (a worker does).
 
     Open with ``async with AsyncClient(database) as client:``.
@@ -123,8 +105,7 @@ class AsyncClient:
             self.store = database
         self._group: asyncio.TaskGroup | None = None
         self._loops: list[asyncio.Task[None]] = []
-        self._waiters = Waiters()
-        self._reads = ReadBatcher(self.store.get_tasks)
+        self._watch = Watch(self.store, self.clock, self.poll_interval)
         self._callbacks: dict[str, Callback] = {}
         self._notifier = Notifier(self.store, self.clock, self.poll_interval)
         self._state: Literal["new", "open", "closed"] = "new"
@@ -139,7 +120,7 @@ class AsyncClient:
             self._group = asyncio.TaskGroup()
             await self._group.__aenter__()
             self._state = "open"
-            self._spawn_loop(self._watch_forever(), "watch")
+            self._spawn_loop(self._watch.forever(), "watch")
             await self._opened()
             for name, callback in self._callbacks.items():
                 self._spawn_loop(self._notifier.deliver_forever(name, callback), f"notify:{name}")
@@ -168,7 +149,7 @@ class AsyncClient:
             self._state = "closed"
             return
         self._state = "closed"
-        self._waiters.fail_all(StoreClosedError(self._what))
+        self._watch.waiters.fail_all(StoreClosedError(self._what))
         try:
             for loop in self._loops:
                 loop.cancel()
@@ -191,69 +172,6 @@ class AsyncClient:
 
     # -- launching ------------------------------------------------------------------------------
 
-    def _created(
-        self,
-        agent: str,
-        prompt: str,
-        *,
-        input: Any,
-        description: str,
-        parent_id: str | None,
-        session_id: str | None,
-        concurrency_key: str | None,
-        priority: int,
-        max_attempts: int | None,
-        metadata: Mapping[str, Any] | None,
-        not_before: datetime | float | None,
-        task_ttl: float | _Setting | None,
-        queue_timeout: float | _Setting | None,
-        run_timeout: float | _Setting | None,
-        rerun_of: str | None = None,
-    ) -> TaskCreated:
-        """The ``task.created`` payload of a launch, checked (nothing is written yet)."""
-        if not agent or not isinstance(agent, str):
-            raise InvalidInputError(f"agent must be a non-empty str, not {agent!r}")
-        if not isinstance(prompt, str):
-            raise InvalidInputError(f"prompt must be a str, not {type(prompt).__name__}")
-        if not isinstance(description, str):
-            raise InvalidInputError(f"description must be a str, not {description!r}")
-        if input is not None and not round_trips(input):
-            raise InvalidInputError(
-                f"input {input!r:.80} does not survive JSON unchanged; give JSON values "
-                "(dict with str keys, list, str, number, bool, None), not tuples, sets, "
-                "datetimes or objects"
-            )
-        if metadata is not None and not isinstance(metadata, Mapping):
-            raise InvalidInputError(f"metadata must be a mapping, not {metadata!r}")
-        count("priority", priority, low=-_MAX_PRIORITY, high=_MAX_PRIORITY)
-        attempts = self.max_attempts if max_attempts is None else max_attempts
-        count("max_attempts", attempts)
-
-        def deadline(
-            name: str, value: float | _Setting | None, default: float | None
-        ) -> float | None:
-            return default if value is SETTING else optional_seconds(name, value, positive=True)
-
-        return TaskCreated(
-            agent=agent, prompt=prompt, description=description, parent_id=parent_id,
-            session_id=session_id, concurrency_key=concurrency_key, priority=priority,
-            max_attempts=attempts, metadata=dict(metadata or {}), input=input,
-            not_before=self._start_time(not_before), rerun_of=rerun_of,
-            task_ttl=deadline("task_ttl", task_ttl, self.task_ttl),
-            queue_timeout=deadline("queue_timeout", queue_timeout, self.queue_timeout),
-            run_timeout=deadline("run_timeout", run_timeout, self.run_timeout),
-        )  # fmt: skip
-
-    def _start_time(self, not_before: datetime | float | None) -> float | None:
-        """``not_before`` as unix time: an aware datetime, or seconds from now."""
-        if not_before is None:
-            return None
-        if isinstance(not_before, datetime):
-            if not_before.utcoffset() is None:
-                raise InvalidInputError("not_before must be an aware datetime (with tzinfo)")
-            return not_before.timestamp()
-        return self.clock.time() + seconds("not_before", not_before)
-
     async def launch(
         self,
         agent: str,
@@ -269,9 +187,9 @@ class AsyncClient:
         max_attempts: int | None = None,
         metadata: Mapping[str, Any] | None = None,
         not_before: datetime | float | None = None,
-        task_ttl: float | _Setting | None = SETTING,
-        queue_timeout: float | _Setting | None = SETTING,
-        run_timeout: float | _Setting | None = SETTING,
+        task_ttl: float | Setting | None = SETTING,
+        queue_timeout: float | Setting | None = SETTING,
+        run_timeout: float | Setting | None = SETTING,
         actor: str | None = None,
         reason: str | None = None,
     ) -> Task:
@@ -285,26 +203,25 @@ class AsyncClient:
         existing task is untouched) and TaskNotFoundError when ``parent_id`` names no task.
         """
         self._check_open()
-        created = self._created(
-            agent, prompt, input=input, description=description, parent_id=parent_id,
-            session_id=session_id, concurrency_key=concurrency_key, priority=priority,
-            max_attempts=max_attempts, metadata=metadata, not_before=not_before,
-            task_ttl=task_ttl, queue_timeout=queue_timeout, run_timeout=run_timeout,
+        payload = created(
+            self, self.clock.time(), agent, prompt, input=input, description=description,
+            parent_id=parent_id, session_id=session_id, concurrency_key=concurrency_key,
+            priority=priority, max_attempts=max_attempts, metadata=metadata,
+            not_before=not_before, task_ttl=task_ttl, queue_timeout=queue_timeout,
+            run_timeout=run_timeout,
         )  # fmt: skip
-        return await self._launch(created, task_id, actor=actor, reason=reason)
+        return await self._launch(payload, task_id, actor=actor, reason=reason)
 
     async def _launch(
-        self, created: TaskCreated, task_id: str | None, *, actor: str | None, reason: str | None
+        self, payload: TaskCreated, task_id: str | None, *, actor: str | None, reason: str | None
     ) -> Task:
         new_id = new_task_id() if task_id is None else check_task_id(task_id)
-        if created.parent_id is not None and await self.store.get_task(created.parent_id) is None:
-            raise TaskNotFoundError(created.parent_id)
-        event = NewEvent(
-            created, actor=self._actor(actor), reason=reason, correlation_id=created.parent_id
-        )
-        result = await self.store.append(new_id, [event], expected_version=0)
-        self._written(result.task)
-        return result.task
+        if payload.parent_id is not None and await self.store.get_task(payload.parent_id) is None:
+            raise TaskNotFoundError(payload.parent_id)
+        return await self._append(
+            new_id, [payload], reason, actor=self._actor(actor), expected_version=0,
+            correlation_id=payload.parent_id,
+        )  # fmt: skip
 
     async def rerun(
         self, task_id: str, *, actor: str | None = None, reason: str | None = None
@@ -313,83 +230,14 @@ class AsyncClient:
         (any state), recorded as its rerun (``rerun_of``); return it, ``pending``."""
         self._check_open()
         original = await self._require(task_id)
-        created = TaskCreated(
-            agent=original.agent, prompt=original.prompt, description=original.description,
-            parent_id=original.parent_id, concurrency_key=original.concurrency_key,
-            priority=original.priority, max_attempts=original.max_attempts,
-            metadata=original.metadata, input=original.input, rerun_of=original.id,
-            task_ttl=original.task_ttl, queue_timeout=original.queue_timeout,
-            run_timeout=original.run_timeout,
-        )  # fmt: skip
-        if created.parent_id is not None and await self.store.get_task(created.parent_id) is None:
-            created = msgspec.structs.replace(created, parent_id=None)
+        parent = original.parent_id
+        exists = parent is None or await self.store.get_task(parent) is not None
+        payload = rerun_of(original, parent_exists=exists)
         return await self._launch(
-            created, None, actor=actor, reason=reason or f"rerun of {original.id}"
+            payload, None, actor=actor, reason=reason or f"rerun of {original.id}"
         )
 
-    # -- reading ---------------------------------------------------------------------------------
-
-    async def get_task(self, task_id: str) -> Task | None:
-        """The task, or ``None`` when there is no task with this id."""
-        self._check_open()
-        return await self.store.get_task(task_id)
-
-    async def _require(self, task_id: str) -> Task:
-        task = await self.get_task(task_id)
-        if task is None:
-            raise TaskNotFoundError(task_id)
-        return task
-
-    async def list_tasks(
-        self,
-        state: TaskState | str | tuple[TaskState | str, ...] | list[TaskState | str] | None = None,
-        *,
-        agent: str | list[str] | tuple[str, ...] | None = None,
-        parent_id: str | None = None,
-        since: datetime | float | None = None,
-        until: datetime | float | None = None,
-        limit: int | None = None,
-        newest_first: bool = False,
-    ) -> list[Task]:
-        """Tasks matching every filter given, oldest first; finished ones within retention.
-
-        ``state`` and ``agent`` may be one value or several; ``since`` (inclusive) and
-        ``until`` (exclusive) bound the creation time: aware datetimes or unix seconds.
-        """
-        self._check_open()
-        horizon = None if self.retention is None else self.clock.time() - self.retention
-        return await self.store.list_tasks(
-            state=state, agent=agent, parent_id=parent_id, since=since, until=until,
-            finished_since=horizon, limit=limit, newest_first=newest_first,
-        )  # fmt: skip
-
-    async def children(self, task_id: str) -> list[Task]:
-        """The tasks launched with ``parent_id=task_id``, oldest first, as they are now
-        (finished ones with their final state, whatever became of the parent)."""
-        await self._require(task_id)
-        return await self.store.list_tasks(parent_id=task_id)
-
-    async def reruns(self, task_id: str) -> list[Task]:
-        """The reruns of ``task_id`` (tasks whose ``rerun_of`` is it), oldest first."""
-        await self._require(task_id)
-        return await self.store.list_tasks(rerun_of=task_id)
-
-    async def history(self, task_id: str) -> list[RecordedEvent]:
-        """Every event of the task, in order."""
-        self._check_open()
-        return await self.store.history(task_id)
-
-    async def state_at(
-        self, task_id: str, *, version: int | None = None, at: datetime | float | None = None
-    ) -> Task | None:
-        """The task as it was at ``version`` or time ``at`` (see the store's ``state_at``)."""
-        self._check_open()
-        return await self.store.state_at(task_id, version=version, at=at)
-
-    async def verify(self) -> VerifyReport:
-        """Recompute the log's hash chain (see the store's ``verify``)."""
-        self._check_open()
-        return await self.store.verify()
+    # -- reading (and :class:`~tasktrail.runtime._reading.Reading`) ----------------------
 
     async def get_output(
         self, task_id: str, *, wait: bool = False, timeout: float | None = None
@@ -413,48 +261,9 @@ class AsyncClient:
         """
         if timeout is not None:
             timeout = seconds("timeout", timeout)
-        with self._waiters.listen(task_id) as finished:
-            task = await self._read_listening(task_id)  # after listening: no finish missed
-            if task.is_terminal:
-                return task
-            if timeout is None:
-                return await finished
-            await first_of(finished, self.clock.sleep(timeout))
-            if finished.done() and not finished.cancelled():
-                return finished.result()
-            raise WaitTimeoutError(task_id, timeout)
-
-    async def _read_listening(self, task_id: str) -> Task:
-        """Read a waited-for task; the reads of all callers waiting at once share a query."""
         self._check_open()
         assert self._group is not None
-        task = await self._reads.read(check_task_id(task_id), self._group.create_task)
-        if task is None:
-            raise TaskNotFoundError(task_id)
-        return task
-
-    async def _watch_forever(self) -> None:
-        """Look up every waited-for task at once (finishes recorded by other processes)
-        when another process commits, and every ``poll_interval`` at the latest."""
-        while True:
-            await first_of(self._changed(), self.clock.sleep(self.poll_interval))
-            if waited := self._waiters.task_ids():
-                try:
-                    for task in await self.store.get_tasks(waited):
-                        if task.is_terminal:
-                            self._waiters.finished(task)
-                except StoreClosedError:
-                    return
-                except TasktrailError as err:
-                    _log.warning("reading %d waited-for tasks failed: %s", len(waited), err)
-
-    async def _changed(self) -> None:
-        """Return when another process may have committed, or after ``poll_interval``; a
-        store that cannot tell (busy, damaged) is simply waited out."""
-        try:
-            await self.store.wait_for_change(self.poll_interval)
-        except TasktrailError:  # never return at once: the loop would spin
-            await self.clock.sleep(self.poll_interval)
+        return await self._watch.wait(check_task_id(task_id), timeout, self._group.create_task)
 
     async def run(
         self, agent: str, prompt: str = "", *, timeout: float | None = None, **options: Any
@@ -507,10 +316,14 @@ class AsyncClient:
         *,
         actor: str,
         expected_version: int | None = None,
+        correlation_id: str | None = None,
     ) -> Task:
         result = await self.store.append(
             task_id,
-            [NewEvent(e, actor=actor, reason=reason) for e in events],
+            [
+                NewEvent(e, actor=actor, reason=reason, correlation_id=correlation_id)
+                for e in events
+            ],
             expected_version=expected_version,
         )
         self._written(result.task)
@@ -519,7 +332,7 @@ class AsyncClient:
     def _written(self, task: Task) -> None:
         """A write through this client committed (a worker hears of it too)."""
         if task.is_terminal:
-            self._waiters.finished(task)
+            self._watch.waiters.finished(task)
 
     async def complete_task(
         self,
@@ -559,16 +372,7 @@ class AsyncClient:
         who = self._actor(actor)
         while True:
             task = await self._require(task_id)
-            events: list[Event] = [outcome]
-            if isinstance(outcome, TaskCompleted):
-                if task.state is TaskState.PENDING:
-                    events = [
-                        TaskClaimed(worker_id="external", attempt=task.attempt + 1),
-                        TaskStarted(),
-                        outcome,
-                    ]
-                elif task.state is TaskState.STARTING:
-                    events = [TaskStarted(), outcome]
+            events = finish_events(task, outcome)
             try:
                 done = await self._append(
                     task_id, events, reason, actor=who, expected_version=task.version
@@ -616,16 +420,13 @@ class AsyncClient:
         self._check_open()
         who = self._actor(actor)
         why = reason or "cancel of every unfinished task"
-        live = await self.store.list_tasks(state=_LIVE)
+        live = await self.store.list_tasks(state=tuple(LIVE_STATES))
         return list(await asyncio.gather(*(self._cancel_one(t, force, who, why) for t in live)))
 
     async def _cancel_one(self, task: Task, force: bool, actor: str, reason: str) -> Task:
         while not task.is_terminal:
-            at_once = force or task.state is TaskState.PENDING
-            events: list[Event] = [CancelRequested(force=force)]
-            if at_once:
-                events.append(TaskCancelled(forced=force))
-            elif task.cancel_requested:
+            events = cancel_events(task, force=force)
+            if events is None:
                 break  # already requested; the runner is stopping
             try:
                 task = await self._append(

@@ -21,6 +21,7 @@ from tasktrail.errors import InvalidInputError
 from tasktrail.events import TaskCreated
 from tasktrail.projection import Task
 from tasktrail.runtime._aio import first_of
+from tasktrail.runtime._settings import WorkerSettings
 from tasktrail.runtime.client import AsyncClient
 from tasktrail.runtime.clock import Clock
 from tasktrail.runtime.context import RunContext, Runner
@@ -102,11 +103,14 @@ class TaskManager(AsyncClient):
         )  # fmt: skip
         self._worker: Worker | None = None
         if run_tasks:
+            settings = WorkerSettings(
+                max_running=max_running, limits=limits or {}, poll_interval=self.poll_interval,
+                lease_timeout=lease_timeout, cancel_grace=cancel_grace,
+                start_timeout=start_timeout, retry_backoff=retry_backoff,
+            )  # fmt: skip
             self._worker = Worker(
-                self.store, self.clock, on_written=self._heard_write, max_running=max_running,
-                limits=limits, poll_interval=self.poll_interval, lease_timeout=lease_timeout,
-                cancel_grace=cancel_grace, start_timeout=start_timeout,
-                retry_backoff=retry_backoff, worker_id=worker_id, task_ids=task_ids,
+                self.store, self.clock, settings, on_written=self._heard_write,
+                worker_id=worker_id, task_ids=task_ids,
             )  # fmt: skip
 
     @property

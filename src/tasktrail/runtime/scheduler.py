@@ -12,7 +12,7 @@ from typing import Literal
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task
 
-__all__ = ["Breach", "deadline_breach"]
+__all__ = ["Breach", "Check", "check_attempt", "deadline_breach"]
 
 Breach = tuple[Literal["expired", "timeout"], str]
 
@@ -41,4 +41,41 @@ def deadline_breach(task: Task, *, now: float) -> Breach | None:
         and now - task.started_at.timestamp() >= task.run_timeout
     ):
         return "timeout", f"run timeout of {task.run_timeout:g} s expired"
+    return None
+
+
+Check = tuple[Literal["lost", "superseded", "cancel", "ttl", "timeout", "start"], str]
+
+
+def check_attempt(
+    mine: Task,
+    current: Task | None,
+    *,
+    worker_id: str,
+    now: float,
+    running_for: float,
+    started: bool,
+    start_timeout: float | None,
+) -> Check | None:
+    """Why the attempt of ``mine`` (this worker's, running for ``running_for`` seconds)
+    must stop, given its task as the log has it now (``current``), if it must.
+
+    ``lost``: the task finished elsewhere; ``superseded``: another attempt holds it;
+    ``cancel``: a cancel was requested; ``ttl``/``timeout``: a deadline passed at unix
+    time ``now``; ``start``: the runner did not report its start in ``start_timeout``.
+    """
+    if current is None or current.is_terminal:
+        return "lost", "finished elsewhere"
+    holds = current.worker_id == worker_id and current.attempt == mine.attempt
+    if not (current.is_active and holds):
+        return "superseded", (
+            f"now {current.state.value}, attempt {current.attempt} of {current.worker_id}"
+        )
+    if current.cancel_requested:
+        return "cancel", "cancelled by request"
+    breach = deadline_breach(current, now=now)
+    if breach is not None:
+        return ("ttl" if breach[0] == "expired" else "timeout"), breach[1]
+    if start_timeout is not None and not started and running_for >= start_timeout:
+        return "start", f"the runner did not start within {start_timeout:g} s"
     return None

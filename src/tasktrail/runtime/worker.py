@@ -24,8 +24,7 @@ import dataclasses
 import logging
 import math
 import os
-import uuid
-from collections.abc import Callable, Collection, Coroutine, Mapping
+from collections.abc import Callable, Collection, Coroutine
 from typing import Any, Final
 
 from tasktrail._crashpoints import crash_point
@@ -33,7 +32,6 @@ from tasktrail.errors import (
     AttemptSupersededError,
     CorruptDatabaseError,
     IllegalTransitionError,
-    InvalidInputError,
     StorageError,
     StoreClosedError,
     TasktrailError,
@@ -43,21 +41,22 @@ from tasktrail.events import (
     Event,
     NewEvent,
     TaskCancelled,
-    TaskCompleted,
     TaskFailed,
     TaskRequeued,
 )
+from tasktrail.ids import random_hex
 from tasktrail.lifecycle import ACTIVE_STATES
 from tasktrail.projection import Task
 from tasktrail.runtime._aio import first_of
-from tasktrail.runtime._settings import count, seconds
-from tasktrail.runtime.attempt import Attempt
+from tasktrail.runtime._recording import Recorder, tried_again
+from tasktrail.runtime._settings import WorkerSettings
+from tasktrail.runtime.attempt import Abandoned, Attempt
 from tasktrail.runtime.clock import Clock
 from tasktrail.runtime.context import RunContext, Runner
 from tasktrail.runtime.notify import Notifier
 from tasktrail.runtime.recovery import Identity, Leases, recover_orphans
 from tasktrail.runtime.registry import as_runner
-from tasktrail.runtime.scheduler import deadline_breach
+from tasktrail.runtime.scheduler import check_attempt, deadline_breach
 from tasktrail.store import EventStore
 from tasktrail.store._claim import ClaimRequest, ClaimResult
 
@@ -69,8 +68,6 @@ _UNLIMITED_SLOTS: Final = 512
 """Tasks claimed at once by a worker without ``max_running``."""
 _IDLE_CLAIM: Final = 1.0
 """Seconds between two claims of a worker that heard of no change (a missed signal)."""
-_WRITE_TRIES: Final = 5
-"""Tries of an attempt's write when the database is busy (then the error stands)."""
 
 
 class Worker:
@@ -80,42 +77,19 @@ class Worker:
         self,
         store: EventStore,
         clock: Clock,
+        settings: WorkerSettings,
         *,
         on_written: Callable[[Task], None],
-        max_running: int | None,
-        limits: Mapping[str, int] | None,
-        poll_interval: float,
-        lease_timeout: float,
-        cancel_grace: float,
-        start_timeout: float | None,
-        retry_backoff: float,
         worker_id: str | None,
         task_ids: Collection[str] | None,
     ) -> None:
         self.store = store
         self.clock = clock
+        self.settings = settings
         self._on_written = on_written
-        self.max_running = None if max_running is None else count("max_running", max_running)
-        self.limits = {
-            str(key): count(f"limits[{key!r}]", value, low=0)
-            for key, value in (limits or {}).items()
-        }
-        self.poll_interval = poll_interval
-        self.lease_timeout = seconds("lease_timeout", lease_timeout, positive=True)
-        self.cancel_grace = seconds("cancel_grace", cancel_grace)
-        self.start_timeout = (
-            None
-            if start_timeout is None
-            else seconds("start_timeout", start_timeout, positive=True)
-        )
-        self.retry_backoff = seconds("retry_backoff", retry_backoff)
-        if self.poll_interval >= self.lease_timeout:
-            raise InvalidInputError(
-                f"poll_interval ({poll_interval:g} s) must be shorter than lease_timeout "
-                f"({lease_timeout:g} s): a worker heartbeats between its rounds"
-            )
         self.here = Identity.here()
-        self.worker_id = worker_id or f"{self.here.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.worker_id = worker_id or f"{self.here.host}:{os.getpid()}:{random_hex(3)}"
+        self._recorder = Recorder(store, self.worker_id, on_written)
         self.task_ids = None if task_ids is None else frozenset(task_ids)
         self.runners: dict[str, Runner] = {}
         self.running: dict[str, Attempt] = {}
@@ -125,8 +99,8 @@ class Worker:
         self._next_at: float | None = None
         self._wake = asyncio.Event()
         self._leases = Leases()
-        self._notifier = Notifier(store, clock, poll_interval)
-        self._abandoned: set[asyncio.Future[Any]] = set()
+        self._notifier = Notifier(store, clock, settings.poll_interval)
+        self._abandoned = Abandoned()
         self._group: asyncio.TaskGroup | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._agents_changed = False
@@ -192,8 +166,7 @@ class Worker:
             run.stop("shutdown", "the worker is shutting down")
         for run in runs:
             await run.done.wait()
-        for future in list(self._abandoned):
-            future.cancel()
+        self._abandoned.cancel_all()
 
     async def sign_off(self) -> None:
         """Re-queue tasks claimed here but never run, and record the clean stop."""
@@ -238,7 +211,10 @@ class Worker:
                 return
             except TasktrailError as err:
                 failures += 1
-                pause = min(self.poll_interval * 2 ** min(failures, 6), self.lease_timeout / 3)
+                pause = min(
+                    self.settings.poll_interval * 2 ** min(failures, 6),
+                    self.settings.lease_timeout / 3,
+                )
                 _log.warning(
                     "worker %s: a round failed (%s); again in %g s", self.worker_id, err, pause
                 )
@@ -259,7 +235,7 @@ class Worker:
     def _pause(self) -> float:
         """Seconds until the next round is due: the poll interval, the next heartbeat, or
         the next scheduled start, whichever comes first."""
-        pause = min(self.poll_interval, self.lease_timeout / 3)
+        pause = min(self.settings.poll_interval, self.settings.lease_timeout / 3)
         if self._next_at is not None:
             pause = min(pause, max(0.0, self._next_at - self.clock.time()))
         return pause
@@ -282,19 +258,19 @@ class Worker:
         now = self.clock.monotonic()
         paused = now - self._last_tick
         self._last_tick = now
-        if paused > self.lease_timeout:
+        if paused > self.settings.lease_timeout:
             _log.warning(
                 "worker %s was paused for %.0f s, longer than its lease of %g s: checking "
                 "that its %d attempt(s) still hold their tasks",
-                self.worker_id, paused, self.lease_timeout, len(self.running),
+                self.worker_id, paused, self.settings.lease_timeout, len(self.running),
             )  # fmt: skip
             self._last_beat = self._last_sweep = -math.inf
         if self._agents_changed:
             await self._sign_on()
-        elif now - self._last_beat >= self.lease_timeout / 3:
+        elif now - self._last_beat >= self.settings.lease_timeout / 3:
             await self.store.heartbeat(self.worker_id)
             self._last_beat = now
-        if now - self._last_sweep >= self.poll_interval:
+        if now - self._last_sweep >= self.settings.poll_interval:
             self._last_sweep = now
             await self._sweep(now)
         due = self._next_at is not None and self._next_at <= self.clock.time()
@@ -306,9 +282,9 @@ class Worker:
     def room(self) -> int:
         """Slots free here (an attempt recording its outcome counts as free)."""
         busy = len(self.running) - self._finishing
-        if self.max_running is None:
+        if self.settings.max_running is None:
             return _UNLIMITED_SLOTS
-        return self.max_running - busy
+        return self.settings.max_running - busy
 
     def claim_soon(self) -> None:
         """Claim in a task of its own, which sends its request before the event loop next
@@ -342,7 +318,7 @@ class Worker:
                 result = await self._send_claim(
                     ClaimRequest(
                         worker_id=self.worker_id, slots=slots, now=self.clock.time(),
-                        agents=frozenset(self.runners), limits=self.limits,
+                        agents=frozenset(self.runners), limits=self.settings.limits,
                         task_ids=self.task_ids, start_agents=self._start_agents(),
                         exclude=frozenset(self.running),
                     )
@@ -364,16 +340,11 @@ class Worker:
     async def _send_claim(self, request: ClaimRequest) -> ClaimResult:
         """``store.claim(request)``; after a storage error (the commit may have happened
         before it) the same request is sent again, and answered with what it claimed."""
-        for tries in range(1, _WRITE_TRIES + 1):
-            try:
-                return await self.store.claim(request)
-            except StorageError as err:
-                if isinstance(err, StoreClosedError) or tries == _WRITE_TRIES:
-                    raise
-                _log.info("worker %s: a claim failed (%s); asking again", self.worker_id, err)
-                request = dataclasses.replace(request, retry=True)
-                await asyncio.sleep(0.05 * 2**tries)
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        async def send(again: bool) -> ClaimResult:
+            return await self.store.claim(dataclasses.replace(request, retry=again))
+
+        return await tried_again(send, f"worker {self.worker_id}: a claim")
 
     # -- one attempt ---------------------------------------------------------------------------
 
@@ -381,48 +352,32 @@ class Worker:
         assert self._group is not None
 
         async def append(task_id: str, events: list[Event], reason: str | None) -> Task:
-            return await self._append_fenced(run, events, reason)
+            return await self._recorder.append(run, events, reason)
 
         _log.info("task %s: attempt %d of %s starts", task.id, task.attempt, task.agent)
-        ctx = RunContext(task, append=append, clock=self.clock, cancel_grace=self.cancel_grace)
+        grace = self.settings.cancel_grace
+        ctx = RunContext(task, append=append, clock=self.clock, cancel_grace=grace)
         run = Attempt(
-            ctx, clock=self.clock, grace=self.cancel_grace, started_at=self.clock.monotonic(),
-            on_abandon=self._abandon,
+            ctx, clock=self.clock, grace=grace, started_at=self.clock.monotonic(),
+            on_abandon=self._abandoned.add,
         )  # fmt: skip
         self.running[task.id] = run
         if self._closing:  # claimed while the worker stops: re-queued at once
             run.stop("shutdown", "the worker is shutting down")
         self._group.create_task(self._execute(run), name=f"tasktrail-run:{task.id}")
 
-    def _abandon(self, runner: asyncio.Future[Any]) -> None:
-        self._abandoned.add(runner)
-        # An abandoned coroutine would keep asyncio.run() (and `tasktrail worker`) from
-        # ever exiting: at shutdown it cancels every task and waits for them all. Take it
-        # off the loop's list of tasks; it runs on while the loop does, and no longer.
-        unregister = getattr(asyncio.tasks, "_unregister_task", None)
-        if unregister is not None and isinstance(runner, asyncio.Task):
-            unregister(runner)
-            runner._log_destroy_pending = False  # type: ignore[attr-defined]  # warned above
-
-        def forget(done: asyncio.Future[Any]) -> None:
-            self._abandoned.discard(done)
-            if not done.cancelled() and (err := done.exception()) is not None:
-                _log.warning("an abandoned runner ended with %s: %s", type(err).__name__, err)
-
-        runner.add_done_callback(forget)
-
     async def _execute(self, run: Attempt) -> None:
         task = run.ctx.task
         try:
             outcome, reason = await run.run(
-                self.runners.get(task.agent), backoff=self.retry_backoff
+                self.runners.get(task.agent), backoff=self.settings.retry_backoff
             )
             if outcome is not None:
                 crash_point("runtime.before_finish")
                 self._finishing += 1
                 try:
                     self.claim_soon()  # the next claim goes in the same commit as the outcome
-                    await self._record(run, outcome, reason)
+                    await self._recorder.record(run, outcome, reason)
                 finally:
                     self._finishing -= 1
                 crash_point("runtime.after_finish")
@@ -436,7 +391,7 @@ class Worker:
                 "task %s: attempt %d could not record its end: %s", task.id, task.attempt, err
             )
             try:
-                await self._settle(run)
+                await self._recorder.settle(run)
             except TasktrailError as settle_error:
                 _log.warning(
                     "task %s: it could not be failed either (%s); recovery will decide",
@@ -447,56 +402,6 @@ class Worker:
             self.running.pop(task.id, None)
             run.done.set()
             self.wake()
-
-    async def _record(self, run: Attempt, outcome: Event, reason: str | None) -> None:
-        """Record how an attempt ended, under its claim."""
-        try:
-            task = await self._append_fenced(run, [outcome], reason)
-            _log.info("task %s: attempt %d ended %s", task.id, task.attempt, task.state.value)
-        except AttemptSupersededError:
-            raise
-        except IllegalTransitionError:
-            # A cancel requested elsewhere overtook the outcome: acknowledge it instead.
-            await self._settle(run)
-        except InvalidInputError as err:
-            if not isinstance(outcome, TaskCompleted):
-                raise
-            failed = TaskFailed(error=f"the result could not be stored: {err}")
-            await self._append_fenced(run, [failed], "the runner's result could not be stored")
-
-    async def _append_fenced(self, run: Attempt, events: list[Event], reason: str | None) -> Task:
-        """Append for a running attempt, only while it holds its task; a busy database is
-        tried again (the same events, so a write that did commit is not made twice)."""
-        task = run.ctx.task
-        new = [NewEvent(e, actor=self.worker_id, reason=reason) for e in events]
-        for tries in range(1, _WRITE_TRIES + 1):
-            try:
-                result = await self.store.append(task.id, new, fence=(self.worker_id, task.attempt))
-            except StorageError as err:
-                if isinstance(err, StoreClosedError) or tries == _WRITE_TRIES:
-                    raise
-                _log.info("task %s: a write failed (%s); trying again", task.id, err)
-                await asyncio.sleep(0.05 * 2**tries)
-                continue
-            self._on_written(result.task)
-            return result.task
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _settle(self, run: Attempt) -> None:
-        """After an attempt could not record its outcome, leave the task in a legal end."""
-        current = await self.store.get_task(run.ctx.task.id)
-        if current is None or current.is_terminal:
-            return
-        if not (current.is_active and current.worker_id == self.worker_id
-                and current.attempt == run.ctx.task.attempt):  # fmt: skip
-            return
-        if current.cancel_requested:
-            event: Event = TaskCancelled()
-            reason = "cancel acknowledged"
-        else:
-            event = TaskFailed(error="the attempt's outcome could not be recorded")
-            reason = "the runner's result or output could not be stored"
-        await self._append_fenced(run, [event], reason)
 
     # -- sweeps and recovery -------------------------------------------------------------------
 
@@ -522,37 +427,33 @@ class Worker:
                         await run.ctx.flush()
                     except TasktrailError as err:  # kept: the next flush tries again
                         _log.warning("task %s: writing its output failed: %s", task_id, err)
-        if now - self._last_recovery >= self.lease_timeout / 2:
+        if now - self._last_recovery >= self.settings.lease_timeout / 2:
             self._last_recovery = now
             await self.recover()
 
     def _check(self, run: Attempt, task: Task | None, now: float, wall: float) -> None:
         """Stop an attempt that lost its task, was cancelled elsewhere, or ran out of time."""
-        mine = run.ctx.task
-        if task is None or task.is_terminal:
-            run.stop("lost", "finished elsewhere")
-            return
-        if not (
-            task.is_active and task.worker_id == self.worker_id and task.attempt == mine.attempt
-        ):
-            _log.warning(
-                "task %s: attempt %d was superseded (now %s, attempt %d of %s); stopping it",
-                task.id, mine.attempt, task.state.value, task.attempt, task.worker_id,
-            )  # fmt: skip
-            run.stop("lost", "superseded")
-            return
-        if task.cancel_requested and not run.ctx.cancel_requested:
-            self.request_stop(run, force=False)
-        breach = deadline_breach(task, now=wall)
-        if breach is not None and run.stop_reason is None:
-            run.stop("ttl" if breach[0] == "expired" else "timeout", breach[1])
-        if (
-            self.start_timeout is not None
-            and not run.ctx.is_started
-            and now - run.started_at >= self.start_timeout
-            and run.stop_reason is None
-        ):
-            run.stop("start", f"the runner did not start within {self.start_timeout:g} s")
+        check = check_attempt(
+            run.ctx.task, task, worker_id=self.worker_id, now=wall,
+            running_for=now - run.started_at, started=run.ctx.is_started,
+            start_timeout=self.settings.start_timeout,
+        )  # fmt: skip
+        match check:
+            case None:
+                return
+            case ("superseded", detail):
+                _log.warning(
+                    "task %s: attempt %d was superseded (%s); stopping it",
+                    run.ctx.task.id, run.ctx.task.attempt, detail,
+                )  # fmt: skip
+                run.stop("lost", "superseded")
+            case ("lost", detail):
+                run.stop("lost", detail)
+            case ("cancel", _):
+                if not run.ctx.cancel_requested:
+                    self.request_stop(run, force=False)
+            case (reason, detail) if run.stop_reason is None:
+                run.stop(reason, detail)
 
     def request_stop(self, run: Attempt, force: bool) -> None:
         """Tell the runner (``ctx.cancel_requested``) and cancel its asyncio task."""
@@ -564,7 +465,7 @@ class Worker:
         async with self._claim_lock:  # a claim in flight is not yet "running here"
             decided = await recover_orphans(
                 self.store, worker_id=self.worker_id, leases=self._leases,
-                now=self.clock.monotonic(), lease_timeout=self.lease_timeout,
+                now=self.clock.monotonic(), lease_timeout=self.settings.lease_timeout,
                 running_here=self.running.keys(), here=self.here,
             )  # fmt: skip
         for task in decided:
