@@ -9,7 +9,7 @@ answered. Appends that arrive during a commit form the next batch, so many concu
 callers share one durable commit.
 
 The steps are written once, as a generator that yields the reads and writes it needs
-(:class:`Op`) and receives their results: the backend only executes each op with its
+(:mod:`._ops`) and receives their results: the backend only executes each op with its
 driver. SQLite runs the whole generator on its writer thread, one hop per batch;
 PostgreSQL drives it with ``await``. So what a batch decides (appends planned against the
 projection, then claims chosen under the same lock) is the same on both backends.
@@ -24,21 +24,30 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
-
-import msgspec
 
 from tasktrail.errors import TasktrailError
 from tasktrail.events import Event, NewEvent, TaskClaimed, TaskStarted
 from tasktrail.projection import Task
 from tasktrail.store._claim import ClaimRequest, ClaimResult, QueuePage, QueuePosition, choose
+from tasktrail.store._latency import COMMIT_BUCKETS, CommitStatistics, LatencyHistogram
+from tasktrail.store._ops import (
+    Op,
+    ReadActive,
+    ReadClaimed,
+    ReadKnownIds,
+    ReadNextAt,
+    ReadPaused,
+    ReadQueue,
+    ReadTail,
+    ReadTasks,
+    Write,
+    drive,
+)
 from tasktrail.store._plan import (
     AppendResult,
     BatchPlan,
-    EventRow,
     PendingAppend,
-    TaskRow,
     plan_batch,
 )
 from tasktrail.store._shared import prepare_append
@@ -74,97 +83,7 @@ _MAX_PAGE: Final = 2048
 
 Request: TypeAlias = PendingAppend | ClaimRequest
 Outcome: TypeAlias = AppendResult | ClaimResult | TasktrailError
-
-
-# -- the ops a batch asks its backend for -------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ReadTail:
-    """-> (sequence, hash) of the log's last event; (0, GENESIS) when it is empty."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReadTasks:
-    """-> {task id: Task} for each of ``ids`` that exists."""
-
-    ids: list[str]
-
-
-@dataclass(frozen=True, slots=True)
-class ReadActive:
-    """-> {limit key: tasks starting or running}."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReadKnownIds:
-    """-> {event id: (stream id, version, sequence)} for each of ``ids`` stored."""
-
-    ids: list[str]
-
-
-@dataclass(frozen=True, slots=True)
-class ReadQueue:
-    """-> [(position, Task)]: one page of the start queue (see :class:`QueuePage`)."""
-
-    page: QueuePage
-
-
-@dataclass(frozen=True, slots=True)
-class ReadNextAt:
-    """-> the earliest ``not_before`` after ``now`` of a pending task of ``agents`` (and
-    among ``task_ids``), or ``None``."""
-
-    now: float
-    agents: tuple[str, ...] | None
-    task_ids: tuple[str, ...] | None
-
-
-@dataclass(frozen=True, slots=True)
-class ReadPaused:
-    """-> (paused agents, paused keys): the pauses in force (see :mod:`._controls`)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReadClaimed:
-    """-> [task id]: the tasks with an event whose id lies in [low, high)."""
-
-    low: str
-    high: str
-
-
-@dataclass(frozen=True, slots=True)
-class Write:
-    """-> None: insert ``events`` and upsert ``tasks`` (``last_sequence`` is the last event's)."""
-
-    events: list[EventRow]
-    tasks: list[TaskRow]
-    last_sequence: int
-
-
-Op: TypeAlias = (
-    ReadTail
-    | ReadTasks
-    | ReadActive
-    | ReadKnownIds
-    | ReadQueue
-    | ReadNextAt
-    | ReadClaimed
-    | ReadPaused
-    | Write
-)
-Steps: TypeAlias = Generator[Op, Any, "tuple[list[Outcome], dict[str, Task | None], int | None]"]
-
-
-def drive(steps: Generator[Op, Any, Any], execute: Callable[[Op], Any]) -> Any:
-    """Run ``steps`` to its end with a synchronous ``execute``; return what it returns."""
-    result: Any = None
-    while True:
-        try:
-            op = steps.send(result)
-        except StopIteration as stop:
-            return stop.value
-        result = execute(op)
+Steps: TypeAlias = Generator[Op, Any, tuple[list[Outcome], dict[str, Task | None], int | None]]
 
 
 async def _wait(signal: asyncio.Event, timeout: float) -> bool:
@@ -175,47 +94,6 @@ async def _wait(signal: asyncio.Event, timeout: float) -> bool:
         async with asyncio.timeout(timeout):
             return await signal.wait()
     return False
-
-
-COMMIT_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-"""Upper bounds (seconds) of the commit latency histogram's buckets."""
-
-
-class LatencyHistogram:
-    """Counts of observed durations per bucket (cumulative, as Prometheus has them)."""
-
-    __slots__ = ("count", "counts", "total")
-
-    def __init__(self) -> None:
-        self.counts = [0] * len(COMMIT_BUCKETS)
-        self.total = 0.0
-        self.count = 0
-
-    def observe(self, seconds: float) -> None:
-        """Count one duration."""
-        self.total += seconds
-        self.count += 1
-        for index, bound in enumerate(COMMIT_BUCKETS):
-            if seconds <= bound:
-                self.counts[index] += 1
-
-    def snapshot(self) -> CommitStatistics:
-        """The figures so far, as an immutable record."""
-        return CommitStatistics(
-            commits=self.count,
-            seconds_sum=self.total,
-            buckets=tuple(zip(COMMIT_BUCKETS, self.counts, strict=True)),
-        )
-
-
-class CommitStatistics(msgspec.Struct, frozen=True):
-    """How long this store's commits took (see :meth:`EventStore.commit_statistics`)."""
-
-    commits: int
-    """Batches committed (or failed) so far by this store object."""
-    seconds_sum: float
-    buckets: tuple[tuple[float, int], ...]
-    """(upper bound in seconds, commits that took at most that long): cumulative."""
 
 
 class Queued:
