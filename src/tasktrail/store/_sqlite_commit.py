@@ -100,10 +100,18 @@ class Writer:
         self.signature: tuple[FileSignature, ...] = ()
         """The database files as this connection's last call left them: a change seen
         later that does not match was made by another connection."""
+        self.calls = 0
+        """Calls finished so far."""
+        self.busy = False
+        """A call is running (the files are changing under it)."""
+        self.on_external: Callable[[], None] | None = None
+        """Called (on the event loop) when a call finds the files changed since the last
+        one: another connection wrote in between."""
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def open(self, connect: Callable[[], sqlite3.Connection]) -> None:
         """Open the connection (on the writer thread, where it will be used)."""
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         self._conn = await loop.run_in_executor(self._executor, connect)
 
     async def call(
@@ -123,10 +131,23 @@ class Writer:
         )
 
     def _run(self, call: Callable[[], T]) -> T:
+        self.busy = True
         try:
+            before = signatures(self._files)
+            if self.signature and before != self.signature and self.on_external is not None:
+                assert self._loop is not None
+                self._loop.call_soon_threadsafe(self.on_external)
             return call()
         finally:  # still on the writer thread: the files as this write left them
             self.signature = signatures(self._files)
+            self.calls += 1
+            self.busy = False
+
+    def written_by_another(self, files: tuple[FileSignature, ...], *, calls: int) -> bool:
+        """Whether ``files``, seen after ``calls`` calls had finished, were written by
+        another connection. ``False`` when a call of this writer ran meanwhile: the files
+        may have been caught mid-write, and the next call judges what it finds itself."""
+        return not self.busy and self.calls == calls and files != self.signature
 
     async def close(self) -> None:
         """Close the connection once the calls already queued are done."""

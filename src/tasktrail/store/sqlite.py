@@ -207,6 +207,7 @@ class SQLiteEventStore:
             max_batch_events=self.max_batch_events,
             max_event_bytes=self.max_event_bytes,
         )
+        self._writer.on_external = self._committer.signal_external
         self._opened = True
         self._watcher = asyncio.get_running_loop().create_task(
             self._watch_files(), name=f"tasktrail-watch:{self.path}"
@@ -261,6 +262,7 @@ class SQLiteEventStore:
         inode = seen[1][0] if seen[1] is not None else None
         while True:
             await asyncio.sleep(CHANGE_POLL)
+            calls = self._writer.calls
             now = signatures(files)
             if now == seen:
                 continue
@@ -275,7 +277,7 @@ class SQLiteEventStore:
                 )
                 self._committer.signal_external()
                 return
-            if now != self._writer.signature:
+            if self._writer.written_by_another(now, calls=calls):
                 self._committer.signal_external()
 
     # -- appending -----------------------------------------------------------------------
