@@ -284,6 +284,9 @@ SAFE_SQL_PARTS = {
     "_sort_column(sort)",  # a column name looked up in SORTS; anything else is refused
     "_source(p, filters)",  # "tasks", or "tasks INDEXED BY tasks_finished"
     "source",  # the same
+    # a claim's queue read: one part per agent, each itself an f-string this test checks
+    "_queue_part(page, p, order=order, agent=agent)",
+    "n",  # the part's number from enumerate(), naming its subquery
 }
 # ... and placeholders handed out by a Params (store/_query.py): "?" or "$n", never a value.
 PLACEHOLDER = re.compile(r"^p\.add\(.*\)$")
