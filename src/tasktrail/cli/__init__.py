@@ -1,6 +1,7 @@
 """The ``tasktrail`` command line, built on the public API only."""
 
 from tasktrail.cli import (  # noqa: F401  (they register commands)
+    _cancel,
     _control,
     _demo,
     _inspect,

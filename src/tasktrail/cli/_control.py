@@ -18,8 +18,8 @@ from tasktrail.cli._app import (
     open_existing,
     run_async,
 )
+from tasktrail.cli._launch import cli_actor
 from tasktrail.cli._notes import pause_line
-from tasktrail.cli._work import cli_actor
 from tasktrail.lifecycle import ACTIVE_STATES
 from tasktrail.store import EventStore
 

@@ -1,4 +1,4 @@
-"""Commands that create and run tasks: submit, run, wait, cancel, rerun.
+"""Commands that create and run tasks, and wait for them: submit, run, wait.
 
 Every write says who made it: ``user:<login name>`` (``$TASKTRAIL_ACTOR`` overrides it),
 and why, with ``--reason``.
@@ -7,19 +7,11 @@ and why, with ``--reason``.
 from __future__ import annotations
 
 import asyncio
-import functools
-import getpass
-import os
 import signal
 import sys
-import time
-import uuid
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, Final, TypeVar, cast
+from typing import Any
 
 import click
-import msgspec
 
 from tasktrail.cli._app import (
     config_option,
@@ -38,11 +30,9 @@ from tasktrail.cli._app import (
 )
 from tasktrail.cli._config import load_config
 from tasktrail.cli._inspect import print_output, waiting_notes
-from tasktrail.cli._progress import progress
-from tasktrail.cli._times import parse_duration, parse_moment
+from tasktrail.cli._launch import CLI_POLL, cli_actor, launch_options, read_prompt
 from tasktrail.cli._worker import load_app
 from tasktrail.errors import (
-    InvalidInputError,
     TaskCancelledError,
     TaskFailedError,
     WaitTimeoutError,
@@ -52,134 +42,7 @@ from tasktrail.projection import Task
 from tasktrail.runtime.client import AsyncClient
 from tasktrail.runtime.manager import TaskManager
 
-__all__ = ["cli_actor", "run_exit_code"]
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-_LIVE_STATES: Final = ("pending", "starting", "running")
-_CLI_POLL = 0.2
-"""Seconds between checks for what other processes did, in commands a person waits on."""
-
-
-def cli_actor() -> str:
-    """Who writes from this command line: ``$TASKTRAIL_ACTOR``, else ``user:<login>``."""
-    explicit = os.environ.get("TASKTRAIL_ACTOR")
-    if explicit:
-        return explicit
-    try:
-        return f"user:{getpass.getuser()}"
-    except (KeyError, OSError):  # no login name (a container with an unnamed uid)
-        return f"user:{os.getuid()}"
-
-
-def read_input(text: str | None) -> Any:
-    """``--input``: JSON text, or ``@FILE`` holding JSON (``None``: no input)."""
-    if text is None:
-        return None
-    source = "--input"
-    if text.startswith("@"):
-        source = text[1:]
-        try:
-            text = Path(source).read_text(encoding="utf-8")
-        except OSError as err:
-            raise InvalidInputError(f"cannot read {source}: {err.strerror or err}") from err
-    try:
-        return msgspec.json.decode(text)
-    except msgspec.DecodeError as err:
-        raise InvalidInputError(f"{source} is not valid JSON: {err}") from err
-
-
-def launch_options(fn: F) -> F:
-    """The options of a new task, shared by ``submit`` and ``run``: the command receives
-    them as one ``launch`` dict of :meth:`TaskManager.launch` keywords (``task_id`` set)."""
-
-    @functools.wraps(fn)
-    def collected(
-        *args: Any,
-        task_id: str | None,
-        description: str,
-        parent: str | None,
-        priority: int,
-        key: str | None,
-        max_attempts: int | None,
-        input_text: str | None,
-        delay: str | None,
-        at: str | None,
-        reason: str | None,
-        **kwargs: Any,
-    ) -> Any:
-        if delay is not None and at is not None:
-            raise click.UsageError("give --in or --at, not both")
-        not_before: Any = None
-        if delay is not None:
-            not_before = parse_duration(delay)
-        elif at is not None:
-            not_before = parse_moment(at)
-        launch = {
-            "task_id": task_id or new_task_id(), "description": description,
-            "parent_id": parent, "priority": priority, "concurrency_key": key,
-            "max_attempts": max_attempts, "input": read_input(input_text),
-            "not_before": not_before, "reason": reason,
-        }  # fmt: skip
-        return fn(*args, launch=launch, **kwargs)
-
-    options = [
-        click.option("--id", "task_id", default=None, help="The task's id [default: random]."),
-        click.option("--description", default="", help="A short description for listings."),
-        click.option("--parent", default=None, metavar="TASK_ID", help="The parent task."),
-        click.option("--priority", type=int, default=0, show_default=True, help="Higher first."),
-        click.option("--key", default=None, help="Concurrency key [default: the agent]."),
-        click.option(
-            "--max-attempts",
-            type=click.IntRange(min=1, max=1_000_000),
-            metavar="N",
-            default=None,
-            help="Attempts in all [default: worker.max_attempts of the config, else 1].",
-        ),
-        click.option(
-            "--input",
-            "input_text",
-            default=None,
-            metavar="JSON|@FILE",
-            help="The task's input: JSON, or @FILE holding JSON ({input} in commands).",
-        ),
-        click.option(
-            "--in",
-            "delay",
-            default=None,
-            metavar="DURATION",
-            help="Start no sooner than this from now (90, 10m, 2h, 1d).",
-        ),
-        click.option(
-            "--at",
-            "at",
-            default=None,
-            metavar="TIME",
-            help="Start no sooner than this time (ISO 8601, time of day, or Unix).",
-        ),
-        click.option("--reason", default=None, help="Why, for the log."),
-    ]
-    wrapped: Any = collected
-    for option in reversed(options):
-        wrapped = option(wrapped)
-    return cast(F, wrapped)
-
-
-def new_task_id() -> str:
-    """A fresh task id: 12 hex digits, short enough to type (``--id`` picks your own)."""
-    return uuid.uuid4().hex[:12]
-
-
-def read_prompt(words: tuple[str, ...], *, input_given: bool = False) -> str:
-    """The prompt: the words joined by spaces, or standard input for a single ``-``.
-
-    It may be empty only when the task has an input instead."""
-    text = sys.stdin.read() if words == ("-",) else " ".join(words)
-    if not text.strip() and not input_given:
-        raise InvalidInputError(
-            "give a prompt (or - to read it from standard input), or an --input"
-        )
-    return text
+__all__ = ["run_exit_code"]
 
 
 @main.command()
@@ -367,7 +230,7 @@ async def wait(
     """
     finished: list[Task] = []
     late: WaitTimeoutError | None = None
-    async with AsyncClient(existing(db), poll_interval=_CLI_POLL) as client:
+    async with AsyncClient(existing(db), poll_interval=CLI_POLL) as client:
         ids = [await resolve_id(client.store, task_id) for task_id in task_ids]
         try:
             async with waiting_notes(client.store, ids), asyncio.timeout(timeout):
@@ -390,141 +253,3 @@ async def wait(
     cancelled = [t for t in finished if t.state is TaskState.CANCELLED]
     if cancelled:
         raise TaskCancelledError(cancelled[0].id, cancelled[0].reason)
-
-
-_UNFINISHED = click.Choice([s.value for s in TaskState if s.value in _LIVE_STATES])
-
-
-@main.command()
-@task_ids_argument(required=False)
-@db_option
-@click.option("--all", "everything", is_flag=True, help="Every unfinished task.")
-@click.option("--agent", "agents", multiple=True, help="Unfinished tasks of this agent (repeat).")
-@click.option(
-    "--state", "states", type=_UNFINISHED, multiple=True,
-    help="Tasks in this state: pending, starting or running (repeat).",
-)  # fmt: skip
-@click.option(
-    "--older-than", default=None, metavar="DURATION",
-    help="Unfinished tasks created longer ago than this (90, 10m, 2h, 1d).",
-)  # fmt: skip
-@click.option("--yes", "-y", is_flag=True, help="Cancel what the filters select without asking.")
-@click.option("--force", is_flag=True, help="Cancelled at once; the worker kills the process.")
-@click.option("--wait", "wait_", is_flag=True, help="Wait until each task is finished.")
-@click.option("--reason", default=None, help="Why, for the log [default: cancel requested].")
-@json_option
-@run_async
-async def cancel(
-    task_ids: tuple[str, ...], db: str | None, everything: bool, agents: tuple[str, ...],
-    states: tuple[str, ...], older_than: str | None, yes: bool, force: bool, wait_: bool,
-    reason: str | None, as_json: bool,
-) -> None:  # fmt: skip
-    """Cancel tasks, and all their descendants: the ones named, or every unfinished task
-    the filters select (--all, --agent, --state, --older-than; after a confirmation, or
-    with --yes).
-
-    A pending task is cancelled at once. A running one gets a cancel request: its worker
-    stops the process (SIGTERM, then SIGKILL after the grace) and records `cancelled`.
-    With --force it is `cancelled` at once and the worker kills the process. A finished
-    task is left as it is. Prints a line per task (with --json, the task as the cancel
-    left it, one per line).
-
-    \b
-    Example:
-      tasktrail cancel 3f2a9c1d0e4b --reason 'wrong branch'
-      tasktrail cancel 3f2a --force --wait
-      tasktrail cancel --agent claude --older-than 2h --yes
-      tasktrail cancel --all
-    """
-    filtered = everything or bool(agents or states or older_than)
-    if filtered == bool(task_ids):
-        raise InvalidInputError(
-            "give task ids, or filters (--all, --agent, --state, --older-than), not both"
-        )
-    if everything and (agents or states or older_than):
-        raise InvalidInputError("--all selects every unfinished task: it takes no other filter")
-    async with AsyncClient(existing(db), poll_interval=_CLI_POLL, actor=cli_actor()) as client:
-        if filtered:
-            ids = await _select(client.store, agents, states, older_than)
-            if not ids:
-                click.echo("no unfinished task matches", err=True)
-                return
-            _confirm(len(ids), yes=yes)
-        else:
-            ids = [await resolve_id(client.store, task_id) for task_id in task_ids]
-        tasks: list[Task] = []
-        with progress("cancelling", total=len(ids), unit="tasks") as advance:
-            for start in range(0, len(ids), _CANCEL_BATCH):  # one commit per batch
-                batch = ids[start : start + _CANCEL_BATCH]
-                tasks += await asyncio.gather(
-                    *(client.cancel(task_id, force=force, reason=reason) for task_id in batch)
-                )
-                advance(len(batch))
-        if wait_:
-            tasks = [await client.wait(task.id) for task in tasks]
-    for task in tasks:
-        if as_json:
-            emit_json(task)
-        elif task.state is TaskState.CANCELLED:
-            click.echo(f"{task.id}: cancelled")
-        elif task.is_terminal:
-            click.echo(f"{task.id}: already {task.state.value}, left as it is")
-        else:
-            click.echo(f"{task.id}: cancel requested ({task.state.value}; its worker stops it)")
-
-
-_CANCEL_BATCH: Final = 200
-
-
-async def _select(
-    store: Any, agents: tuple[str, ...], states: tuple[str, ...], older_than: str | None
-) -> list[str]:
-    """The ids of the unfinished tasks the filters select, oldest first."""
-    until = None if older_than is None else time.time() - parse_duration(older_than)
-    ids: list[str] = []
-    after = None
-    while page := await store.list_tasks(
-        state=states or _LIVE_STATES, agent=agents or None, until=until, after_id=after,
-        limit=5000,
-    ):  # fmt: skip
-        ids += [task.id for task in page]
-        after = page[-1].id
-    return ids
-
-
-def _confirm(count: int, *, yes: bool) -> None:
-    """Ask before a bulk cancel (``--yes``: do not ask); refuse without a terminal."""
-    if yes:
-        return
-    what = f"{count:,} unfinished task(s) (and their descendants)"
-    if not sys.stdin.isatty():
-        raise InvalidInputError(f"this would cancel {what}; pass --yes to do it")
-    if not click.confirm(f"Cancel {what}?", default=False, err=True):
-        raise click.Abort()
-
-
-@main.command()
-@task_ids_argument(required=True)
-@db_option
-@click.option("--reason", default=None, help="Why, for the log [default: rerun of ID].")
-@json_option
-@run_async
-async def rerun(
-    task_ids: tuple[str, ...], db: str | None, reason: str | None, as_json: bool
-) -> None:
-    """Launch a copy of each task (same agent, prompt, input and options) and print the new
-    id; the copy records which task it re-runs (`show` links both ways).
-
-    \b
-    Example:
-      tasktrail rerun $ID
-      NEW=$(tasktrail rerun $ID --reason 'fixed the flaky test') && tasktrail wait $NEW
-    """
-    async with AsyncClient(existing(db), actor=cli_actor()) as client:
-        ids = [await resolve_id(client.store, task_id) for task_id in task_ids]
-        copies = [await client.rerun(task_id, reason=reason) for task_id in ids]
-    for copy in copies:
-        if as_json:
-            emit_json(copy)
-        else:
-            click.echo(copy.id)
