@@ -46,7 +46,7 @@ from tasktrail import (
     TaskStarted,
 )
 from tasktrail.events import EVENT_TAGS, Event, encode_payload
-from tasktrail.runtime.recovery import pid_exists
+from tasktrail.runtime._recovery import pid_exists
 from tasktrail.store._migrate import migrations
 from tasktrail.store._plan import EventRow, TaskRow, task_row
 

@@ -8,7 +8,7 @@ how long that took and its resident size. Both sides write into the cached log i
 
 Baseline, *raw recovery*: stdlib ``sqlite3`` on the same file, timed from opening it: read
 the workers, the ``running`` rows and the log's tail, make the same decision for each task
-(``tasktrail.runtime.recovery.decide``), build its row with :class:`rows.Chain` (encode,
+(``tasktrail.runtime._recovery.decide``), build its row with :class:`rows.Chain` (encode,
 chain, fold) and write 100 events and their upserts per transaction. Its result passes
 ``store.verify()`` and ``check_projection()`` (checked on the first repetition).
 """
@@ -44,7 +44,7 @@ from common import (
 from core import raw_verify, tasktrail_verify
 from rows import INSERT_EVENT, UPSERT_TASK, Chain, raw_connect
 from tasktrail import SQLiteEventStore
-from tasktrail.runtime.recovery import Identity, decide, owner_is_dead
+from tasktrail.runtime._recovery import Identity, decide, owner_is_dead
 from tasktrail.store._plan import EventRow, TaskRow, task_row
 from tasktrail.store._shared import decode_task
 from tasktrail.store._workers import WORKER_COLUMNS, worker_info

@@ -11,7 +11,7 @@ from typing import Any
 from mcp_clients import over_stdio, payload, until
 
 from mcp import ClientSession
-from tasktrail.runtime.recovery import pid_exists
+from tasktrail.runtime._recovery import pid_exists
 
 TOOLS = {
     "launch_task", "run_task", "task_status", "task_output", "wait_task", "cancel_task",

@@ -11,7 +11,7 @@ from mcp.client import Client
 from mcp_clients import in_process, payload, tool_error, until
 
 from tasktrail import TaskManager, TaskState
-from tasktrail.runtime.recovery import pid_exists
+from tasktrail.runtime._recovery import pid_exists
 
 
 async def call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:

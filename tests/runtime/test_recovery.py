@@ -34,7 +34,7 @@ from tasktrail import (
     TaskState,
     open_store,
 )
-from tasktrail.runtime.recovery import pid_exists
+from tasktrail.runtime._recovery import pid_exists
 from tasktrail.testing import FakeClock
 
 HOST = socket.gethostname()

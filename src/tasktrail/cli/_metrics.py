@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from tasktrail.errors import TasktrailError
 from tasktrail.lifecycle import TaskState
-from tasktrail.runtime.recovery import looks_live
+from tasktrail.runtime._recovery import looks_live
 from tasktrail.store import EventStore
 from tasktrail.store._commit import CommitStatistics
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from tasktrail.cli._format import age
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task
-from tasktrail.runtime.recovery import unserved_agents
+from tasktrail.runtime._recovery import unserved_agents
 from tasktrail.store import EventStore
 from tasktrail.store._controls import Control
 

@@ -24,7 +24,7 @@ from tasktrail.cli._json import iso
 from tasktrail.cli._metrics import database_families, render
 from tasktrail.cli._notes import pause_line
 from tasktrail.lifecycle import TaskState
-from tasktrail.runtime.recovery import looks_live, unserved_agents
+from tasktrail.runtime._recovery import looks_live, unserved_agents
 from tasktrail.store import EventStore
 
 __all__: list[str] = []

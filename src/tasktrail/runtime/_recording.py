@@ -17,7 +17,7 @@ from tasktrail.errors import (
 )
 from tasktrail.events import Event, NewEvent, TaskCancelled, TaskCompleted, TaskFailed
 from tasktrail.projection import Task
-from tasktrail.runtime.attempt import Attempt
+from tasktrail.runtime._attempt import Attempt
 from tasktrail.store import EventStore
 
 __all__ = ["WRITE_TRIES", "Recorder", "tried_again"]

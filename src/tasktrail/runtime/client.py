@@ -46,11 +46,11 @@ from tasktrail.runtime._launch import (
     finish_events,
     rerun_of,
 )
+from tasktrail.runtime._notify import Callback, Notifier
 from tasktrail.runtime._reading import Reading
 from tasktrail.runtime._settings import count, optional_seconds, seconds
 from tasktrail.runtime._waiting import Watch
 from tasktrail.runtime.clock import Clock, SystemClock
-from tasktrail.runtime.notify import Callback, Notifier
 from tasktrail.store import EventStore, open_store
 
 __all__ = ["AsyncClient"]

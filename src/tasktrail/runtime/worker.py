@@ -11,7 +11,7 @@
   else (:class:`~tasktrail.AttemptSupersededError`). The sweep stops an attempt that lost
   its task, and a worker that finds it was paused for longer than its lease checks every
   attempt before doing anything else.
-* **Liveness** of other workers is judged by :class:`~tasktrail.runtime.recovery.Leases`
+* **Liveness** of other workers is judged by :class:`~tasktrail.runtime._recovery.Leases`
   (this worker's monotonic clock), and every background loop survives a storage error: it
   logs, pauses and goes on.
 """
@@ -48,15 +48,15 @@ from tasktrail.ids import random_hex
 from tasktrail.lifecycle import ACTIVE_STATES
 from tasktrail.projection import Task
 from tasktrail.runtime._aio import first_of
+from tasktrail.runtime._attempt import Abandoned, Attempt
+from tasktrail.runtime._notify import Notifier
 from tasktrail.runtime._recording import Recorder, tried_again
+from tasktrail.runtime._recovery import Identity, Leases, recover_orphans
+from tasktrail.runtime._scheduler import check_attempt, deadline_breach
 from tasktrail.runtime._settings import WorkerSettings
-from tasktrail.runtime.attempt import Abandoned, Attempt
 from tasktrail.runtime.clock import Clock
 from tasktrail.runtime.context import RunContext, Runner
-from tasktrail.runtime.notify import Notifier
-from tasktrail.runtime.recovery import Identity, Leases, recover_orphans
 from tasktrail.runtime.registry import as_runner
-from tasktrail.runtime.scheduler import check_attempt, deadline_breach
 from tasktrail.store import EventStore
 from tasktrail.store._claim import ClaimRequest, ClaimResult
 

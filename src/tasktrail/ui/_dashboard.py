@@ -24,8 +24,8 @@ from tasktrail.errors import (
 from tasktrail.ids import check_task_id
 from tasktrail.lifecycle import ACTIVE_STATES, TaskState
 from tasktrail.projection import Task, fold_all
+from tasktrail.runtime._recovery import Identity, Leases
 from tasktrail.runtime.client import AsyncClient
-from tasktrail.runtime.recovery import Identity, Leases
 from tasktrail.store import EventStore, open_store
 from tasktrail.store._validate import redact_url
 from tasktrail.ui._actions import ACTOR, Actions, new_token

@@ -18,7 +18,7 @@ import msgspec
 from tasktrail.events import OutputAppended, RecordedEvent
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task
-from tasktrail.runtime.recovery import Identity, owner_is_dead
+from tasktrail.runtime._recovery import Identity, owner_is_dead
 from tasktrail.store._workers import WorkerInfo
 from tasktrail.ui._timeline import Timeline
 

@@ -32,7 +32,7 @@ from tasktrail.store import EventStore
 
 __all__ = ["CALLBACK_TRIES", "CHECKPOINT_EVERY", "Callback", "Notifier"]
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("tasktrail.runtime.notify")  # a documented name
 T = TypeVar("T")
 
 Callback = Callable[[Task], Awaitable[None]]

@@ -46,7 +46,7 @@ __all__ = [
     "unserved_agents",
 ]
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("tasktrail.runtime.recovery")  # a documented name
 
 
 def _read(path: str) -> str | None:

@@ -32,7 +32,7 @@ from tasktrail.runtime.context import RunContext, Runner
 
 __all__ = ["Abandoned", "Attempt", "Outcome", "StopReason", "retry_or_fail"]
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("tasktrail.runtime.attempt")  # a documented name
 
 StopReason = Literal["cancel", "timeout", "start", "ttl", "lost", "shutdown", "paused"]
 Outcome = tuple[Event | None, str | None]
