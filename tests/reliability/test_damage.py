@@ -141,14 +141,27 @@ def _garbage(data: bytes) -> bytes:
     return b"not a database, just some text\n" * 100
 
 
-DAMAGE = {"header": _header, "truncated": _half, "not-a-database": _garbage}
+def _schema(data: bytes) -> bytes:
+    """A space in the stored ``CREATE TABLE events`` made 0xA0, as one bit flip did: SQLite
+    then reads the first column as a column of another name and type, and the rest shifted."""
+    at = data.index(b"seq            INTEGER PRIMARY KEY") + len(b"seq ")
+    return data[:at] + b"\xa0" + data[at + 1 :]
+
+
+DAMAGE = {
+    "header": _header,
+    "truncated": _half,
+    "not-a-database": _garbage,
+    "schema": _schema,
+}
 
 
 @pytest.mark.parametrize("damage", [pytest.param(name, id=name) for name in DAMAGE])
 def test_targeted_damage_is_a_typed_error(
     tmp_path: Path, pristine: tuple[bytes, Any, Any], damage: str, figures: Figures
 ) -> None:
-    """A zeroed header, a cut file or a file of text is reported as a typed error."""
+    """A zeroed header, a cut file, a file of text or a damaged table definition is reported
+    as a typed error."""
     original, _, _ = pristine
     path = tmp_path / "damaged.db"
     path.write_bytes(DAMAGE[damage](original))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
-from tasktrail.errors import IncompatibleSchemaError, StorageBusyError
+from tasktrail.errors import CorruptDatabaseError, IncompatibleSchemaError, StorageBusyError
 from tasktrail.store._migrate import migrations
 
 if TYPE_CHECKING:
@@ -87,3 +88,60 @@ def init_schema(conn: sqlite3.Connection, path: str, *, busy_timeout: float) -> 
     current = _user_version(conn)
     if current > len(migrations()):
         raise IncompatibleSchemaError(path, current, len(migrations()))
+    check_shape(conn, path)
+
+
+Shape: TypeAlias = dict[str, tuple[tuple[bytes, bytes, int, int], ...]]
+"""Each table's columns: (name, declared type, not null, primary key position)."""
+
+
+def check_shape(conn: sqlite3.Connection, path: str) -> None:
+    """Raise CorruptDatabaseError when a table of the schema does not have the columns the
+    migrations give it.
+
+    SQLite reads a table's columns from the ``CREATE TABLE`` text it stores; a damaged byte
+    there (one bit flip turned a space into 0xA0) changes a column's name or type and shifts
+    every value after it, with no error from SQLite itself. Tables of the user's own are
+    left alone.
+    """
+    found = _shape(conn, tables=tuple(_expected_shape()))
+    for table, columns in _expected_shape().items():
+        if found.get(table) != columns:
+            raise CorruptDatabaseError(
+                f"{path} is damaged: the stored definition of table {table!r} is not the "
+                "one tasktrail created (restore the database from a backup)"
+            )
+
+
+@functools.cache
+def _expected_shape() -> Shape:
+    """The shape every migration applied gives a new database."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        for _number, _name, statements in migrations():
+            for statement in statements:
+                conn.execute(statement)
+        tables = [
+            name
+            for (name,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        ]
+        return _shape(conn, tables=tuple(tables))
+    finally:
+        conn.close()
+
+
+def _shape(conn: sqlite3.Connection, *, tables: tuple[str, ...]) -> Shape:
+    """The columns of ``tables`` as SQLite reads them (names and types as bytes: a damaged
+    definition need not be UTF-8)."""
+    return {
+        table: tuple(
+            conn.execute(
+                "SELECT CAST(name AS BLOB), CAST(type AS BLOB), \"notnull\", pk "
+                "FROM pragma_table_info(?)",
+                (table,),
+            ).fetchall()
+        )
+        for table in tables
+    }
