@@ -138,7 +138,7 @@ def _shape(conn: sqlite3.Connection, *, tables: tuple[str, ...]) -> Shape:
     return {
         table: tuple(
             conn.execute(
-                "SELECT CAST(name AS BLOB), CAST(type AS BLOB), \"notnull\", pk "
+                'SELECT CAST(name AS BLOB), CAST(type AS BLOB), "notnull", pk '
                 "FROM pragma_table_info(?)",
                 (table,),
             ).fetchall()
