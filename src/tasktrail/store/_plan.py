@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import Final, TypeAlias
 
 import msgspec
 
@@ -35,6 +35,8 @@ __all__ = [
     "BatchPlan",
     "EventRow",
     "PendingAppend",
+    "TASK_COLUMNS",
+    "TASK_UPSERT",
     "TaskRow",
     "pending_deadline",
     "plan_batch",
@@ -54,6 +56,17 @@ TaskRow: TypeAlias = tuple[
 """(id, state, agent, parent_id, concurrency_key, priority, version, last_sequence,
 created_at, updated_at, record, not_before, rerun_of, expires_at): one row of the ``tasks``
 table."""
+TASK_COLUMNS: Final = (
+    "id, state, agent, parent_id, concurrency_key, priority, version, last_seq, created_at, "
+    "updated_at, record, not_before, rerun_of, expires_at"
+)
+"""The columns of a projection row, in the order of :data:`TaskRow`."""
+TASK_UPSERT: Final = (
+    "ON CONFLICT (id) DO UPDATE SET state = excluded.state, version = excluded.version, "
+    "last_seq = excluded.last_seq, updated_at = excluded.updated_at, record = excluded.record, "
+    "not_before = excluded.not_before, expires_at = excluded.expires_at"
+)
+"""What writing a projection row over an existing one changes (the rest never does)."""
 
 _encode_task = msgspec.json.Encoder(order="deterministic").encode
 

@@ -18,6 +18,7 @@ from tasktrail.store._claim import FUTURE_TOLERANCE, QueuePage
 from tasktrail.store._shared import state_values
 
 __all__ = [
+    "ACTIVE_COUNTS",
     "COUNT_CAP",
     "FINAL_TYPES",
     "SORTS",
@@ -275,6 +276,11 @@ def _source(p: Params, filters: TaskFilter) -> str:
     return "tasks"
 
 
+ACTIVE_COUNTS: Final = (
+    "SELECT coalesce(concurrency_key, agent), count(*) FROM tasks "
+    "WHERE state IN ('starting', 'running') GROUP BY 1"
+)
+"""Tasks holding a slot (starting/running) per limit key (concurrency key, else agent)."""
 TASK_COUNTS: Final = "SELECT agent, state, count(*) FROM tasks GROUP BY agent, state"
 """Tasks per agent and state: the ``tasks_by_agent`` index (agent, state) covers it."""
 

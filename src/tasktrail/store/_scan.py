@@ -7,8 +7,8 @@ correlation_id, data as bytes, hash)``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any, Final
 
 from tasktrail.errors import TamperedLogError
 from tasktrail.events import RecordedEvent
@@ -16,9 +16,12 @@ from tasktrail.projection import Task, fold
 from tasktrail.store._chain import GENESIS, event_hash
 from tasktrail.store._plan import TaskRow, task_row
 
-__all__ = ["check_chain", "fold_rows", "fold_tasks"]
+__all__ = ["APPEND_ONLY_TRIGGERS", "check_chain", "fold_events", "fold_rows", "fold_tasks"]
 
 Rows = AsyncIterator[Sequence[Sequence[Any]]]
+APPEND_ONLY_TRIGGERS: Final = frozenset({"events_append_only_update", "events_append_only_delete"})
+"""The triggers that refuse UPDATE and DELETE on the log, by the same names on both backends
+(a report's ``append_only`` says whether they are all in place)."""
 
 
 async def check_chain(chunks: Rows) -> tuple[int, int, str]:
@@ -46,11 +49,22 @@ async def fold_tasks(
     tasks: dict[str, Task] = {}
     last: dict[str, int] = {}
     async for rows in chunks:
-        for row in rows:
-            event = to_event(row)
-            tasks[event.stream_id] = fold(tasks.get(event.stream_id), event)
-            last[event.stream_id] = event.sequence
+        fold_events(tasks, last, rows, to_event)
     return tasks, last
+
+
+def fold_events(
+    tasks: dict[str, Task],
+    last: dict[str, int],
+    rows: Iterable[Sequence[Any]],
+    to_event: Callable[[Sequence[Any]], RecordedEvent],
+) -> None:
+    """Fold event ``rows`` (in sequence order) into ``tasks``, noting in ``last`` the
+    sequence number of each task's last event."""
+    for row in rows:
+        event = to_event(row)
+        tasks[event.stream_id] = fold(tasks.get(event.stream_id), event)
+        last[event.stream_id] = event.sequence
 
 
 async def fold_rows(

@@ -39,18 +39,17 @@ from tasktrail.store._commit import (
     drive,
 )
 from tasktrail.store._controls import READ_PAUSED, paused_sets
-from tasktrail.store._query import Params, next_at_sql, queue_sql
+from tasktrail.store._plan import TASK_COLUMNS, TASK_UPSERT
+from tasktrail.store._query import ACTIVE_COUNTS, Params, next_at_sql, queue_sql
 from tasktrail.store._shared import decode_task
 from tasktrail.store._sqlite_errors import DriverError, translate
 
 __all__ = [
-    "ACTIVE_COUNTS",
     "GroupCommitter",
     "UPSERT_TASK",
     "FileSignature",
     "Writer",
     "chunks",
-    "decode_task",
     "marks",
     "signatures",
 ]
@@ -60,18 +59,8 @@ T = TypeVar("T")
 
 INSERT_EVENT: Final = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 UPSERT_TASK: Final = (
-    "INSERT INTO tasks (id, state, agent, parent_id, concurrency_key, priority, version, "
-    "last_seq, created_at, updated_at, record, not_before, rerun_of, expires_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-    "state = excluded.state, version = excluded.version, last_seq = excluded.last_seq, "
-    "updated_at = excluded.updated_at, record = excluded.record, "
-    "not_before = excluded.not_before, expires_at = excluded.expires_at"
+    f"INSERT INTO tasks ({TASK_COLUMNS}) VALUES ({', '.join('?' * 14)}) {TASK_UPSERT}"
 )
-ACTIVE_COUNTS: Final = (
-    "SELECT coalesce(concurrency_key, agent), count(*) FROM tasks "
-    "WHERE state IN ('starting', 'running') GROUP BY 1"
-)
-"""Tasks holding a slot (starting/running) per limit key (concurrency key, else agent)."""
 _CHUNK: Final = 500  # ids per "IN (...)" query
 
 
