@@ -7,9 +7,8 @@ from typing import Any, Final
 
 import asyncpg
 
-from tasktrail.errors import TamperedLogError
 from tasktrail.store._progress import advance
-from tasktrail.store._scan import APPEND_ONLY_TRIGGERS, check_chain
+from tasktrail.store._scan import APPEND_ONLY_TRIGGERS, check_chain, check_first
 from tasktrail.store._stream import SCAN_CHUNK_BYTES, bounded_chunks
 from tasktrail.store.base import VerifyReport
 
@@ -48,8 +47,7 @@ async def scan(
 async def verify_chain(conn: asyncpg.Connection) -> VerifyReport:
     """Recompute the hash chain; raise TamperedLogError at the first bad or missing event."""
     low = await conn.fetchval("SELECT min(seq) FROM events")
-    if low is not None and low < 1:  # the scan starts after 0: such a row would be unseen
-        raise TamperedLogError(low, "sequence numbers start at 1; this event was moved")
+    check_first(low)
     count, head, head_hash = await check_chain(scan(conn))
     triggers = {
         row[0]

@@ -13,10 +13,17 @@ from typing import Any, Final
 from tasktrail.errors import TamperedLogError
 from tasktrail.events import RecordedEvent
 from tasktrail.projection import Task, fold
-from tasktrail.store._chain import GENESIS, event_hash
+from tasktrail.store._chain import GENESIS, MOVED, walk_chain
 from tasktrail.store._plan import TaskRow, task_row
 
-__all__ = ["APPEND_ONLY_TRIGGERS", "check_chain", "fold_events", "fold_rows", "fold_tasks"]
+__all__ = [
+    "APPEND_ONLY_TRIGGERS",
+    "check_chain",
+    "check_first",
+    "fold_events",
+    "fold_rows",
+    "fold_tasks",
+]
 
 Rows = AsyncIterator[Sequence[Sequence[Any]]]
 APPEND_ONLY_TRIGGERS: Final = frozenset({"events_append_only_update", "events_append_only_delete"})
@@ -29,16 +36,18 @@ async def check_chain(chunks: Rows) -> tuple[int, int, str]:
     missing event."""
     previous, expected, count = GENESIS, 1, 0
     async for rows in chunks:
-        for row in rows:
-            sequence = row[0]
-            if sequence != expected:
-                raise TamperedLogError(expected, "this event is missing from the log")
-            digest = event_hash(previous, tuple(row[:10]), row[10])
-            if digest != row[11]:
-                raise TamperedLogError(sequence, "its stored hash does not match its content")
-            previous, expected = digest, sequence + 1
-        count += len(rows)
+        walk = walk_chain(rows, previous=previous, expected=expected)
+        if walk.bad is not None:
+            raise TamperedLogError(walk.bad, walk.why or "")
+        previous, expected, count = walk.last_hash, walk.expected, count + walk.good
     return count, expected - 1, previous
+
+
+def check_first(low: int | None) -> None:
+    """Raise TamperedLogError when the log's lowest sequence number is below 1 (a scan
+    starts after 0: such a row would go unseen)."""
+    if low is not None and low < 1:
+        raise TamperedLogError(low, MOVED)
 
 
 async def fold_tasks(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from tasktrail.errors import TamperedLogError
 from tasktrail.store._progress import advance
-from tasktrail.store._scan import APPEND_ONLY_TRIGGERS, check_chain
+from tasktrail.store._scan import APPEND_ONLY_TRIGGERS, check_chain, check_first
 from tasktrail.store._sqlite_errors import DriverError
 from tasktrail.store._stream import SCAN_CHUNK_BYTES, bounded_chunks, prefetched
 from tasktrail.store._verify_range import EVENT_COLUMNS, RangeResult, check_range
@@ -77,8 +77,7 @@ async def verify_chain(db: aiosqlite.Connection, path: str | None = None) -> Ver
     (:mod:`tasktrail.store._verify_range`); the verdict is the same as one pass's.
     """
     ((low, high),) = await fetch_all(db, "SELECT min(seq), coalesce(max(seq), 0) FROM events")
-    if low is not None and low < 1:  # the scan starts after 0: such a row would be unseen
-        raise TamperedLogError(low, "sequence numbers start at 1; this event was moved")
+    check_first(low)
     cores = min(os.cpu_count() or 1, 4)
     if path and path != ":memory:" and cores > 1 and high >= PARALLEL_MIN_EVENTS:
         count, head_hash = await _verify_ranges(path, high, cores)
