@@ -24,22 +24,19 @@ from tasktrail.errors import StorageError, StoreClosedError, TaskNotFoundError
 from tasktrail.events import BUILTIN_UPCASTERS, NewEvent, RecordedEvent, Upcaster, decode_payload
 from tasktrail.ids import check_task_id
 from tasktrail.projection import Task
+from tasktrail.store._append import prepare_append
 from tasktrail.store._claim import ClaimRequest, ClaimResult
 from tasktrail.store._commit import GroupCommitter
 from tasktrail.store._latency import CommitStatistics, LatencyHistogram
 from tasktrail.store._operational import OperationalTables
 from tasktrail.store._plan import AppendResult, TaskRow
-from tasktrail.store._shared import (
-    check_state_at,
-    check_versions,
-    prepare_append,
-    replay_chunks,
-)
+from tasktrail.store._replay import check_state_at, replay_chunks
 from tasktrail.store._stream import (
     DEFAULT_CHUNK_BYTES,
     STREAM_MAX_ROWS,
     bounded_chunks,
     check_chunk_bytes,
+    check_versions,
 )
 from tasktrail.store._task_queries import TaskQueries
 from tasktrail.store.subscription import Subscription

@@ -29,6 +29,7 @@ from typing import Any, Final, TypeAlias
 from tasktrail.errors import TasktrailError
 from tasktrail.events import Event, NewEvent, TaskClaimed, TaskStarted
 from tasktrail.projection import Task
+from tasktrail.store._append import prepare_append
 from tasktrail.store._claim import ClaimRequest, ClaimResult, QueuePage, QueuePosition, choose
 from tasktrail.store._latency import COMMIT_BUCKETS, CommitStatistics, LatencyHistogram
 from tasktrail.store._ops import (
@@ -50,7 +51,6 @@ from tasktrail.store._plan import (
     PendingAppend,
     plan_batch,
 )
-from tasktrail.store._shared import prepare_append
 
 __all__ = [
     "COMMIT_BUCKETS",

@@ -42,9 +42,8 @@ from tasktrail.store._commit import (
 from tasktrail.store._controls import READ_PAUSED, paused_sets
 from tasktrail.store._pg_errors import is_transient, retrying
 from tasktrail.store._pg_open import LOCK_CLASS
-from tasktrail.store._plan import TASK_COLUMNS, TASK_UPSERT
+from tasktrail.store._plan import TASK_COLUMNS, TASK_UPSERT, decode_task
 from tasktrail.store._query import ACTIVE_COUNTS, Params, next_at_sql, queue_sql
-from tasktrail.store._shared import decode_task
 
 __all__ = [
     "INSERT_TASKS",

@@ -18,6 +18,7 @@ import msgspec
 from tasktrail.errors import (
     AttemptSupersededError,
     ConcurrencyLimitError,
+    CorruptDatabaseError,
     EventIdConflictError,
     IllegalTransitionError,
     TaskExistsError,
@@ -38,6 +39,7 @@ __all__ = [
     "TASK_COLUMNS",
     "TASK_UPSERT",
     "TaskRow",
+    "decode_task",
     "pending_deadline",
     "plan_batch",
     "task_row",
@@ -288,3 +290,17 @@ def _plan_one(
     for row in rows:
         known_ids[row[1]] = (stream_id, row[3], row[0])
     return AppendResult(stream_id, version, sequence, current)
+
+
+_decode_task = msgspec.json.Decoder(Task).decode
+
+
+def decode_task(record: str | bytes) -> Task:
+    """A ``tasks.record`` as a Task; a damaged record is a CorruptDatabaseError."""
+    try:
+        return _decode_task(record)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as err:
+        raise CorruptDatabaseError(
+            f"a row of the tasks projection is damaged ({err}); run rebuild() to recreate "
+            "the projection from the log"
+        ) from err

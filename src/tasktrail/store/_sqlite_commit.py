@@ -39,9 +39,8 @@ from tasktrail.store._commit import (
     drive,
 )
 from tasktrail.store._controls import READ_PAUSED, paused_sets
-from tasktrail.store._plan import TASK_COLUMNS, TASK_UPSERT
+from tasktrail.store._plan import TASK_COLUMNS, TASK_UPSERT, decode_task
 from tasktrail.store._query import ACTIVE_COUNTS, Params, next_at_sql, queue_sql
-from tasktrail.store._shared import decode_task
 from tasktrail.store._sqlite_errors import DriverError, translate
 
 __all__ = [

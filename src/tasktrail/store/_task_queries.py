@@ -12,6 +12,7 @@ from tasktrail.ids import check_task_id
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task
 from tasktrail.store._driver import Driver
+from tasktrail.store._plan import decode_task
 from tasktrail.store._query import (
     ACTIVE_COUNTS,
     TASK_COUNTS,
@@ -23,7 +24,6 @@ from tasktrail.store._query import (
     list_sql,
     resolve_cursor,
 )
-from tasktrail.store._shared import decode_task
 
 __all__ = ["TaskQueries"]
 
