@@ -31,7 +31,7 @@ from tasktrail.events import Event, NewEvent, TaskClaimed, TaskStarted
 from tasktrail.projection import Task
 from tasktrail.store._append import prepare_append
 from tasktrail.store._claim import ClaimRequest, ClaimResult, QueuePage, QueuePosition, choose
-from tasktrail.store._latency import COMMIT_BUCKETS, CommitStatistics, LatencyHistogram
+from tasktrail.store._latency import LatencyHistogram
 from tasktrail.store._ops import (
     Op,
     ReadActive,
@@ -43,7 +43,6 @@ from tasktrail.store._ops import (
     ReadTail,
     ReadTasks,
     Write,
-    drive,
 )
 from tasktrail.store._plan import (
     AppendResult,
@@ -52,25 +51,7 @@ from tasktrail.store._plan import (
     plan_batch,
 )
 
-__all__ = [
-    "COMMIT_BUCKETS",
-    "CommitStatistics",
-    "GroupCommitter",
-    "LatencyHistogram",
-    "Op",
-    "Outcome",
-    "Queued",
-    "ReadActive",
-    "ReadClaimed",
-    "ReadKnownIds",
-    "ReadNextAt",
-    "ReadPaused",
-    "ReadQueue",
-    "ReadTail",
-    "ReadTasks",
-    "Write",
-    "drive",
-]
+__all__ = ["SLOW_COMMIT", "GroupCommitter", "Outcome", "Queued", "Request", "Steps"]
 
 _log = logging.getLogger("tasktrail.store")
 _CACHE_LIMIT: Final = 50_000  # live tasks kept between commits

@@ -25,10 +25,10 @@ from tasktrail.errors import StorageError
 from tasktrail.projection import Task
 from tasktrail.store import _commit
 from tasktrail.store._chain import GENESIS
-from tasktrail.store._commit import (
+from tasktrail.store._commit import Outcome, Queued
+from tasktrail.store._controls import READ_PAUSED, paused_sets
+from tasktrail.store._ops import (
     Op,
-    Outcome,
-    Queued,
     ReadActive,
     ReadClaimed,
     ReadKnownIds,
@@ -39,7 +39,6 @@ from tasktrail.store._commit import (
     ReadTasks,
     Write,
 )
-from tasktrail.store._controls import READ_PAUSED, paused_sets
 from tasktrail.store._pg_errors import is_transient, retrying
 from tasktrail.store._pg_open import LOCK_CLASS
 from tasktrail.store._plan import TASK_COLUMNS, TASK_UPSERT, decode_task

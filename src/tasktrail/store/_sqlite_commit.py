@@ -23,10 +23,10 @@ from tasktrail.projection import Task
 from tasktrail.store import _commit
 from tasktrail.store._chain import GENESIS
 from tasktrail.store._claim import QueuePosition
-from tasktrail.store._commit import (
+from tasktrail.store._commit import Outcome, Queued
+from tasktrail.store._controls import READ_PAUSED, paused_sets
+from tasktrail.store._ops import (
     Op,
-    Outcome,
-    Queued,
     ReadActive,
     ReadClaimed,
     ReadKnownIds,
@@ -38,7 +38,6 @@ from tasktrail.store._commit import (
     Write,
     drive,
 )
-from tasktrail.store._controls import READ_PAUSED, paused_sets
 from tasktrail.store._plan import TASK_COLUMNS, TASK_UPSERT, decode_task
 from tasktrail.store._query import ACTIVE_COUNTS, Params, next_at_sql, queue_sql
 from tasktrail.store._sqlite_errors import DriverError, translate
