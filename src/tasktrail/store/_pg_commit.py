@@ -23,9 +23,8 @@ import asyncpg
 
 from tasktrail.errors import StorageError
 from tasktrail.projection import Task
-from tasktrail.store import _commit
 from tasktrail.store._chain import GENESIS
-from tasktrail.store._commit import Outcome, Queued
+from tasktrail.store._commit import GroupCommitter, Outcome, Queued
 from tasktrail.store._controls import READ_PAUSED, paused_sets
 from tasktrail.store._ops import (
     Op,
@@ -98,7 +97,7 @@ def columns(rows: Iterable[Sequence[Any]], width: int) -> list[list[Any]]:
     return cols
 
 
-class PgGroupCommitter(_commit.GroupCommitter):
+class PgGroupCommitter(GroupCommitter):
     """Owns the PostgreSQL store's appends, on its own writer connection."""
 
     def __init__(

@@ -20,10 +20,9 @@ from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 from tasktrail._crashpoints import crash_point
 from tasktrail.errors import StoreClosedError
 from tasktrail.projection import Task
-from tasktrail.store import _commit
 from tasktrail.store._chain import GENESIS
 from tasktrail.store._claim import QueuePosition
-from tasktrail.store._commit import Outcome, Queued
+from tasktrail.store._commit import GroupCommitter, Outcome, Queued
 from tasktrail.store._controls import READ_PAUSED, paused_sets
 from tasktrail.store._ops import (
     Op,
@@ -43,7 +42,7 @@ from tasktrail.store._query import ACTIVE_COUNTS, Params, next_at_sql, queue_sql
 from tasktrail.store._sqlite_errors import DriverError, translate
 
 __all__ = [
-    "GroupCommitter",
+    "SQLiteGroupCommitter",
     "UPSERT_TASK",
     "FileSignature",
     "Writer",
@@ -217,7 +216,7 @@ def execute(conn: sqlite3.Connection, op: Op) -> Any:
     raise AssertionError(f"unknown op {op!r}")  # pragma: no cover
 
 
-class GroupCommitter(_commit.GroupCommitter):
+class SQLiteGroupCommitter(GroupCommitter):
     """Owns the writer connection's appends and claims."""
 
     def __init__(

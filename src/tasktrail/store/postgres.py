@@ -315,7 +315,7 @@ class PostgresEventStore(Backend[PgGroupCommitter]):
     async def _write_row(self, sql: str, params: Sequence[Any]) -> None:
         await self._with_conn(lambda conn: conn.execute(sql, *params))
 
-    # -- checking and rebuilding -----------------------------------------------------------
+    # -- pauses ------------------------------------------------------------------------------
 
     async def _write_control(
         self, action: str, kind: str, target: str, actor: str, reason: str | None
@@ -328,6 +328,8 @@ class PostgresEventStore(Backend[PgGroupCommitter]):
                     now=self._clock(),
                 )
             )  # fmt: skip
+
+    # -- checking and rebuilding -----------------------------------------------------------
 
     async def _snapshot(self, operation: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run ``operation`` in one read-only snapshot of the database."""
@@ -366,8 +368,8 @@ class PostgresEventStore(Backend[PgGroupCommitter]):
             fold_events(folded, moved, [tuple(row) for row in rows], self._event)
             await conn.execute("DELETE FROM tasks")
             if folded:
-                rows = [task_row(task, moved[task_id]) for task_id, task in folded.items()]
-                await conn.execute(INSERT_TASKS, *columns(rows, TASK_WIDTH))
+                written = [task_row(task, moved[task_id]) for task_id, task in folded.items()]
+                await conn.execute(INSERT_TASKS, *columns(written, TASK_WIDTH))
             return len(folded)
 
         async with self._write_lock:

@@ -36,7 +36,7 @@ from tasktrail.store._backend import Backend
 from tasktrail.store._controls import Control, write_control_sqlite
 from tasktrail.store._plan import TASK_COLUMNS, TaskRow, task_row
 from tasktrail.store._scan import fold_events, fold_rows, fold_tasks
-from tasktrail.store._sqlite_commit import UPSERT_TASK, GroupCommitter, Writer, signatures
+from tasktrail.store._sqlite_commit import UPSERT_TASK, SQLiteGroupCommitter, Writer, signatures
 from tasktrail.store._sqlite_errors import DriverError, permission_problem, translate, translating
 from tasktrail.store._sqlite_open import connect, init_schema, open_connection
 from tasktrail.store._sqlite_scan import EVENT_COLUMNS, fetch_all, scan, verify_chain
@@ -59,7 +59,7 @@ def _execute(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> None:
     conn.execute(sql, params)
 
 
-class SQLiteEventStore(Backend[GroupCommitter]):
+class SQLiteEventStore(Backend[SQLiteGroupCommitter]):
     """The event log and task projection in one SQLite file.
 
     Open it with ``async with SQLiteEventStore(path) as store:``. Several stores, in one
@@ -153,7 +153,7 @@ class SQLiteEventStore(Backend[GroupCommitter]):
                 await self._reader.close()
             self._reader = None
             raise
-        self._committer = GroupCommitter(
+        self._committer = SQLiteGroupCommitter(
             self._writer,
             path=self.path,
             lock=self._write_lock,
