@@ -90,10 +90,10 @@ class OperationalTables(Driver):
         now = self._clock()
         served = None if agents is None else msgspec.json.encode(sorted(agents)).decode()
         p = self._params()
-        first = ", ".join(p.add(v) for v in (worker_id, host, pid, now, now))
-        last = ", ".join(p.add(v) for v in (served, pid_namespace, boot_id))
         await self._write_row(
-            f"INSERT INTO workers ({WORKER_COLUMNS}) VALUES ({first}, NULL, {last}) "
+            f"INSERT INTO workers ({WORKER_COLUMNS}) VALUES ({p.add(worker_id)}, {p.add(host)}, "
+            f"{p.add(pid)}, {p.add(now)}, {p.add(now)}, NULL, {p.add(served)}, "
+            f"{p.add(pid_namespace)}, {p.add(boot_id)}) "
             "ON CONFLICT (worker_id) DO UPDATE SET host = excluded.host, pid = excluded.pid, "
             "started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, "
             "stopped_at = NULL, agents = excluded.agents, "

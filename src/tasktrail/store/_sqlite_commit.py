@@ -56,7 +56,8 @@ T = TypeVar("T")
 
 INSERT_EVENT: Final = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 UPSERT_TASK: Final = (
-    f"INSERT INTO tasks ({TASK_COLUMNS}) VALUES ({', '.join('?' * 14)}) {TASK_UPSERT}"
+    f"INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    f"{TASK_UPSERT}"
 )
 _CHUNK: Final = 500  # ids per "IN (...)" query
 

@@ -53,7 +53,7 @@ class TaskQueries(Driver):
             p = self._params()
             chunk = ids[start : start + self._IDS_PER_QUERY]
             tasks += await self._records(
-                f"SELECT record FROM tasks WHERE {p.one_of('id', chunk)}", p.values
+                "SELECT record FROM tasks WHERE " + p.one_of("id", chunk), p.values
             )
         return tasks
 
