@@ -45,8 +45,7 @@ from core import raw_verify, tasktrail_verify
 from rows import INSERT_EVENT, UPSERT_TASK, Chain, raw_connect
 from tasktrail import SQLiteEventStore
 from tasktrail.runtime._recovery import Identity, decide, owner_is_dead
-from tasktrail.store._plan import EventRow, TaskRow, task_row
-from tasktrail.store._shared import decode_task
+from tasktrail.store._plan import EventRow, TaskRow, decode_task, task_row
 from tasktrail.store._workers import WORKER_COLUMNS, worker_info
 
 LEASE_TIMEOUT: Final = 30.0

@@ -287,6 +287,8 @@ SAFE_SQL_PARTS = {
     # a claim's queue read: one part per agent, each itself an f-string this test checks
     "_queue_part(page, p, order=order, agent=agent)",
     "n",  # the part's number from enumerate(), naming its subquery
+    "TASK_UPSERT",  # a constant ON CONFLICT clause (store/_plan.py)
+    "self._EVENT_COLUMNS",  # the backend's constant column list (store/_backend.py)
 }
 # ... and placeholders handed out by a Params (store/_query.py): "?" or "$n", never a value.
 PLACEHOLDER = re.compile(r"^p\.add\(.*\)$")

@@ -21,7 +21,7 @@ from tasktrail.errors import TasktrailError
 from tasktrail.lifecycle import TaskState
 from tasktrail.runtime._recovery import looks_live
 from tasktrail.store import EventStore
-from tasktrail.store._commit import CommitStatistics
+from tasktrail.store._latency import CommitStatistics
 
 __all__ = [
     "RUN_BUCKETS",

@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 from tasktrail.errors import InvalidInputError, StorageError
 from tasktrail.store._claim import ClaimRequest, ClaimResult
-from tasktrail.store._commit import CommitStatistics
 from tasktrail.store._controls import Control
+from tasktrail.store._latency import CommitStatistics
 from tasktrail.store._plan import AppendResult
 from tasktrail.store._validate import redact_url
 from tasktrail.store._workers import WorkerInfo

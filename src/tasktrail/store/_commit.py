@@ -29,8 +29,9 @@ from typing import Any, Final, TypeAlias
 from tasktrail.errors import TasktrailError
 from tasktrail.events import Event, NewEvent, TaskClaimed, TaskStarted
 from tasktrail.projection import Task
+from tasktrail.store._append import prepare_append
 from tasktrail.store._claim import ClaimRequest, ClaimResult, QueuePage, QueuePosition, choose
-from tasktrail.store._latency import COMMIT_BUCKETS, CommitStatistics, LatencyHistogram
+from tasktrail.store._latency import LatencyHistogram
 from tasktrail.store._ops import (
     Op,
     ReadActive,
@@ -42,7 +43,6 @@ from tasktrail.store._ops import (
     ReadTail,
     ReadTasks,
     Write,
-    drive,
 )
 from tasktrail.store._plan import (
     AppendResult,
@@ -50,27 +50,8 @@ from tasktrail.store._plan import (
     PendingAppend,
     plan_batch,
 )
-from tasktrail.store._shared import prepare_append
 
-__all__ = [
-    "COMMIT_BUCKETS",
-    "CommitStatistics",
-    "GroupCommitter",
-    "LatencyHistogram",
-    "Op",
-    "Outcome",
-    "Queued",
-    "ReadActive",
-    "ReadClaimed",
-    "ReadKnownIds",
-    "ReadNextAt",
-    "ReadPaused",
-    "ReadQueue",
-    "ReadTail",
-    "ReadTasks",
-    "Write",
-    "drive",
-]
+__all__ = ["SLOW_COMMIT", "GroupCommitter", "Outcome", "Queued", "Request", "Steps"]
 
 _log = logging.getLogger("tasktrail.store")
 _CACHE_LIMIT: Final = 50_000  # live tasks kept between commits

@@ -7,7 +7,7 @@ do): what was done to which target, by whom, when and why. The pauses in force a
 beside it in ``pauses``, written in the same transaction, under the store's write lock.
 
 The claim step reads ``pauses`` inside the claim's own write transaction (the
-:class:`~tasktrail.store._commit.ReadPaused` op), so once ``pause()`` has returned no
+:class:`~tasktrail.store._ops.ReadPaused` op), so once ``pause()`` has returned no
 worker of any process or host claims a task of that target; tasks already starting or
 running go on to their end. Pauses are not events of the task log: a pause belongs to no
 task, and the task log's streams are tasks (see ``docs/reference/store.md``).

@@ -23,12 +23,11 @@ import asyncpg
 
 from tasktrail.errors import StorageError
 from tasktrail.projection import Task
-from tasktrail.store import _commit
 from tasktrail.store._chain import GENESIS
-from tasktrail.store._commit import (
+from tasktrail.store._commit import GroupCommitter, Outcome, Queued
+from tasktrail.store._controls import READ_PAUSED, paused_sets
+from tasktrail.store._ops import (
     Op,
-    Outcome,
-    Queued,
     ReadActive,
     ReadClaimed,
     ReadKnownIds,
@@ -39,14 +38,12 @@ from tasktrail.store._commit import (
     ReadTasks,
     Write,
 )
-from tasktrail.store._controls import READ_PAUSED, paused_sets
 from tasktrail.store._pg_errors import is_transient, retrying
 from tasktrail.store._pg_open import LOCK_CLASS
-from tasktrail.store._query import Params, next_at_sql, queue_sql
-from tasktrail.store._shared import decode_task
+from tasktrail.store._plan import TASK_COLUMNS, TASK_UPSERT, decode_task
+from tasktrail.store._query import ACTIVE_COUNTS, Params, next_at_sql, queue_sql
 
 __all__ = [
-    "ACTIVE_COUNTS",
     "INSERT_TASKS",
     "TASK_WIDTH",
     "PgGroupCommitter",
@@ -63,10 +60,6 @@ _TASK_TYPES: Final = (
     "text", "text", "text", "text", "text", "int", "int", "bigint", "float8", "float8", "text",
     "float8", "text", "float8",
 )  # fmt: skip
-_TASK_COLUMNS: Final = (
-    "id, state, agent, parent_id, concurrency_key, priority, version, last_seq, created_at, "
-    "updated_at, record, not_before, rerun_of, expires_at"
-)
 TASK_WIDTH: Final = len(_TASK_TYPES)
 """Columns of a projection row (:data:`~._plan.TaskRow`)."""
 
@@ -79,8 +72,8 @@ def _unnest(types: Sequence[str], first: int) -> str:
 def _insert_tasks(first: int) -> str:
     """Insert projection rows in the given order (their ``ord`` is the creation order)."""
     return (
-        f"INSERT INTO tasks ({_TASK_COLUMNS}) SELECT {_TASK_COLUMNS} FROM "
-        f"{_unnest(_TASK_TYPES, first)} WITH ORDINALITY AS u({_TASK_COLUMNS}, n) ORDER BY n"
+        f"INSERT INTO tasks ({TASK_COLUMNS}) SELECT {TASK_COLUMNS} FROM "
+        f"{_unnest(_TASK_TYPES, first)} WITH ORDINALITY AS u({TASK_COLUMNS}, n) ORDER BY n"
     )
 
 
@@ -88,19 +81,11 @@ INSERT_TASKS: Final = _insert_tasks(1)
 """Insert projection rows ($1..$14: one array per column) in the given order."""
 WRITE_BATCH: Final = (
     f"WITH e AS (INSERT INTO events SELECT * FROM {_unnest(_EVENT_TYPES, 1)}), "
-    f"t AS ({_insert_tasks(13)} ON CONFLICT (id) DO UPDATE SET state = excluded.state, "
-    "version = excluded.version, last_seq = excluded.last_seq, "
-    "updated_at = excluded.updated_at, record = excluded.record, "
-    "not_before = excluded.not_before, expires_at = excluded.expires_at) "
+    f"t AS ({_insert_tasks(13)} {TASK_UPSERT}) "
     "SELECT pg_notify($27, $28)"
 )
 """One statement, one round trip: the events ($1..$12), the projection rows ($13..$26),
 and the wake-up NOTIFY ($27 channel, $28 last sequence)."""
-ACTIVE_COUNTS: Final = (
-    "SELECT coalesce(concurrency_key, agent), count(*) FROM tasks "
-    "WHERE state IN ('starting', 'running') GROUP BY 1"
-)
-"""Tasks holding a slot (starting/running) per limit key (concurrency key, else agent)."""
 
 
 def columns(rows: Iterable[Sequence[Any]], width: int) -> list[list[Any]]:
@@ -112,7 +97,7 @@ def columns(rows: Iterable[Sequence[Any]], width: int) -> list[list[Any]]:
     return cols
 
 
-class PgGroupCommitter(_commit.GroupCommitter):
+class PgGroupCommitter(GroupCommitter):
     """Owns the PostgreSQL store's appends, on its own writer connection."""
 
     def __init__(

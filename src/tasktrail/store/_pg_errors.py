@@ -12,8 +12,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
-from typing import Final, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Final, NamedTuple, TypeVar
 
 import asyncpg
 
@@ -27,37 +27,100 @@ from tasktrail.errors import (
     TasktrailError,
 )
 
-__all__ = ["is_transient", "retrying", "translate"]
+__all__ = ["BY_SQLSTATE", "OTHER", "Meaning", "is_transient", "meaning", "retrying", "translate"]
 
 _log = logging.getLogger("tasktrail.store.postgres")
 
 T = TypeVar("T")
 
-_TRANSIENT_STATES: Final = frozenset(
-    {
-        "40001",  # serialization_failure
-        "40P01",  # deadlock_detected
-        "55P03",  # lock_not_available
-        "57P01",  # admin_shutdown: pg_terminate_backend, a fast shutdown
-        "57P02",  # crash_shutdown
-        "57P03",  # cannot_connect_now: the server is starting
-        "57P05",  # idle_session_timeout
-        "53300",  # too_many_connections
-    }
+
+class Meaning(NamedTuple):
+    """What a SQLSTATE means to tasktrail: the error it becomes, and whether trying again
+    on a fresh connection may succeed (the store retries those for ``retry_timeout``)."""
+
+    error: type[TasktrailError]
+    message: str
+    """``{where}`` is the redacted URL, ``{text}`` the server's message."""
+    transient: bool = False
+
+
+_BUSY: Final = Meaning(
+    StorageBusyError,
+    "PostgreSQL ({where}) stayed too busy to finish the operation ({text}); nothing was "
+    "written: retry later, or raise retry_timeout",
+    transient=True,
 )
+_UNREACHABLE: Final = Meaning(
+    StorageError,
+    "cannot reach PostgreSQL at {where} ({text}); nothing acknowledged was lost: check that "
+    "the server is up and reachable, then retry",
+    transient=True,
+)
+_READ_ONLY: Final = Meaning(
+    ReadOnlyStorageError,
+    "PostgreSQL ({where}) refused the write ({text}); check that the role may write to the "
+    "tasktrail tables and that the server is not a read-only standby",
+)
+_CANNOT_OPEN: Final = Meaning(StorageError, "cannot open the PostgreSQL database {where}: {text}")
+_BAD_TEXT: Final = Meaning(InvalidInputError, "PostgreSQL cannot store this text: {text}")
+_BAD_ARGUMENT: Final = Meaning(InvalidInputError, "PostgreSQL refused an argument: {text}")
+
+BY_SQLSTATE: Final[Mapping[str, Meaning]] = {
+    "40001": _BUSY,  # serialization_failure
+    "40P01": _BUSY,  # deadlock_detected
+    "55P03": _BUSY,  # lock_not_available
+    "53300": _BUSY,  # too_many_connections
+    "57014": _BUSY._replace(transient=False),  # query_canceled: a statement timeout
+    "08": _UNREACHABLE,  # connection exceptions
+    "57P01": _UNREACHABLE,  # admin_shutdown: pg_terminate_backend, a fast shutdown
+    "57P02": _UNREACHABLE,  # crash_shutdown
+    "57P03": _UNREACHABLE,  # cannot_connect_now: the server is starting
+    "57P05": _UNREACHABLE,  # idle_session_timeout
+    "53100": Meaning(
+        StorageFullError,
+        "the disk of the PostgreSQL server ({where}) is full; the write was rolled back and "
+        "nothing acknowledged was lost: free space and retry",
+    ),  # disk_full
+    "25006": _READ_ONLY,  # read_only_sql_transaction: a standby
+    "42501": _READ_ONLY,  # insufficient_privilege
+    "28": _CANNOT_OPEN,  # invalid authorization
+    "3D000": _CANNOT_OPEN,  # invalid_catalog_name: no such database
+    "22021": _BAD_TEXT,  # character_not_in_repertoire
+    "22P05": _BAD_TEXT,  # untranslatable_character
+    # data exceptions: asyncpg's own argument checks (an int out of range, raised as
+    # DataError 22000), or the server's (a negative LIMIT)
+    "22": _BAD_ARGUMENT,
+    "P0001": Meaning(StorageError, "{text}"),  # raise_exception: the append-only triggers
+    "XX": Meaning(CorruptDatabaseError, "the PostgreSQL database ({where}) is damaged: {text}"),
+}
+"""What each SQLSTATE means (https://www.postgresql.org/docs/current/errcodes-appendix.html),
+keyed by the whole code or by its class (its first two characters): the whole code is
+looked up first. An error without a SQLSTATE (a dropped socket, a timeout, asyncpg's own
+checks) is placed by :func:`meaning`."""
+OTHER: Final = Meaning(StorageError, "PostgreSQL error ({where}): {text}")
+"""The translation of any other driver error."""
 
 
 def _sqlstate(err: BaseException) -> str:
     return str(getattr(err, "sqlstate", "") or "")
 
 
-def is_transient(err: BaseException) -> bool:
-    """Whether trying again on a fresh connection may succeed."""
-    if isinstance(err, TasktrailError):
-        return False
+def meaning(err: BaseException) -> Meaning:
+    """The row of :data:`BY_SQLSTATE` for a driver error; for one without a SQLSTATE,
+    :data:`OTHER` unless its type says the connection was lost (transient) or an argument
+    was refused."""
     state = _sqlstate(err)
-    if state in _TRANSIENT_STATES or state.startswith("08"):
-        return True
+    found = BY_SQLSTATE.get(state) or BY_SQLSTATE.get(state[:2])
+    if found is not None:
+        return found
+    if _connection_lost(err):
+        return _UNREACHABLE
+    if isinstance(err, ValueError):
+        return _BAD_ARGUMENT
+    return OTHER
+
+
+def _connection_lost(err: BaseException) -> bool:
     if isinstance(err, asyncpg.InterfaceError):
         return "closed" in str(err) or "connection" in str(err).lower()
     if isinstance(err, asyncpg.InternalClientError):
@@ -66,45 +129,18 @@ def is_transient(err: BaseException) -> bool:
     return isinstance(err, OSError | asyncio.TimeoutError | asyncpg.ConnectionDoesNotExistError)
 
 
+def is_transient(err: BaseException) -> bool:
+    """Whether trying again on a fresh connection may succeed."""
+    return not isinstance(err, TasktrailError) and meaning(err).transient
+
+
 def translate(err: BaseException, where: str) -> TasktrailError:
     """The tasktrail error for a driver error (chain it with ``raise ... from err``)."""
     if isinstance(err, TasktrailError):
         return err
-    state = _sqlstate(err)
+    found = meaning(err)
     text = str(err).strip() or type(err).__name__
-    if state in ("40001", "40P01", "55P03", "57014", "53300"):
-        return StorageBusyError(
-            f"PostgreSQL ({where}) stayed too busy to finish the operation ({text}); "
-            "nothing was written: retry later, or raise retry_timeout"
-        )
-    if is_transient(err):
-        return StorageError(
-            f"cannot reach PostgreSQL at {where} ({text}); nothing acknowledged was lost: "
-            "check that the server is up and reachable, then retry"
-        )
-    if state == "53100":
-        return StorageFullError(
-            f"the disk of the PostgreSQL server ({where}) is full; the write was rolled back "
-            "and nothing acknowledged was lost: free space and retry"
-        )
-    if state in ("25006", "42501"):
-        return ReadOnlyStorageError(
-            f"PostgreSQL ({where}) refused the write ({text}); check that the role may write "
-            "to the tasktrail tables and that the server is not a read-only standby"
-        )
-    if state.startswith("28") or state == "3D000":
-        return StorageError(f"cannot open the PostgreSQL database {where}: {text}")
-    if state in ("22021", "22P05"):
-        return InvalidInputError(f"PostgreSQL cannot store this text: {text}")
-    if isinstance(err, ValueError) or state.startswith("22"):
-        # a data exception: asyncpg's own argument checks (an int out of range, raised as
-        # DataError 22000), or the server's (a negative LIMIT)
-        return InvalidInputError(f"PostgreSQL refused an argument: {text}")
-    if state == "P0001" and "append-only" in text:
-        return StorageError(text)
-    if state.startswith("XX"):
-        return CorruptDatabaseError(f"the PostgreSQL database ({where}) is damaged: {text}")
-    return StorageError(f"PostgreSQL error ({where}): {text}")
+    return found.error(found.message.format(where=where, text=text))
 
 
 async def retrying(

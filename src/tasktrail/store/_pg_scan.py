@@ -7,31 +7,24 @@ from typing import Any, Final
 
 import asyncpg
 
-from tasktrail.errors import TamperedLogError
 from tasktrail.store._progress import advance
-from tasktrail.store._scan import check_chain
+from tasktrail.store._scan import APPEND_ONLY_TRIGGERS, check_chain, check_first
 from tasktrail.store._stream import SCAN_CHUNK_BYTES, bounded_chunks
 from tasktrail.store.base import VerifyReport
 
-__all__ = ["EVENT_COLUMNS", "TASK_COLUMNS", "live_rows", "scan", "verify_chain"]
+__all__ = ["EVENT_COLUMNS", "scan", "verify_chain"]
 
 EVENT_COLUMNS: Final = (
     "seq, event_id, stream_id, version, type, schema_version, recorded_at, actor, reason, "
     "correlation_id, convert_to(data, 'UTF8'), hash"
 )
 """The columns of an event row, in the order the hash covers them, payload as bytes."""
-TASK_COLUMNS: Final = (
-    "id, state, agent, parent_id, concurrency_key, priority, version, last_seq, created_at, "
-    "updated_at, record, not_before, rerun_of, expires_at"
-)
-"""The columns of a projection row, in the order of :data:`~._plan.TaskRow`."""
 _SIZES: Final = (  # (row by row, whole window): see tasktrail.store._stream
     "SELECT seq, octet_length(data) FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
     "SELECT count(*), max(k), sum(n) FROM (SELECT seq AS k, octet_length(data) AS n "
     "FROM events WHERE seq > $1 ORDER BY seq LIMIT $2) AS w",
 )
 _ROWS: Final = f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 AND seq <= $2 ORDER BY seq"
-_APPEND_ONLY_TRIGGERS: Final = frozenset({"events_append_only_update", "events_append_only_delete"})
 
 
 async def scan(
@@ -54,8 +47,7 @@ async def scan(
 async def verify_chain(conn: asyncpg.Connection) -> VerifyReport:
     """Recompute the hash chain; raise TamperedLogError at the first bad or missing event."""
     low = await conn.fetchval("SELECT min(seq) FROM events")
-    if low is not None and low < 1:  # the scan starts after 0: such a row would be unseen
-        raise TamperedLogError(low, "sequence numbers start at 1; this event was moved")
+    check_first(low)
     count, head, head_hash = await check_chain(scan(conn))
     triggers = {
         row[0]
@@ -67,10 +59,5 @@ async def verify_chain(conn: asyncpg.Connection) -> VerifyReport:
         events=count,
         head_sequence=head,
         head_hash=head_hash,
-        append_only=triggers >= _APPEND_ONLY_TRIGGERS,
+        append_only=triggers >= APPEND_ONLY_TRIGGERS,
     )
-
-
-async def live_rows(conn: asyncpg.Connection) -> dict[str, tuple[Any, ...]]:
-    """Every projection row, by task id."""
-    return {row[0]: tuple(row) for row in await conn.fetch(f"SELECT {TASK_COLUMNS} FROM tasks")}

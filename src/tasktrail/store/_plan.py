@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import Final, TypeAlias
 
 import msgspec
 
 from tasktrail.errors import (
     AttemptSupersededError,
     ConcurrencyLimitError,
+    CorruptDatabaseError,
     EventIdConflictError,
     IllegalTransitionError,
     TaskExistsError,
@@ -35,7 +36,10 @@ __all__ = [
     "BatchPlan",
     "EventRow",
     "PendingAppend",
+    "TASK_COLUMNS",
+    "TASK_UPSERT",
     "TaskRow",
+    "decode_task",
     "pending_deadline",
     "plan_batch",
     "task_row",
@@ -54,6 +58,17 @@ TaskRow: TypeAlias = tuple[
 """(id, state, agent, parent_id, concurrency_key, priority, version, last_sequence,
 created_at, updated_at, record, not_before, rerun_of, expires_at): one row of the ``tasks``
 table."""
+TASK_COLUMNS: Final = (
+    "id, state, agent, parent_id, concurrency_key, priority, version, last_seq, created_at, "
+    "updated_at, record, not_before, rerun_of, expires_at"
+)
+"""The columns of a projection row, in the order of :data:`TaskRow`."""
+TASK_UPSERT: Final = (
+    "ON CONFLICT (id) DO UPDATE SET state = excluded.state, version = excluded.version, "
+    "last_seq = excluded.last_seq, updated_at = excluded.updated_at, record = excluded.record, "
+    "not_before = excluded.not_before, expires_at = excluded.expires_at"
+)
+"""What writing a projection row over an existing one changes (the rest never does)."""
 
 _encode_task = msgspec.json.Encoder(order="deterministic").encode
 
@@ -275,3 +290,17 @@ def _plan_one(
     for row in rows:
         known_ids[row[1]] = (stream_id, row[3], row[0])
     return AppendResult(stream_id, version, sequence, current)
+
+
+_decode_task = msgspec.json.Decoder(Task).decode
+
+
+def decode_task(record: str | bytes) -> Task:
+    """A ``tasks.record`` as a Task; a damaged record is a CorruptDatabaseError."""
+    try:
+        return _decode_task(record)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as err:
+        raise CorruptDatabaseError(
+            f"a row of the tasks projection is damaged ({err}); run rebuild() to recreate "
+            "the projection from the log"
+        ) from err

@@ -15,9 +15,9 @@ from tasktrail.errors import InvalidInputError, TaskNotFoundError
 from tasktrail.ids import check_task_id
 from tasktrail.lifecycle import TaskState
 from tasktrail.store._claim import FUTURE_TOLERANCE, QueuePage
-from tasktrail.store._shared import state_values
 
 __all__ = [
+    "ACTIVE_COUNTS",
     "COUNT_CAP",
     "FINAL_TYPES",
     "SORTS",
@@ -35,6 +35,7 @@ __all__ = [
     "paused_clause",
     "queue_sql",
     "resolve_cursor",
+    "state_values",
     "task_clauses",
     "task_where",
     "timestamp",
@@ -68,6 +69,17 @@ class Params:
         if self.numbered:
             return f"{column} = ANY({self.add(items)}::text[])"
         return f"{column} IN ({', '.join(self.add(v) for v in items)})"
+
+
+def state_values(state: TaskState | str | Iterable[TaskState | str]) -> list[str]:
+    """The state names of a ``state=`` filter (one state, or several)."""
+    states = [state] if isinstance(state, str) else list(state)
+    try:
+        return [TaskState(s).value for s in states]
+    except ValueError as err:
+        raise InvalidInputError(
+            f"unknown state in {state!r}; one of {', '.join(TaskState)}"
+        ) from err
 
 
 def check_limit(limit: object) -> int:
@@ -275,6 +287,11 @@ def _source(p: Params, filters: TaskFilter) -> str:
     return "tasks"
 
 
+ACTIVE_COUNTS: Final = (
+    "SELECT coalesce(concurrency_key, agent), count(*) FROM tasks "
+    "WHERE state IN ('starting', 'running') GROUP BY 1"
+)
+"""Tasks holding a slot (starting/running) per limit key (concurrency key, else agent)."""
 TASK_COUNTS: Final = "SELECT agent, state, count(*) FROM tasks GROUP BY agent, state"
 """Tasks per agent and state: the ``tasks_by_agent`` index (agent, state) covers it."""
 

@@ -20,13 +20,12 @@ from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 from tasktrail._crashpoints import crash_point
 from tasktrail.errors import StoreClosedError
 from tasktrail.projection import Task
-from tasktrail.store import _commit
 from tasktrail.store._chain import GENESIS
 from tasktrail.store._claim import QueuePosition
-from tasktrail.store._commit import (
+from tasktrail.store._commit import GroupCommitter, Outcome, Queued
+from tasktrail.store._controls import READ_PAUSED, paused_sets
+from tasktrail.store._ops import (
     Op,
-    Outcome,
-    Queued,
     ReadActive,
     ReadClaimed,
     ReadKnownIds,
@@ -38,19 +37,16 @@ from tasktrail.store._commit import (
     Write,
     drive,
 )
-from tasktrail.store._controls import READ_PAUSED, paused_sets
-from tasktrail.store._query import Params, next_at_sql, queue_sql
-from tasktrail.store._shared import decode_task
+from tasktrail.store._plan import TASK_COLUMNS, TASK_UPSERT, decode_task
+from tasktrail.store._query import ACTIVE_COUNTS, Params, next_at_sql, queue_sql
 from tasktrail.store._sqlite_errors import DriverError, translate
 
 __all__ = [
-    "ACTIVE_COUNTS",
-    "GroupCommitter",
+    "SQLiteGroupCommitter",
     "UPSERT_TASK",
     "FileSignature",
     "Writer",
     "chunks",
-    "decode_task",
     "marks",
     "signatures",
 ]
@@ -60,18 +56,9 @@ T = TypeVar("T")
 
 INSERT_EVENT: Final = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 UPSERT_TASK: Final = (
-    "INSERT INTO tasks (id, state, agent, parent_id, concurrency_key, priority, version, "
-    "last_seq, created_at, updated_at, record, not_before, rerun_of, expires_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-    "state = excluded.state, version = excluded.version, last_seq = excluded.last_seq, "
-    "updated_at = excluded.updated_at, record = excluded.record, "
-    "not_before = excluded.not_before, expires_at = excluded.expires_at"
+    f"INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    f"{TASK_UPSERT}"
 )
-ACTIVE_COUNTS: Final = (
-    "SELECT coalesce(concurrency_key, agent), count(*) FROM tasks "
-    "WHERE state IN ('starting', 'running') GROUP BY 1"
-)
-"""Tasks holding a slot (starting/running) per limit key (concurrency key, else agent)."""
 _CHUNK: Final = 500  # ids per "IN (...)" query
 
 
@@ -230,7 +217,7 @@ def execute(conn: sqlite3.Connection, op: Op) -> Any:
     raise AssertionError(f"unknown op {op!r}")  # pragma: no cover
 
 
-class GroupCommitter(_commit.GroupCommitter):
+class SQLiteGroupCommitter(GroupCommitter):
     """Owns the writer connection's appends and claims."""
 
     def __init__(

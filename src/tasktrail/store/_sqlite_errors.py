@@ -1,4 +1,10 @@
-"""Translation of ``sqlite3`` errors into tasktrail errors: the one place it happens."""
+"""Translation of ``sqlite3`` errors into tasktrail errors: the one place it happens.
+
+A table keyed by SQLite result code (:data:`BY_CODE`), as httpx maps its transport's
+exceptions: what a code means is a row, not a branch. Two things come before it: a file
+system that refuses this process the file or its directory is named as such
+(:func:`permission_problem`), and an error without a code gets the one its message names.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,8 @@ import contextlib
 import os
 import pwd
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Final, TypeAlias
 
 from tasktrail.errors import (
     CorruptDatabaseError,
@@ -17,11 +24,78 @@ from tasktrail.errors import (
     TasktrailError,
 )
 
-__all__ = ["DriverError", "permission_problem", "translate", "translating"]
+__all__ = [
+    "BY_CODE",
+    "CODE_BY_MESSAGE",
+    "OTHER",
+    "PERMISSION_CODES",
+    "DriverError",
+    "permission_problem",
+    "result_code",
+    "translate",
+    "translating",
+]
 
-# Primary result codes, https://sqlite.org/rescode.html
-_BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT = 5, 6, 8, 10, 11
-_FULL, _CANTOPEN, _NOTADB, _PERM = 13, 14, 26, 3
+_Row: TypeAlias = tuple[type[TasktrailError], str]
+"""(the tasktrail error, its message): ``{where}`` is `` (path)``, ``{text}`` the driver's."""
+
+_BUSY: Final[_Row] = (
+    StorageBusyError,
+    "the database{where} stayed locked by another connection past the busy timeout; "
+    "nothing was written: retry, or raise busy_timeout",
+)
+_READ_ONLY: Final[_Row] = (
+    ReadOnlyStorageError,
+    "the database{where} is read-only; check the permissions of the file and of its "
+    "directory (SQLite writes a -wal and -shm file beside it)",
+)
+_CORRUPT: Final[_Row] = (
+    CorruptDatabaseError,
+    "the file{where} is not a tasktrail database or is damaged: {text}",
+)
+BY_CODE: Final[Mapping[int, _Row]] = {
+    sqlite3.SQLITE_BUSY: _BUSY,
+    sqlite3.SQLITE_LOCKED: _BUSY,
+    sqlite3.SQLITE_FULL: (
+        StorageFullError,
+        "the disk holding the database{where} is full; the write was rolled back and "
+        "nothing acknowledged was lost: free space and retry",
+    ),
+    sqlite3.SQLITE_READONLY: _READ_ONLY,
+    sqlite3.SQLITE_PERM: _READ_ONLY,
+    sqlite3.SQLITE_CORRUPT: _CORRUPT,
+    sqlite3.SQLITE_NOTADB: _CORRUPT,
+    sqlite3.SQLITE_CANTOPEN: (
+        StorageError,
+        "cannot open the database{where}: {text}; does the directory exist?",
+    ),
+    sqlite3.SQLITE_IOERR: (StorageError, "disk I/O error on the database{where}: {text}"),
+}
+"""What each SQLite result code means (https://sqlite.org/rescode.html). An extended code
+(``SQLITE_BUSY_SNAPSHOT``...) is looked up itself first, then as its primary code (its low
+8 bits); a code not here is a :class:`~tasktrail.StorageError`."""
+OTHER: Final[_Row] = (StorageError, "database error{where}: {text}")
+"""The translation of any other driver error."""
+PERMISSION_CODES: Final = frozenset(
+    {sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_IOERR}
+)
+"""The codes an unusable file or directory causes: before :data:`BY_CODE`, the file system
+is asked (:func:`permission_problem`), so the message names the path and the user."""
+CODE_BY_MESSAGE: Final[Mapping[str, int]] = {
+    "database is locked": sqlite3.SQLITE_BUSY,
+    "database table is locked": sqlite3.SQLITE_LOCKED,
+    "database schema is locked": sqlite3.SQLITE_LOCKED,
+    "database or disk is full": sqlite3.SQLITE_FULL,
+    "attempt to write a readonly database": sqlite3.SQLITE_READONLY,
+    "database disk image is malformed": sqlite3.SQLITE_CORRUPT,
+    "file is not a database": sqlite3.SQLITE_NOTADB,
+    "Could not decode to UTF-8": sqlite3.SQLITE_CORRUPT,
+    "unable to open database file": sqlite3.SQLITE_CANTOPEN,
+    "disk I/O error": sqlite3.SQLITE_IOERR,
+}
+"""The code of an error that carries none (raised by Python's ``sqlite3`` itself, or
+re-raised by a wrapper from SQLite's message): SQLite's text for the code, found in the
+error's message. ``Could not decode to UTF-8`` is the module's own: damaged text."""
 
 
 DriverError = (sqlite3.Error, UnicodeDecodeError)
@@ -77,13 +151,24 @@ def permission_problem(path: str) -> tuple[str, bool] | None:
     return None
 
 
-def _cannot_write(code: int, path: str) -> bool:
-    """An open that failed on an existing file this process may not write (or whose
-    directory it may not write: a read-only mount): a read-only database, not a bad path."""
-    if code != _CANTOPEN or not path or not os.path.exists(path):
+def _cannot_write(path: str) -> bool:
+    """Whether an open that failed on ``path`` met an existing file this process may not
+    write (or whose directory it may not write: a read-only mount): a read-only database,
+    not a bad path."""
+    if not path or not os.path.exists(path):
         return False
     directory = os.path.dirname(os.path.abspath(path))
     return not (os.access(path, os.W_OK) and os.access(directory, os.W_OK))
+
+
+def result_code(err: sqlite3.Error) -> int:
+    """The (extended) result code of a driver error: its own, else the one its message
+    names (:data:`CODE_BY_MESSAGE`), else 0."""
+    code = getattr(err, "sqlite_errorcode", None)
+    if code:
+        return int(code)
+    text = str(err)
+    return next((code for sign, code in CODE_BY_MESSAGE.items() if sign in text), 0)
 
 
 def translate(err: sqlite3.Error | UnicodeDecodeError, path: str = "") -> TasktrailError:
@@ -94,37 +179,15 @@ def translate(err: sqlite3.Error | UnicodeDecodeError, path: str = "") -> Tasktr
             f"the database{where} holds text that is not valid UTF-8 ({err}); it is damaged: "
             "run verify(), and restore it from a backup if the log is affected"
         )
-    code = (getattr(err, "sqlite_errorcode", 0) or 0) & 0xFF
-    text = str(err)
-    if code in (_BUSY, _LOCKED) or "locked" in text:
-        return StorageBusyError(
-            f"the database{where} stayed locked by another connection past the busy "
-            "timeout; nothing was written: retry, or raise busy_timeout"
-        )
-    if code == _FULL or "disk is full" in text:
-        return StorageFullError(
-            f"the disk holding the database{where} is full; the write was rolled back "
-            "and nothing acknowledged was lost: free space and retry"
-        )
-    if code in (_CANTOPEN, _READONLY, _PERM, _IOERR) and (denied := permission_problem(path)):
+    code = result_code(err)
+    primary = code & 0xFF
+    if primary in PERMISSION_CODES and (denied := permission_problem(path)):
         why, readable = denied
         return ReadOnlyStorageError(why) if readable else StorageError(why)
-    if code in (_READONLY, _PERM) or "readonly" in text or _cannot_write(code, path):
-        return ReadOnlyStorageError(
-            f"the database{where} is read-only; check the permissions of the file and "
-            "of its directory (SQLite writes a -wal and -shm file beside it)"
-        )
-    if code in (_CORRUPT, _NOTADB) or any(
-        sign in text for sign in ("malformed", "not a database", "decode to UTF-8")
-    ):
-        return CorruptDatabaseError(
-            f"the file{where} is not a tasktrail database or is damaged: {text}"
-        )
-    if code == _CANTOPEN:
-        return StorageError(f"cannot open the database{where}: {text}; does the directory exist?")
-    if code == _IOERR:
-        return StorageError(f"disk I/O error on the database{where}: {text}")
-    return StorageError(f"database error{where}: {text}")
+    if primary == sqlite3.SQLITE_CANTOPEN and _cannot_write(path):
+        primary = code = sqlite3.SQLITE_READONLY
+    error, message = BY_CODE.get(code) or BY_CODE.get(primary) or OTHER
+    return error(message.format(where=where, text=str(err)))
 
 
 @contextlib.contextmanager

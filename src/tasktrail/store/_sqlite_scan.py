@@ -7,14 +7,12 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from tasktrail.errors import TamperedLogError
-from tasktrail.events import RecordedEvent
-from tasktrail.store._plan import TaskRow
 from tasktrail.store._progress import advance
-from tasktrail.store._scan import check_chain, fold_rows
+from tasktrail.store._scan import APPEND_ONLY_TRIGGERS, check_chain, check_first
 from tasktrail.store._sqlite_errors import DriverError
 from tasktrail.store._stream import SCAN_CHUNK_BYTES, bounded_chunks, prefetched
 from tasktrail.store._verify_range import EVENT_COLUMNS, RangeResult, check_range
@@ -23,9 +21,8 @@ from tasktrail.store.base import VerifyReport
 if TYPE_CHECKING:
     import aiosqlite
 
-__all__ = ["EVENT_COLUMNS", "fetch_all", "fold_log", "scan", "verify_chain"]
+__all__ = ["EVENT_COLUMNS", "fetch_all", "scan", "verify_chain"]
 
-_APPEND_ONLY_TRIGGERS: Final = frozenset({"events_append_only_update", "events_append_only_delete"})
 PARALLEL_MIN_EVENTS: Final = 250_000
 """A log at least this long is verified in ranges, one per core (up to 4): below it, starting
 a process costs more than the second core saves."""
@@ -80,8 +77,7 @@ async def verify_chain(db: aiosqlite.Connection, path: str | None = None) -> Ver
     (:mod:`tasktrail.store._verify_range`); the verdict is the same as one pass's.
     """
     ((low, high),) = await fetch_all(db, "SELECT min(seq), coalesce(max(seq), 0) FROM events")
-    if low is not None and low < 1:  # the scan starts after 0: such a row would be unseen
-        raise TamperedLogError(low, "sequence numbers start at 1; this event was moved")
+    check_first(low)
     cores = min(os.cpu_count() or 1, 4)
     if path and path != ":memory:" and cores > 1 and high >= PARALLEL_MIN_EVENTS:
         count, head_hash = await _verify_ranges(path, high, cores)
@@ -98,7 +94,7 @@ async def verify_chain(db: aiosqlite.Connection, path: str | None = None) -> Ver
         events=count,
         head_sequence=head,
         head_hash=head_hash,
-        append_only=triggers >= _APPEND_ONLY_TRIGGERS,
+        append_only=triggers >= APPEND_ONLY_TRIGGERS,
     )
 
 
@@ -144,10 +140,3 @@ async def _check_elsewhere(path: str, first: int, last: int) -> RangeResult:
     except (OSError, ValueError, TypeError):
         pass
     return await asyncio.to_thread(check_range, path, first, last)
-
-
-async def fold_log(
-    db: aiosqlite.Connection, to_event: Callable[[Sequence[Any]], RecordedEvent]
-) -> dict[str, TaskRow]:
-    """The projection row of every task, folded from the whole log, in creation order."""
-    return await fold_rows(scan(db), to_event)

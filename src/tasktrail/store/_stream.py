@@ -31,6 +31,7 @@ __all__ = [
     "STREAM_MAX_ROWS",
     "bounded_chunks",
     "check_chunk_bytes",
+    "check_versions",
     "prefetched",
 ]
 
@@ -64,6 +65,20 @@ def check_chunk_bytes(chunk_bytes: object) -> int:
     if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes < 1:
         raise InvalidInputError(f"chunk_bytes must be an int >= 1, not {chunk_bytes!r}")
     return chunk_bytes
+
+
+def check_versions(after_version: object, to_version: object, *, top: int) -> tuple[int, int]:
+    """(after, last) of a ``after_version < version <= to_version`` range: ints >= 0, the
+    last capped at the backend's largest version ``top``; InvalidInputError otherwise."""
+    after = _version("after_version", after_version)
+    last = top if to_version is None else min(_version("to_version", to_version), top)
+    return min(after, top), last
+
+
+def _version(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInputError(f"{name} must be an int >= 0, not {value!r}")
+    return value
 
 
 async def bounded_chunks(

@@ -17,12 +17,10 @@ import sqlite3
 import sys
 from typing import NamedTuple
 
-from tasktrail.store._chain import GENESIS, event_hash
+from tasktrail.store._chain import GENESIS, MISSING, walk_chain
 
 __all__ = ["EVENT_COLUMNS", "RangeResult", "check_range"]
 
-MISSING = "this event is missing from the log"
-MISMATCH = "its stored hash does not match its content"
 EVENT_COLUMNS = (
     "seq, event_id, stream_id, version, type, schema_version, recorded_at, actor, reason, "
     "correlation_id, CAST(data AS BLOB), hash"
@@ -53,22 +51,16 @@ def check_range(path: str, first: int, last: int) -> RangeResult:
             row = db.execute("SELECT hash FROM events WHERE seq = ?", (first - 1,)).fetchone()
             # A missing predecessor is reported by the range before this one.
             previous = row[0] if row is not None else ""
-        expected, count = first, 0
         rows = db.execute(
             f"SELECT {EVENT_COLUMNS} FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq",
             (first, last),
         )
-        for row in rows:
-            sequence = row[0]
-            if sequence != expected:
-                return RangeResult(count, previous, expected, MISSING)
-            digest = event_hash(previous, row[:10], row[10])
-            if digest != row[11]:
-                return RangeResult(count, previous, sequence, MISMATCH)
-            previous, expected, count = digest, sequence + 1, count + 1
-        if expected != last + 1:
-            return RangeResult(count, previous, expected, MISSING)
-        return RangeResult(count, previous)
+        walk = walk_chain(rows, previous=previous, expected=first)
+        if walk.bad is not None:
+            return RangeResult(walk.good, walk.last_hash, walk.bad, walk.why)
+        if walk.expected != last + 1:
+            return RangeResult(walk.good, walk.last_hash, walk.expected, MISSING)
+        return RangeResult(walk.good, walk.last_hash)
     finally:
         db.close()
 

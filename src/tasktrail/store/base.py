@@ -12,8 +12,8 @@ from tasktrail.events import NewEvent, RecordedEvent
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task
 from tasktrail.store._claim import ClaimRequest, ClaimResult
-from tasktrail.store._commit import CommitStatistics
 from tasktrail.store._controls import Control
+from tasktrail.store._latency import CommitStatistics
 from tasktrail.store._plan import AppendResult
 from tasktrail.store._workers import WorkerInfo
 

@@ -28,8 +28,8 @@ from tasktrail.errors import InvalidInputError, StoreClosedError
 from tasktrail.lifecycle import TaskState
 from tasktrail.projection import Task
 from tasktrail.store import POSTGRES_SCHEMES
+from tasktrail.store._plan import decode_task
 from tasktrail.store._query import Params, keyset, task_clauses
-from tasktrail.store._shared import decode_task
 from tasktrail.store._sqlite_errors import translating
 from tasktrail.store._sqlite_open import connect
 from tasktrail.store._sqlite_scan import fetch_all
