@@ -37,7 +37,6 @@ __all__ = [
     "resolve_cursor",
     "state_values",
     "task_clauses",
-    "task_where",
     "timestamp",
 ]
 
@@ -101,39 +100,7 @@ def timestamp(value: datetime | float | int, name: str) -> float:
 
 
 TaskFilter = dict[str, Any]
-"""The keyword filters of ``list_tasks`` (see :func:`task_where`)."""
-
-
-def task_where(
-    p: Params,
-    *,
-    state: TaskState | str | Iterable[TaskState | str] | None = None,
-    agent: str | Iterable[str] | None = None,
-    parent_id: str | None = None,
-    rerun_of: str | None = None,
-    since: datetime | float | None = None,
-    until: datetime | float | None = None,
-    worker_id: str | None = None,
-    id_prefix: str | None = None,
-    finished_since: datetime | float | None = None,
-    only_finished_since: datetime | float | None = None,
-) -> str:
-    """The ``WHERE`` clause (or ``""``) of a task listing: every filter given must hold.
-
-    ``state`` and ``agent`` may each be one value or several; ``since``/``until`` bound the
-    creation time (``since`` inclusive, ``until`` exclusive); ``finished_since`` leaves out
-    the tasks that finished before it (retention: unfinished tasks stay); ``worker_id`` is
-    the worker that holds or last held the task (read from the record: no column, see
-    ``docs/reference/store.md``); ``id_prefix`` matches the ids that start with it (the
-    primary key's range on SQLite); ``only_finished_since`` keeps only the tasks finished
-    at or after that time (the ``tasks_finished`` index).
-    """
-    clauses = task_clauses(
-        p, state=state, agent=agent, parent_id=parent_id, rerun_of=rerun_of, since=since,
-        until=until, worker_id=worker_id, id_prefix=id_prefix, finished_since=finished_since,
-        only_finished_since=only_finished_since,
-    )  # fmt: skip
-    return f" WHERE {' AND '.join(clauses)}" if clauses else ""
+"""The keyword filters of ``list_tasks`` (see :func:`task_clauses`)."""
 
 
 def task_clauses(
@@ -150,7 +117,16 @@ def task_clauses(
     finished_since: datetime | float | None = None,
     only_finished_since: datetime | float | None = None,
 ) -> list[str]:
-    """The conditions of :func:`task_where`, one per filter given."""
+    """The conditions of a task listing, one per filter given; all must hold.
+
+    ``state`` and ``agent`` may each be one value or several; ``since``/``until`` bound the
+    creation time (``since`` inclusive, ``until`` exclusive); ``finished_since`` leaves out
+    the tasks that finished before it (retention: unfinished tasks stay); ``worker_id`` is
+    the worker that holds or last held the task (read from the record: no column, see
+    ``docs/reference/store.md``); ``id_prefix`` matches the ids that start with it (the
+    primary key's range on SQLite); ``only_finished_since`` keeps only the tasks finished
+    at or after that time (the ``tasks_finished`` index).
+    """
     clauses: list[str] = []
     if state is not None:
         clauses.append(p.one_of("state", state_values(state)))
@@ -235,7 +211,7 @@ def list_sql(
     offset: int = 0,
     limit: int | None = None,
 ) -> str:
-    """One page of a task listing: the tasks matching ``filters`` (see :func:`task_where`)
+    """One page of a task listing: the tasks matching ``filters`` (see :func:`task_clauses`)
     in ``sort`` order, after the keyset position ``after`` (see :func:`cursor_sql`), past
     ``offset`` more rows, at most ``limit``."""
     column = _sort_column(sort)
