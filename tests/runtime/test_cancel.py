@@ -10,8 +10,6 @@ from helpers import finished
 from helpers import open_manager as manager
 from tasktrail import CancelRequested, RunContext, TaskCancelled, TaskState
 
-# -- cancelling --------------------------------------------------------------------------------
-
 
 async def test_cancel_pending_task_is_immediate(db_path: str) -> None:
     """cancel on a pending task returns it cancelled at once; it never runs."""

@@ -13,8 +13,6 @@ from helpers import closed, finished
 from helpers import open_manager as manager
 from tasktrail import TaskState
 
-# -- closing and reopening ---------------------------------------------------------------------
-
 
 async def test_close_requeues_running_attempts(db_path: str) -> None:
     """close() stops running attempts and re-queues them, never leaving one running."""

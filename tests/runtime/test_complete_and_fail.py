@@ -20,9 +20,6 @@ from tasktrail import (
     TaskState,
 )
 
-# -- completing and failing from outside -------------------------------------------------------
-
-
 TERMINAL = (TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED)
 
 

@@ -12,8 +12,6 @@ from helpers import open_manager as manager
 from tasktrail import OutputAppended, RunContext, TaskState, WaitTimeoutError
 from tasktrail.testing import FakeClock
 
-# -- output ------------------------------------------------------------------------------------
-
 
 async def test_get_output_returns_written_text(db_path: str) -> None:
     """get_output returns everything the runner wrote, in order."""

@@ -9,8 +9,6 @@ from helpers import open_manager as manager
 from tasktrail import RunContext, TaskClaimed, TaskFailed, TaskRequeued, TaskState
 from tasktrail.testing import FakeClock
 
-# -- retries -----------------------------------------------------------------------------------
-
 
 async def test_runner_error_text_is_recorded(db_path: str) -> None:
     """A runner's exception is recorded as the task's error, with its type."""
