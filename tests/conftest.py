@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from pgserver import PostgresServer
+from pgserver import Databases, PostgresServer
 from tasktrail import SQLiteEventStore
 
 # Every event loop runs in debug mode: never-awaited coroutines and slow callbacks show up.
@@ -59,9 +59,13 @@ BACKENDS = [pytest.param("sqlite", id="sqlite"), pytest.param("postgres", id="po
 
 
 @pytest.fixture(params=BACKENDS)
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def databases(request: pytest.FixtureRequest, tmp_path: Path) -> Databases:
+    """New databases of each backend, for tests that need several (each backend in turn)."""
+    server = request.getfixturevalue("postgres_server") if request.param == "postgres" else None
+    return Databases(request.param, tmp_path, server)
+
+
+@pytest.fixture
+def database(databases: Databases) -> str:
     """A new, empty database of each backend: a SQLite file path or a postgresql:// URL."""
-    if request.param == "postgres":
-        server: PostgresServer = request.getfixturevalue("postgres_server")
-        return server.fresh_url()
-    return str(tmp_path / "tasks.db")
+    return databases.new()

@@ -84,11 +84,16 @@ async def open_manager(db_path: Path | str, **settings: Any) -> AsyncIterator[Ta
     try:
         yield tm
     finally:
-        try:
-            async with asyncio.timeout(10):  # a hang guard, not a timing claim
-                await tm.close()
-        except TimeoutError:
-            raise AssertionError("TaskManager.close() did not return") from None
+        await closed(tm)
+
+
+async def closed(tm: TaskManager) -> None:
+    """Close ``tm``; fail instead of hanging if close() never returns."""
+    try:
+        async with asyncio.timeout(10):  # a hang guard, not a timing claim
+            await tm.close()
+    except TimeoutError:
+        raise AssertionError("TaskManager.close() did not return") from None
 
 
 async def finished(tm: TaskManager, task_id: str) -> Task:

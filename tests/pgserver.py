@@ -1,5 +1,6 @@
 """The real PostgreSQL server the PostgreSQL tests run against: one fresh database per
-test session, one fresh schema per test. Never a mock.
+test session, one fresh schema per test. Never a mock. And ``Databases``: new databases of
+either backend (SQLite files, schemas on this server), as many as a test needs.
 
 The server is ``$TASKTRAIL_TEST_POSTGRES`` (an admin URL; default
 ``postgresql://postgres@127.0.0.1:5432/postgres``). When it cannot be reached the tests that
@@ -13,6 +14,7 @@ import itertools
 import os
 import secrets
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -73,3 +75,21 @@ class PostgresServer:
         """Drop the session's database (and every schema in it)."""
         if self._created:
             self._run(self.admin_url, f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+
+
+class Databases:
+    """New, empty databases of one backend, as many as a test asks for: SQLite file paths
+    in the test's directory, or postgresql:// URLs of new schemas on the real server."""
+
+    def __init__(self, backend: str, directory: Path, server: PostgresServer | None) -> None:
+        self.backend = backend
+        self._directory = directory
+        self._server = server
+        self._files = itertools.count(1)
+
+    def new(self) -> str:
+        """The path or URL of a new, empty database (blocking: call it outside event loops)."""
+        if self._server is not None:
+            return self._server.fresh_url()
+        number = next(self._files)
+        return str(self._directory / ("tasks.db" if number == 1 else f"tasks-{number}.db"))

@@ -1,4 +1,5 @@
-"""A hypothesis state machine over the real TaskManager, with a fake clock and fake runners.
+"""A hypothesis state machine over the real TaskManager on each backend (a SQLite file, a
+schema on the PostgreSQL server), with a fake clock and fake runners.
 
 The runners block on events that the rules release (to complete or fail), and an
 agent-session runner stays ``starting`` until a rule lets its session start, so cancels
@@ -14,27 +15,32 @@ and the clock moves on: every task must finish and every waiter be answered.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import sys
-import tempfile
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
+from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
+from pgserver import Databases
 from tasktrail import (
     CancelRequested,
     IllegalTransitionError,
     RunContext,
-    SQLiteEventStore,
     StoreClosedError,
     Task,
     TaskCancelled,
     TaskManager,
     TaskState,
+    open_store,
 )
 from tasktrail.testing import FakeClock
 
@@ -85,11 +91,10 @@ async def guarded(awaitable: Awaitable[T]) -> T:
 class ManagerMachine(RuleBasedStateMachine):
     """Launch, finish, fail, cancel, time out, tick, close and reopen, in any order."""
 
-    def __init__(self) -> None:
+    def __init__(self, database: str) -> None:
         super().__init__()
         self.runner = asyncio.Runner()
-        self.directory = Path(tempfile.mkdtemp(prefix="tasktrail-manager-machine-"))
-        self.path = self.directory / "machine.db"
+        self.database = database
         self.clock = FakeClock()
         self.runs: list[Run] = []
         self.running = 0
@@ -125,7 +130,7 @@ class ManagerMachine(RuleBasedStateMachine):
         return self.tm
 
     async def open(self) -> TaskManager:
-        tm = TaskManager(self.path, clock=self.clock, **SETTINGS)
+        tm = TaskManager(self.database, clock=self.clock, **SETTINGS)
         await guarded(tm.__aenter__())
         tm.register("a", self.function_runner)
         tm.register("b", self.function_runner)
@@ -146,7 +151,6 @@ class ManagerMachine(RuleBasedStateMachine):
                 for _, waiter in self.waiters:  # answered by close(): nothing left unretrieved
                     if waiter.done() and not waiter.cancelled():
                         waiter.exception()
-                shutil.rmtree(self.directory, ignore_errors=True)
 
     # -- the fake runners -------------------------------------------------------------------
 
@@ -357,13 +361,13 @@ class ManagerMachine(RuleBasedStateMachine):
 
     @rule()
     def close_and_reopen(self) -> None:
-        """close() leaves nothing starting or running; a new manager takes over the file."""
+        """close() leaves nothing starting or running; a new manager takes over the database."""
         self.run(guarded(self.manager.close()))
         self.tm = None
         assert all(run.phase == "exited" for run in self.runs)
 
         async def left_live() -> list[Task]:
-            async with SQLiteEventStore(self.path) as store:
+            async with open_store(self.database) as store:
                 return await store.list_tasks(state=(TaskState.STARTING, TaskState.RUNNING))
 
         assert self.run(left_live()) == []
@@ -455,4 +459,6 @@ class SessionRunner:
             machine.exit(run)
 
 
-TestManagerMachine = ManagerMachine.TestCase
+def test_manager_machine(databases: Databases, machine_settings: settings) -> None:
+    """The manager machine holds on each backend, every run on a new, empty database."""
+    run_state_machine_as_test(lambda: ManagerMachine(databases.new()), settings=machine_settings)

@@ -42,12 +42,6 @@ def shout(ctx: RunContext) -> str:
     return ctx.task.prompt.upper()
 
 
-@pytest.fixture
-def db_path(database: str) -> str:
-    """A new database of each backend (SQLite file, PostgreSQL schema) for every test."""
-    return database
-
-
 def test_a_registry_collects_runners_at_import_time() -> None:
     """@registry.agent(name) registers under the name, @registry.agent() under the function's."""
     assert sorted(tasks) == ["double", "shout"]

@@ -11,10 +11,10 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
+from runtime_helpers import echo
 
 from helpers import finished
 from helpers import open_manager as manager
@@ -59,20 +59,10 @@ async def orphan(
     return (await store.append(task_id, events, expected_version=0)).task
 
 
-async def echo(ctx: RunContext) -> str:
-    return ctx.task.prompt
-
-
-@pytest.fixture
-def db_path(database: str) -> str:
-    """A new database of each backend (SQLite file, PostgreSQL schema) for every test."""
-    return database
-
-
 # -- in one process ---------------------------------------------------------------------------
 
 
-async def test_task_of_vanished_process_is_requeued_while_attempts_remain(db_path: Path) -> None:
+async def test_task_of_vanished_process_is_requeued_while_attempts_remain(db_path: str) -> None:
     """A running task whose worker process is gone is re-queued on open, with a reason."""
     async with open_store(db_path) as store:
         await store.register_worker("ghost", host=HOST, pid=dead_pid())
@@ -88,7 +78,7 @@ async def test_task_of_vanished_process_is_requeued_while_attempts_remain(db_pat
         assert (await tm.get_task("t1")).state is TaskState.PENDING  # type: ignore[union-attr]
 
 
-async def test_requeued_task_runs_again_in_the_new_manager(db_path: Path) -> None:
+async def test_requeued_task_runs_again_in_the_new_manager(db_path: str) -> None:
     """After recovery the re-queued task is claimed again (attempt 2) and completes."""
     async with open_store(db_path) as store:
         await store.register_worker("ghost", host=HOST, pid=dead_pid())
@@ -104,7 +94,7 @@ async def test_requeued_task_runs_again_in_the_new_manager(db_path: Path) -> Non
         ]  # fmt: skip
 
 
-async def test_task_of_vanished_process_fails_without_attempts_left(db_path: Path) -> None:
+async def test_task_of_vanished_process_fails_without_attempts_left(db_path: str) -> None:
     """A task of a dead worker with no attempts left fails, with a reason; never cancelled."""
     async with open_store(db_path) as store:
         await store.register_worker("ghost", host=HOST, pid=dead_pid())
@@ -121,7 +111,7 @@ async def test_task_of_vanished_process_fails_without_attempts_left(db_path: Pat
         assert decision.actor == "system"
 
 
-async def test_cancel_requested_before_the_crash_is_acknowledged(db_path: Path) -> None:
+async def test_cancel_requested_before_the_crash_is_acknowledged(db_path: str) -> None:
     """A task of a dead worker with a cancel requested ends cancelled, not re-queued."""
     async with open_store(db_path) as store:
         await store.register_worker("ghost", host=HOST, pid=dead_pid())
@@ -134,7 +124,7 @@ async def test_cancel_requested_before_the_crash_is_acknowledged(db_path: Path) 
         assert "recovery" in done.reason
 
 
-async def test_task_of_unknown_worker_is_recovered(db_path: Path) -> None:
+async def test_task_of_unknown_worker_is_recovered(db_path: str) -> None:
     """A task claimed by a worker that never registered is recovered at once."""
     async with open_store(db_path) as store:
         await orphan(store, "t1", "never-registered", max_attempts=2)
@@ -142,7 +132,7 @@ async def test_task_of_unknown_worker_is_recovered(db_path: Path) -> None:
         assert (await tm.get_task("t1")).state is TaskState.PENDING  # type: ignore[union-attr]
 
 
-async def test_task_of_cleanly_stopped_worker_is_recovered(db_path: Path) -> None:
+async def test_task_of_cleanly_stopped_worker_is_recovered(db_path: str) -> None:
     """A task left starting/running by a worker that recorded its stop is recovered at once."""
     async with open_store(db_path) as store:
         await store.register_worker("gone", host="another-host", pid=1)
@@ -152,7 +142,7 @@ async def test_task_of_cleanly_stopped_worker_is_recovered(db_path: Path) -> Non
         assert (await tm.get_task("t1")).state is TaskState.PENDING  # type: ignore[union-attr]
 
 
-async def test_own_worker_id_after_restart_recovers_its_tasks(db_path: Path) -> None:
+async def test_own_worker_id_after_restart_recovers_its_tasks(db_path: str) -> None:
     """A manager reopened with the same worker id re-queues what its earlier life left running."""
     async with open_store(db_path) as store:
         await store.register_worker("fixed-id", host=HOST, pid=os.getpid())
@@ -165,7 +155,7 @@ async def test_own_worker_id_after_restart_recovers_its_tasks(db_path: Path) -> 
         assert (await finished(tm, "t1")).result == "again"
 
 
-async def test_live_workers_tasks_are_left_alone(db_path: Path) -> None:
+async def test_live_workers_tasks_are_left_alone(db_path: str) -> None:
     """A task of another live worker (fresh heartbeat) is not recovered."""
     clock = FakeClock()
     async with open_store(db_path, clock=clock.time) as store:
@@ -180,7 +170,7 @@ async def test_live_workers_tasks_are_left_alone(db_path: Path) -> None:
         assert (task.state, task.version) == (TaskState.RUNNING, 3)
 
 
-async def test_pid_of_another_host_is_never_checked_here(db_path: Path) -> None:
+async def test_pid_of_another_host_is_never_checked_here(db_path: str) -> None:
     """A worker of another host, its pid absent here, keeps its tasks while its lease runs."""
     clock = FakeClock()
     async with open_store(db_path, clock=clock.time) as store:
@@ -193,7 +183,7 @@ async def test_pid_of_another_host_is_never_checked_here(db_path: Path) -> None:
         assert (task.state, task.worker_id) == (TaskState.RUNNING, "remote")
 
 
-async def test_lease_timeout_recovers_tasks_of_silent_worker(db_path: Path) -> None:
+async def test_lease_timeout_recovers_tasks_of_silent_worker(db_path: str) -> None:
     """A remote worker silent for longer than lease_timeout loses its tasks to recovery."""
     clock = FakeClock()
     async with open_store(db_path, clock=clock.time) as store:
@@ -217,7 +207,7 @@ async def test_lease_timeout_recovers_tasks_of_silent_worker(db_path: Path) -> N
         assert "heartbeat" in task.reason
 
 
-async def test_heartbeats_keep_a_remote_worker_alive(db_path: Path) -> None:
+async def test_heartbeats_keep_a_remote_worker_alive(db_path: str) -> None:
     """A remote worker that keeps sending heartbeats keeps its tasks past lease_timeout."""
     clock = FakeClock()
     async with open_store(db_path, clock=clock.time) as store:
@@ -233,7 +223,7 @@ async def test_heartbeats_keep_a_remote_worker_alive(db_path: Path) -> None:
 
 
 async def test_recover_leaves_this_managers_claim_in_flight_alone(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch
+    db_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """recover() while this live manager's own claim is being recorded decides nothing."""
     claimed = asyncio.Event()
@@ -267,7 +257,7 @@ async def test_recover_leaves_this_managers_claim_in_flight_alone(
         assert attempts == [1]
 
 
-async def test_recovery_decides_once_with_two_managers(db_path: Path) -> None:
+async def test_recovery_decides_once_with_two_managers(db_path: str) -> None:
     """Two managers recovering the same orphan at once record exactly one decision."""
     async with open_store(db_path) as store:
         await store.register_worker("ghost", host=HOST, pid=dead_pid())
@@ -315,7 +305,7 @@ class Worker:
         self.proc = proc
 
     @classmethod
-    async def start(cls, db_path: Path, worker_id: str) -> Worker:
+    async def start(cls, db_path: str, worker_id: str) -> Worker:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-c", WORKER, str(db_path), worker_id,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -345,7 +335,7 @@ class Worker:
             return await self.proc.wait()
 
 
-async def test_tasks_of_killed_worker_process_are_recovered(db_path: Path) -> None:
+async def test_tasks_of_killed_worker_process_are_recovered(db_path: str) -> None:
     """SIGKILL a worker mid-task: a new manager re-queues its tasks, runs them, the log verifies."""
     async with manager(db_path, run_tasks=False) as cli:
         tasks = [await cli.launch("slow", f"job {i}", max_attempts=2) for i in range(2)]
@@ -383,7 +373,7 @@ async def test_tasks_of_killed_worker_process_are_recovered(db_path: Path) -> No
         assert await tm.store.check_projection() == []
 
 
-async def test_killed_worker_task_without_attempts_left_fails(db_path: Path) -> None:
+async def test_killed_worker_task_without_attempts_left_fails(db_path: str) -> None:
     """SIGKILL a worker running a single-attempt task: recovery fails it, with a reason."""
     async with manager(db_path, run_tasks=False) as cli:
         task = await cli.launch("slow", max_attempts=1)
@@ -401,7 +391,7 @@ async def test_killed_worker_task_without_attempts_left_fails(db_path: Path) -> 
         assert await tm.store.check_projection() == []
 
 
-async def test_cancel_from_another_process_stops_the_runner(db_path: Path) -> None:
+async def test_cancel_from_another_process_stops_the_runner(db_path: str) -> None:
     """A cancel requested by a non-running manager stops the runner in the worker process."""
     async with manager(db_path, run_tasks=False) as cli:
         worker = await Worker.start(db_path, "busy")
@@ -419,7 +409,7 @@ async def test_cancel_from_another_process_stops_the_runner(db_path: Path) -> No
         assert await cli.store.check_projection() == []
 
 
-async def test_worker_process_shutdown_requeues_and_nothing_stays_running(db_path: Path) -> None:
+async def test_worker_process_shutdown_requeues_and_nothing_stays_running(db_path: str) -> None:
     """A worker process that shuts down cleanly mid-task leaves the task pending for others."""
     async with manager(db_path, run_tasks=False) as cli:
         worker = await Worker.start(db_path, "leaving")
@@ -454,7 +444,7 @@ FUTURE = 4_070_908_800.0  # 2099-01-01
 
 
 async def test_a_backoff_written_while_the_clock_was_ahead_does_not_freeze_the_task(
-    db_path: Path,
+    db_path: str,
 ) -> None:
     """A retry whose not_before lies in 2099 because it was written then starts now."""
     ahead = FakeClock(start=FUTURE)
@@ -468,7 +458,7 @@ async def test_a_backoff_written_while_the_clock_was_ahead_does_not_freeze_the_t
 
 
 async def test_a_heartbeat_from_the_future_does_not_keep_a_dead_worker_alive(
-    db_path: Path,
+    db_path: str,
 ) -> None:
     """A worker whose last heartbeat reads 2099 counts as dead once it stays unchanged for a
     lease of the observer's monotonic clock."""

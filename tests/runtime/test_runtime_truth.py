@@ -9,12 +9,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from runtime_helpers import StartOrder, echo
 
 from helpers import finished
 from helpers import open_manager as manager
@@ -36,19 +36,6 @@ from tasktrail import (
 from tasktrail.testing import FakeClock
 
 
-@pytest.fixture
-def db_path(database: str) -> str:
-    """A new database of each backend (SQLite file, PostgreSQL schema) for every test."""
-    return database
-
-
-async def until(check: Callable[[], Awaitable[bool]], tm: AsyncClient) -> None:
-    """Return once ``await check()`` is true, looking again after each commit (hang guard)."""
-    async with asyncio.timeout(10):  # a hang guard, not a timing claim
-        while not await check():
-            await tm.store.wait_for_commit(0.02)
-
-
 class Blocked:
     """A runner whose attempts wait until released; records which tasks entered."""
 
@@ -63,10 +50,6 @@ class Blocked:
         self.event(ctx.task.id).set()
         await self.release.wait()
         return "released"
-
-
-async def echo(ctx: RunContext) -> Any:
-    return ctx.task.prompt
 
 
 # -- liveness ----------------------------------------------------------------------------------
@@ -90,17 +73,14 @@ async def test_a_full_key_never_hides_the_rest_of_the_queue(db_path: str) -> Non
 
 async def test_tasks_of_one_key_start_first_in_first_out(db_path: str) -> None:
     """Within one concurrency key (limit 1) tasks start in the order they were launched."""
-    order: list[str] = []
-
-    async def record(ctx: RunContext) -> None:
-        order.append(ctx.task.prompt)
+    started = StartOrder()
 
     async with manager(db_path, max_running=3, limits={"k": 1}) as tm:
         launched = [await tm.launch("a", str(i), concurrency_key="k") for i in range(8)]
-        tm.register("a", record)
+        tm.register("a", started)
         for task in launched:
             await finished(tm, task.id)
-    assert order == [str(i) for i in range(8)]
+    assert started.prompts == [str(i) for i in range(8)]
 
 
 # -- timeouts and defaults ---------------------------------------------------------------------

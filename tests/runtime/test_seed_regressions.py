@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from pathlib import Path
 from typing import Any
 
 import pytest
+from runtime_helpers import echo
 
 from helpers import finished
 from helpers import open_manager as manager
@@ -61,7 +61,7 @@ class SessionRunner:
             self.returned.set()
 
 
-async def test_cancel_while_starting_never_resurrects(db_path: Path) -> None:
+async def test_cancel_while_starting_never_resurrects(db_path: str) -> None:
     """Seed 1: a runner that starts and returns after a cancel while starting never completes it."""
     runner = SessionRunner()
     async with manager(db_path, cancel_grace=0.05) as tm:
@@ -80,7 +80,7 @@ async def test_cancel_while_starting_never_resurrects(db_path: Path) -> None:
         assert "task.completed" not in await event_types(tm, task.id)
 
 
-async def test_runner_returning_after_cancel_while_running_never_completes(db_path: Path) -> None:
+async def test_runner_returning_after_cancel_while_running_never_completes(db_path: str) -> None:
     """Seed 1: a running runner that swallows the cancel and returns leaves the task cancelled."""
     entered = asyncio.Event()
 
@@ -101,7 +101,7 @@ async def test_runner_returning_after_cancel_while_running_never_completes(db_pa
         assert not any(isinstance(e.payload, TaskCompleted) for e in await tm.history(task.id))
 
 
-async def test_cancelled_task_never_becomes_failed(db_path: Path) -> None:
+async def test_cancelled_task_never_becomes_failed(db_path: str) -> None:
     """A runner that raises while handling its cancel leaves the task cancelled, not failed."""
     entered = asyncio.Event()
 
@@ -123,7 +123,7 @@ async def test_cancelled_task_never_becomes_failed(db_path: Path) -> None:
         assert "task.requeued" not in await event_types(tm, task.id)
 
 
-async def test_two_waiters_both_wake(db_path: Path) -> None:
+async def test_two_waiters_both_wake(db_path: str) -> None:
     """Two waiters on one task, in this manager and in another on the same file, both wake."""
     entered = asyncio.Event()
     release = asyncio.Event()
@@ -145,7 +145,7 @@ async def test_two_waiters_both_wake(db_path: Path) -> None:
         assert [(t.state, t.result) for t in results] == [(TaskState.COMPLETED, "result")] * 3
 
 
-async def test_waiter_on_cancelled_task_wakes(db_path: Path) -> None:
+async def test_waiter_on_cancelled_task_wakes(db_path: str) -> None:
     """A waiter on a pending task wakes with it when it is cancelled (here or elsewhere)."""
     async with manager(db_path) as tm, manager(db_path, run_tasks=False) as other:
         task = await tm.launch("nobody-runs-this")
@@ -158,7 +158,7 @@ async def test_waiter_on_cancelled_task_wakes(db_path: Path) -> None:
         assert [t.state for t in results] == [TaskState.CANCELLED] * 2
 
 
-async def test_duplicate_custom_task_id_is_rejected_never_overwritten(db_path: Path) -> None:
+async def test_duplicate_custom_task_id_is_rejected_never_overwritten(db_path: str) -> None:
     """Launching twice with one custom id raises a TasktrailError; the first task is kept."""
     async with manager(db_path) as tm:
         first = await tm.launch("idle", "first prompt", task_id="my-task")
@@ -168,7 +168,7 @@ async def test_duplicate_custom_task_id_is_rejected_never_overwritten(db_path: P
         assert await event_types(tm, "my-task") == ["task.created"]
 
 
-async def test_concurrent_launches_with_one_id_create_one_task(db_path: Path) -> None:
+async def test_concurrent_launches_with_one_id_create_one_task(db_path: str) -> None:
     """Racing launches with the same custom id: exactly one wins, the others raise."""
     async with manager(db_path) as tm:
         outcomes = await asyncio.gather(
@@ -182,7 +182,7 @@ async def test_concurrent_launches_with_one_id_create_one_task(db_path: Path) ->
         assert await event_types(tm, "raced") == ["task.created"]
 
 
-async def test_duration_excludes_queue_time(db_path: Path) -> None:
+async def test_duration_excludes_queue_time(db_path: str) -> None:
     """A task queued 100 s behind a full slot, then run 5 s, shows 5 s from start to finish."""
     clock = FakeClock()
     releases = {"first": asyncio.Event(), "second": asyncio.Event()}
@@ -210,7 +210,7 @@ async def test_duration_excludes_queue_time(db_path: Path) -> None:
         assert (done.started_at - done.created_at).total_seconds() == 100
 
 
-async def test_slots_never_leak_after_exceptions_or_cancellation(db_path: Path) -> None:
+async def test_slots_never_leak_after_exceptions_or_cancellation(db_path: str) -> None:
     """With one slot, failures, cancels and forced cancels all give the slot back."""
     entered = asyncio.Event()
 
@@ -238,7 +238,7 @@ async def test_slots_never_leak_after_exceptions_or_cancellation(db_path: Path) 
         assert await tm.store.active_counts() == {}
 
 
-async def test_tasks_are_not_lost_on_restart(db_path: Path) -> None:
+async def test_tasks_are_not_lost_on_restart(db_path: str) -> None:
     """A task launched before a restart (never started, or running) runs after it."""
     entered = asyncio.Event()
 
@@ -251,9 +251,6 @@ async def test_tasks_are_not_lost_on_restart(db_path: Path) -> None:
         queued = await tm.launch("later", "queued")
         running = await tm.launch("slow", "running")
         await entered.wait()
-
-    async def echo(ctx: RunContext) -> str:
-        return ctx.task.prompt
 
     async with manager(db_path) as tm:
         tm.register("later", echo)
@@ -302,7 +299,7 @@ class EarlyIdleSession:
 
 
 async def test_an_idle_before_the_prompt_was_taken_up_never_completes_the_task(
-    db_path: Path,
+    db_path: str,
 ) -> None:
     """An ``idle`` reported before the prompt's delivery is not an answer (seed 1, defect 5)."""
     client = EarlyIdleSession()

@@ -6,7 +6,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +25,7 @@ TIMEOUT = 10.0
 
 @asynccontextmanager
 async def manager(
-    db_path: Path, client: ScriptedSession, *, poll_interval: float = 60.0
+    db_path: str, client: ScriptedSession, *, poll_interval: float = 60.0
 ) -> AsyncIterator[tuple[TaskManager, AgentSessionRunner]]:
     """A manager with an ``agent`` runner on ``client``, its events subscribed.
 
@@ -57,7 +56,7 @@ def polls(client: ScriptedSession) -> int:
     return sum(1 for method, _ in client.calls if method == "get_status")
 
 
-async def test_pushed_status_completes_the_task(db_path: Path) -> None:
+async def test_pushed_status_completes_the_task(db_path: str) -> None:
     """A pushed ``idle`` status ends the wait; the session's result is the task's."""
     client = ScriptedSession({"summarise": ScriptedReply(result={"summary": "short"})})
     async with manager(db_path, client) as (tm, _):
@@ -74,7 +73,7 @@ async def test_pushed_status_completes_the_task(db_path: Path) -> None:
     ]
 
 
-async def test_polling_completes_the_task_without_events(db_path: Path) -> None:
+async def test_polling_completes_the_task_without_events(db_path: str) -> None:
     """With no pushed event, polling finds the session done after its busy polls."""
     client = ScriptedSession({"count": ScriptedReply(result=3, polls=2, push=False)})
     async with manager(db_path, client, poll_interval=0.01) as (tm, _):
@@ -90,7 +89,7 @@ async def test_polling_completes_the_task_without_events(db_path: Path) -> None:
     [pytest.param(True, 60.0, id="pushed"), pytest.param(False, 0.01, id="polled")],
 )
 async def test_error_status_fails_the_task_with_its_text(
-    db_path: Path, push: bool, poll_interval: float
+    db_path: str, push: bool, poll_interval: float
 ) -> None:
     """An ``error`` status fails the task with the session's error text."""
     client = ScriptedSession({"go": ScriptedReply(error="model overloaded", push=push)})
@@ -104,7 +103,7 @@ async def test_error_status_fails_the_task_with_its_text(
     assert ("abort", "ses_1") not in client.calls
 
 
-async def test_seed_session_error_event_fails_the_task(db_path: Path) -> None:
+async def test_seed_session_error_event_fails_the_task(db_path: str) -> None:
     """The seeds' ``session.error`` event, with a nested message, fails the task."""
     client = ScriptedSession(default=ScriptedReply(hang=True))
     async with manager(db_path, client) as (tm, runner):
@@ -123,7 +122,7 @@ async def test_seed_session_error_event_fails_the_task(db_path: Path) -> None:
     assert (done.error or "").endswith("status 'error': rate limited")
 
 
-async def test_busy_events_keep_waiting_and_foreign_events_are_ignored(db_path: Path) -> None:
+async def test_busy_events_keep_waiting_and_foreign_events_are_ignored(db_path: str) -> None:
     """A ``busy`` status keeps the task running; events of other sessions change nothing."""
     client = ScriptedSession(default=ScriptedReply(result="late", hang=True))
     async with manager(db_path, client) as (tm, runner):
@@ -145,7 +144,7 @@ async def test_busy_events_keep_waiting_and_foreign_events_are_ignored(db_path: 
     assert done.result == "late"
 
 
-async def test_cancel_aborts_the_session(db_path: Path) -> None:
+async def test_cancel_aborts_the_session(db_path: str) -> None:
     """Cancelling a running task aborts its session and ends ``cancelled``."""
     client = ScriptedSession(default=ScriptedReply(hang=True))
     async with manager(db_path, client) as (tm, _):
@@ -159,7 +158,7 @@ async def test_cancel_aborts_the_session(db_path: Path) -> None:
     assert client.calls[-1] == ("abort", started.session_id)
 
 
-async def test_client_failure_fails_the_task_and_aborts_the_session(db_path: Path) -> None:
+async def test_client_failure_fails_the_task_and_aborts_the_session(db_path: str) -> None:
     """When sending the prompt raises, the attempt fails and the session is aborted."""
     client = ScriptedSession(default=None)
     async with manager(db_path, client) as (tm, _):

@@ -30,7 +30,7 @@ TIMEOUT = 15.0
 
 
 @asynccontextmanager
-async def manager(db_path: Path, **settings: Any) -> AsyncIterator[TaskManager]:
+async def manager(db_path: str, **settings: Any) -> AsyncIterator[TaskManager]:
     """A manager polling every 50 ms with the built-in shell agent registered as ``sh``."""
     settings.setdefault("poll_interval", 0.05)
     async with TaskManager(db_path, **settings) as tm:
@@ -98,7 +98,7 @@ def groups() -> Iterator[list[int]]:
             os.killpg(pgid, signal.SIGKILL)
 
 
-async def test_stdout_and_stderr_are_recorded_on_their_channels(db_path: Path) -> None:
+async def test_stdout_and_stderr_are_recorded_on_their_channels(db_path: str) -> None:
     """Both streams end up in the output, each event tagged with its channel."""
     async with manager(db_path) as tm:
         task = await tm.launch("sh", "echo out; echo err >&2")
@@ -114,7 +114,7 @@ async def test_stdout_and_stderr_are_recorded_on_their_channels(db_path: Path) -
     assert by_channel == {"stdout": "out\n", "stderr": "err\n"}
 
 
-async def test_output_is_streamed_while_the_process_runs(db_path: Path, groups: list[int]) -> None:
+async def test_output_is_streamed_while_the_process_runs(db_path: str, groups: list[int]) -> None:
     """Output written early is readable before the process ends."""
     async with manager(db_path) as tm:
         task = await tm.launch("sh", "echo first; sleep 30")
@@ -128,7 +128,7 @@ async def test_output_is_streamed_while_the_process_runs(db_path: Path, groups: 
     assert running is not None and running.state is TaskState.RUNNING
 
 
-async def test_started_records_the_pid_as_session_id(db_path: Path) -> None:
+async def test_started_records_the_pid_as_session_id(db_path: str) -> None:
     """The start event carries ``pid:<pid>`` of the process, which is reaped afterwards."""
     async with manager(db_path) as tm:
         task = await tm.launch("sh", "echo $$")
@@ -138,7 +138,7 @@ async def test_started_records_the_pid_as_session_id(db_path: Path) -> None:
     assert_reaped(int(output))
 
 
-async def test_non_zero_exit_fails_with_code_and_last_stderr_line(db_path: Path) -> None:
+async def test_non_zero_exit_fails_with_code_and_last_stderr_line(db_path: str) -> None:
     """Exit code 3 fails the task; the error names the code and the last stderr line."""
     async with manager(db_path) as tm:
         task = await tm.launch("sh", "echo noise >&2; echo 'disk on fire' >&2; exit 3")
@@ -149,7 +149,7 @@ async def test_non_zero_exit_fails_with_code_and_last_stderr_line(db_path: Path)
     assert "exited with code 3: disk on fire" in done.error
 
 
-async def test_death_by_signal_names_the_signal(db_path: Path) -> None:
+async def test_death_by_signal_names_the_signal(db_path: str) -> None:
     """A process killed by a signal fails the task with the signal's name."""
     async with manager(db_path) as tm:
         task = await tm.launch("sh", "kill -KILL $$")
@@ -158,7 +158,7 @@ async def test_death_by_signal_names_the_signal(db_path: Path) -> None:
     assert "killed by signal SIGKILL (9)" in (done.error or "")
 
 
-async def test_cancel_ends_the_whole_process_tree(db_path: Path, groups: list[int]) -> None:
+async def test_cancel_ends_the_whole_process_tree(db_path: str, groups: list[int]) -> None:
     """Cancel terminates every process of the group; none is left, not even a zombie."""
     async with manager(db_path, cancel_grace=5.0) as tm:
         task = await tm.launch("sh", "sh -c 'sleep 30 & sleep 30; wait'")
@@ -175,7 +175,7 @@ async def test_cancel_ends_the_whole_process_tree(db_path: Path, groups: list[in
 
 
 async def test_process_ignoring_sigterm_is_killed_after_the_grace(
-    db_path: Path, groups: list[int]
+    db_path: str, groups: list[int]
 ) -> None:
     """A group that ignores SIGTERM gets SIGKILL once the grace is over."""
     async with manager(db_path, cancel_grace=0.5) as tm:
@@ -189,7 +189,7 @@ async def test_process_ignoring_sigterm_is_killed_after_the_grace(
         assert_reaped(pgid)
 
 
-async def test_force_cancel_kills_at_once(db_path: Path, groups: list[int]) -> None:
+async def test_force_cancel_kills_at_once(db_path: str, groups: list[int]) -> None:
     """A forced cancel SIGKILLs the group without waiting for the (long) grace."""
     async with manager(db_path, cancel_grace=3600.0) as tm:
         task = await tm.launch("sh", "trap '' TERM; sleep 30 & sleep 30; wait")
@@ -231,7 +231,7 @@ async def test_runner_honours_a_forced_cancel_request(groups: list[int]) -> None
     assert_reaped(pgid)
 
 
-async def test_missing_executable_fails_the_task_clearly(db_path: Path) -> None:
+async def test_missing_executable_fails_the_task_clearly(db_path: str) -> None:
     """A command that does not exist fails the task with a start error naming it."""
     async with manager(db_path) as tm:
         tm.register("ghost", SubprocessRunner(["tasktrail-no-such-program", "{prompt}"]))
@@ -254,9 +254,7 @@ NASTY = "a b; echo pwned $(id) `id` 'single' \"double\" | cat && rm -rf /nonexis
         pytest.param(f"{sys.executable} -c '{PRINT_ARGV}' {{prompt}} --id={{task_id}}", id="str"),
     ],
 )
-async def test_prompt_is_one_argument_without_shell(
-    db_path: Path, command: str | list[str]
-) -> None:
+async def test_prompt_is_one_argument_without_shell(db_path: str, command: str | list[str]) -> None:
     """Shell metacharacters in the prompt reach the program as one literal argument."""
     async with manager(db_path) as tm:
         tm.register("argv", SubprocessRunner(command))
@@ -267,7 +265,7 @@ async def test_prompt_is_one_argument_without_shell(
     assert json.loads(output) == [NASTY, f"--id={task.id}"]
 
 
-async def test_shell_template_inserts_the_prompt_quoted(db_path: Path) -> None:
+async def test_shell_template_inserts_the_prompt_quoted(db_path: str) -> None:
     """With ``shell=True`` the prompt is inserted quoted: one word, never run."""
     async with manager(db_path) as tm:
         tm.register("quoted", SubprocessRunner("printf '[%s]\\n' {prompt} {attempt}", shell=True))
@@ -278,7 +276,7 @@ async def test_shell_template_inserts_the_prompt_quoted(db_path: Path) -> None:
     assert output == f"[{NASTY}]\n[1]\n"
 
 
-async def test_environment_and_working_directory(db_path: Path, tmp_path: Path) -> None:
+async def test_environment_and_working_directory(db_path: str, tmp_path: Path) -> None:
     """The process runs in ``cwd`` with ``env`` and the task's id in its environment."""
     async with manager(db_path) as tm:
         tm.register("env", SubprocessRunner.shell(cwd=tmp_path, env={"GREETING": "hello"}))
@@ -289,7 +287,7 @@ async def test_environment_and_working_directory(db_path: Path, tmp_path: Path) 
 
 
 async def test_background_process_holding_the_output_is_ended(
-    db_path: Path, groups: list[int]
+    db_path: str, groups: list[int]
 ) -> None:
     """When the main process exits, a leftover holding the pipes does not keep the task."""
     async with manager(db_path) as tm:
@@ -301,7 +299,7 @@ async def test_background_process_holding_the_output_is_ended(
     assert not running_members(pgid)
 
 
-async def test_undecodable_output_is_replaced_not_fatal(db_path: Path) -> None:
+async def test_undecodable_output_is_replaced_not_fatal(db_path: str) -> None:
     """Bytes that are not UTF-8 become U+FFFD; the task still completes."""
     async with manager(db_path) as tm:
         task = await tm.launch("sh", r"printf 'caf\351\n'")

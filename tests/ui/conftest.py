@@ -18,7 +18,7 @@ import pytest
 from browsing import CHROMIUM_ARGS, Processes, in_thread
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from pgserver import PostgresServer
+from pgserver import Databases
 
 
 @pytest.fixture
@@ -57,13 +57,7 @@ def page(browser: Browser) -> Iterator[Page]:
     assert not errors, f"script errors in the page: {errors}"
 
 
-BACKENDS = [pytest.param("sqlite", id="sqlite"), pytest.param("postgres", id="postgres")]
-
-
-@pytest.fixture(params=BACKENDS)
-def any_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A new database of each backend (the root ``database`` fixture, made in a thread)."""
-    if request.param == "postgres":
-        server: PostgresServer = request.getfixturevalue("postgres_server")
-        return in_thread(server.fresh_url)
-    return str(tmp_path / "tasks.db")
+@pytest.fixture
+def any_database(databases: Databases) -> str:
+    """A new database of each backend (as the root ``database`` fixture, made in a thread)."""
+    return in_thread(databases.new)
