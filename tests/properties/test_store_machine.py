@@ -58,9 +58,10 @@ from tasktrail.lifecycle import TERMINAL_STATES, next_state
 
 T = TypeVar("T")
 
-# No NUL: PostgreSQL refuses it (InvalidInputError, "PostgreSQL cannot store a NUL character")
-# in an event's reason, correlation or event id and in agent, parent_id and concurrency_key,
-# where SQLite stores it: a divergence between the backends, to be fixed in the store.
+# No NUL: every backend refuses it in an event's reason, correlation or event id and in
+# agent, parent_id and concurrency_key (InvalidInputError before any other check; see
+# tests/store/test_contract.py::test_nul_in_stored_text_is_refused_alike_everywhere), so
+# the machine's model of versions and states would only learn that refusal.
 TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=12)
 TASK_IDS = st.text(st.characters(codec="utf-8", categories=["L", "N", "P", "S"]), max_size=12)
 

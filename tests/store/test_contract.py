@@ -65,6 +65,30 @@ async def test_append_is_atomic(backend_store) -> None:
     assert task is not None and task.state is TaskState.PENDING
 
 
+@pytest.mark.parametrize(
+    "append",
+    [
+        pytest.param(NewEvent(TaskCreated(agent="a\x00b")), id="agent"),
+        pytest.param(NewEvent(TaskCreated(agent="a", parent_id="p\x00")), id="parent"),
+        pytest.param(NewEvent(TaskCreated(agent="a", concurrency_key="\x00")), id="key"),
+        pytest.param(NewEvent(TaskCreated(agent="a"), reason="why\x00"), id="reason"),
+        pytest.param(NewEvent(TaskCreated(agent="a"), correlation_id="\x00"), id="correlation"),
+    ],
+)
+async def test_nul_in_stored_text_is_refused_alike_everywhere(
+    backend_store, append: NewEvent
+) -> None:
+    """A NUL character where it would be a column's text is InvalidInputError on every
+    backend (PostgreSQL's text cannot hold it), and nothing is written; inside the rest of a
+    payload it is stored and read back."""
+    with pytest.raises(InvalidInputError, match="NUL"):
+        await backend_store.append("t1", [append], expected_version=0)
+    assert await backend_store.read_stream("t1") == []
+    done = await backend_store.append("t1", [NewEvent(TaskCreated(agent="a", prompt="x\x00y"))])
+    assert done.task.prompt == "x\x00y"
+    assert (await backend_store.get_task("t1")).prompt == "x\x00y"
+
+
 async def test_stale_expected_version_conflicts(backend_store) -> None:
     """A stale expected version raises VersionConflictError and writes nothing."""
     await backend_store.append("t1", [new(Trigger.CREATE)], expected_version=0)

@@ -21,12 +21,13 @@ def prepare_append(
     expected_version: int | None,
     *,
     max_event_bytes: int,
-    allow_nul: bool = True,
 ) -> PendingAppend:
     """Validate and encode one append (nothing is queued or written yet).
 
-    ``allow_nul=False`` refuses a NUL character in the envelope's text, which a
-    PostgreSQL ``text`` column cannot hold (inside a payload it is escaped JSON: fine).
+    A NUL character is refused in the envelope's text and in the payload fields stored as
+    columns (agent, parent, concurrency key) on every backend: a PostgreSQL ``text``
+    column cannot hold it, and the same append must mean the same on both. Inside the
+    rest of a payload it is escaped JSON, accepted everywhere.
     """
     check_task_id(stream_id)
     if not events:
@@ -45,17 +46,16 @@ def prepare_append(
         if len(encoded) > max_event_bytes:
             raise PayloadTooLargeError(len(encoded), max_event_bytes)
         texts = [new.reason, new.correlation_id, new.event_id]
-        if not allow_nul:  # the projection's query columns come from the payload
-            texts += [getattr(new.payload, name, None) for name in _COLUMN_FIELDS]
+        texts += [getattr(new.payload, name, None) for name in _COLUMN_FIELDS]
         for text in texts:
             if text is not None:
                 try:
                     text.encode()
                 except (UnicodeEncodeError, AttributeError) as err:
                     raise InvalidInputError(f"invalid text {text!r:.40}: {err}") from err
-                if not allow_nul and "\x00" in text:
+                if "\x00" in text:
                     raise InvalidInputError(
-                        f"invalid text {text!r:.40}: PostgreSQL cannot store a NUL character"
+                        f"invalid text {text!r:.40}: a NUL character cannot be stored here"
                     )
         data.append(encoded)
         payload = as_stored(new.payload, encoded)

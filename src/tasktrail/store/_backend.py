@@ -54,8 +54,6 @@ class Backend(TaskQueries, OperationalTables, Generic[C]):
 
     _VERSION_TOP: ClassVar[int]
     """The largest version a stream query may name (the type of the version column)."""
-    _ALLOW_NUL: ClassVar[bool]
-    """Whether the envelope's text may hold a NUL character (PostgreSQL's text cannot)."""
     _EVENT_COLUMNS: ClassVar[str]
     """The columns of an event row, in the order the hash covers them, payload as bytes."""
     _STREAM_SIZES: ClassVar[tuple[str, str]]
@@ -143,7 +141,6 @@ class Backend(TaskQueries, OperationalTables, Generic[C]):
             events,
             expected_version,
             max_event_bytes=self.max_event_bytes,
-            allow_nul=self._ALLOW_NUL,
         )
         request.limit = limit
         request.fence = fence

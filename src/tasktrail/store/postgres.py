@@ -79,7 +79,6 @@ class PostgresEventStore(Backend[PgGroupCommitter]):
     _NUMBERED = True
     _ORDER = "ord"
     _VERSION_TOP = 2**31 - 1
-    _ALLOW_NUL = False
     _IDS_PER_QUERY = 2**31 - 1  # one array parameter, however many
     _EVENT_COLUMNS = EVENT_COLUMNS
     _STREAM_SIZES = (

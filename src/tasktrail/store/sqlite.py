@@ -80,7 +80,6 @@ class SQLiteEventStore(Backend[SQLiteGroupCommitter]):
     _NUMBERED = False
     _ORDER = "rowid"
     _VERSION_TOP = 2**62
-    _ALLOW_NUL = True
     _IDS_PER_QUERY = 500
     _EVENT_COLUMNS = EVENT_COLUMNS
     _STREAM_SIZES = (  # (row by row, whole window): see tasktrail.store._stream
