@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from runtime_helpers import Gate, eventually, payloads
 
 from helpers import finished
@@ -60,12 +61,21 @@ async def test_run_timeout_with_attempts_left_retries(db_path: str) -> None:
         assert "run timeout" in requeue.reason
 
 
-async def test_queue_timeout_fails_a_pending_task(db_path: str) -> None:
-    """A task pending past queue_timeout fails with a reason, never cancelled."""
+@pytest.mark.parametrize(
+    ("setting", "seconds", "named"),
+    [
+        pytest.param("queue_timeout", 60, "queue timeout", id="queue_timeout"),
+        pytest.param("task_ttl", 600, "TTL", id="task_ttl"),
+    ],
+)
+async def test_a_deadline_fails_a_pending_task(
+    db_path: str, setting: str, seconds: int, named: str
+) -> None:
+    """A task pending past queue_timeout or task_ttl fails with a reason, never cancelled."""
     clock = FakeClock()
-    async with manager(db_path, clock=clock, queue_timeout=60) as tm:
+    async with manager(db_path, clock=clock, **{setting: seconds}) as tm:
         task = await tm.launch("idle-agent")
-        await clock.advance(59)
+        await clock.advance(seconds - 1)
         await tm.tick()
         assert (await tm.get_task(task.id)).state is TaskState.PENDING  # type: ignore[union-attr]
         await clock.advance(2)
@@ -73,7 +83,7 @@ async def test_queue_timeout_fails_a_pending_task(db_path: str) -> None:
         done = await finished(tm, task.id)
         assert done.state is TaskState.FAILED
         assert done.error is not None
-        assert "queue timeout" in done.error
+        assert named in done.error
         assert done.reason
         assert _no_cancel(await payloads(tm, task.id))
 
@@ -111,23 +121,6 @@ async def test_task_ttl_fails_a_running_task(db_path: str) -> None:
         assert task.id in gate.cancelled
         assert _no_cancel(await payloads(tm, task.id))
         assert not any(isinstance(p, TaskRequeued) for p in await payloads(tm, task.id))
-
-
-async def test_task_ttl_fails_a_pending_task(db_path: str) -> None:
-    """A pending task past task_ttl fails with a reason, never cancelled."""
-    clock = FakeClock()
-    async with manager(db_path, clock=clock, task_ttl=600) as tm:
-        task = await tm.launch("idle-agent")
-        await clock.advance(599)
-        await tm.tick()
-        assert (await tm.get_task(task.id)).state is TaskState.PENDING  # type: ignore[union-attr]
-        await clock.advance(2)
-        await tm.tick()
-        done = await finished(tm, task.id)
-        assert done.state is TaskState.FAILED
-        assert done.error is not None
-        assert "TTL" in done.error
-        assert _no_cancel(await payloads(tm, task.id))
 
 
 async def test_no_ttl_means_tasks_live_forever(db_path: str) -> None:
