@@ -35,6 +35,10 @@ JSON = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(TEXT, children, max_size=4),
     max_leaves=12,
 )
+# Text stored as a column (the envelope's, and a task's agent, parent and concurrency key)
+# holds no NUL: every backend refuses it there (tests/store/test_contract.py).
+COLUMN_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=30)
+COLUMN_FIELDS = ("agent", "parent_id", "concurrency_key")
 # What str.isprintable() accepts: no control, format or separator characters but ' '.
 PRINTABLE = st.characters(codec="utf-8", exclude_categories=["C", "Z"])
 
@@ -64,6 +68,9 @@ def strategy_for(annotation: Any) -> st.SearchStrategy[Any]:
 def events_of(cls: type[Event]) -> st.SearchStrategy[Event]:
     """Instances of ``cls`` with every field, optional or not, drawn."""
     fields = {f.name: strategy_for(f.type) for f in msgspec.structs.fields(cls)}
+    for f in msgspec.structs.fields(cls):
+        if f.name in COLUMN_FIELDS:
+            fields[f.name] = COLUMN_TEXT if f.type is str else st.none() | COLUMN_TEXT
     return st.builds(cls, **fields)
 
 
@@ -72,9 +79,11 @@ def new_events() -> st.SearchStrategy[dict[str, Any]]:
     return st.fixed_dictionaries(
         {
             "actor": st.text(PRINTABLE, min_size=1, max_size=20),
-            "reason": st.none() | TEXT,
-            "correlation_id": st.none() | TEXT,
-            "event_id": st.text(st.characters(codec="utf-8"), min_size=1, max_size=40),
+            "reason": st.none() | COLUMN_TEXT,
+            "correlation_id": st.none() | COLUMN_TEXT,
+            "event_id": st.text(
+                st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=40
+            ),
         }
     )
 

@@ -10,6 +10,7 @@ Sizes: ``TASKTRAIL_BIT_FLIPS`` (CI 1000, soak 20000).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pwd
 import random
@@ -170,6 +171,33 @@ def test_targeted_damage_is_a_typed_error(
     with pytest.raises(CorruptDatabaseError):
         asyncio.run(content(path))
     figures.add("5 damage", targeted=1)
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        pytest.param("schema_version", "", id="schema_version-text"),
+        pytest.param("version", 2.5, id="version-real"),
+        pytest.param("actor", b"user", id="actor-blob"),  # TEXT affinity keeps a blob
+        pytest.param("recorded_at", "noon", id="recorded_at-text"),
+    ],
+)
+def test_a_value_of_the_wrong_type_in_an_event_row_is_a_typed_error(
+    tmp_path: Path, pristine: tuple[bytes, Any, Any], column: str, value: object
+) -> None:
+    """A damaged record can hold any type in any column (one soak bit flip made a schema
+    version the empty string): reading it raises CorruptDatabaseError, never a TypeError
+    or a wrong value."""
+    original, _, _ = pristine
+    path = tmp_path / "retyped.db"
+    path.write_bytes(original)
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("DROP TRIGGER events_append_only_update")  # what a damaged page does, by hand
+        conn.execute(f"UPDATE events SET {column} = ? WHERE seq = 3", (value,))
+    detected, _ = asyncio.run(inspect(path))
+    assert detected
+    with pytest.raises(CorruptDatabaseError, match=f"column {column} holds"):
+        asyncio.run(content(path))
 
 
 def test_zero_length_file_fails_the_exported_checkpoint(

@@ -18,9 +18,14 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Self, TypeVar, cast
 
-from tasktrail.errors import StorageError, StoreClosedError, TaskNotFoundError
+from tasktrail.errors import (
+    CorruptEventError,
+    StorageError,
+    StoreClosedError,
+    TaskNotFoundError,
+)
 from tasktrail.events import BUILTIN_UPCASTERS, NewEvent, RecordedEvent, Upcaster, decode_payload
 from tasktrail.ids import check_task_id
 from tasktrail.projection import Task
@@ -45,6 +50,17 @@ if TYPE_CHECKING:
     from tasktrail.store.base import EventStore
 
 __all__ = ["Backend"]
+
+_ROW_NAMES: Final = (
+    "seq", "event_id", "stream_id", "version", "type", "schema_version", "recorded_at",
+    "actor", "reason", "correlation_id", "data", "hash",
+)  # fmt: skip
+_ROW_TYPES: Final[tuple[type | tuple[type, ...], ...]] = (
+    int, str, str, int, str, int, (float, int), str, (str, type(None)), (str, type(None)),
+    (bytes, str), str,
+)  # fmt: skip
+"""What each column of an event row must hold: a damaged SQLite record can hold another
+type in any column, which must be a typed error, not a wrong value or a TypeError."""
 
 C = TypeVar("C", bound=GroupCommitter)
 
@@ -168,6 +184,12 @@ class Backend(TaskQueries, OperationalTables, Generic[C]):
     # -- reading ----------------------------------------------------------------------------
 
     def _event(self, row: Sequence[Any]) -> RecordedEvent:
+        for column, (value, kinds) in enumerate(zip(row, _ROW_TYPES, strict=True)):
+            if not isinstance(value, kinds):  # SQLite keeps any type in any column
+                raise CorruptEventError(
+                    row[0] if isinstance(row[0], int) else 0,
+                    f"its column {_ROW_NAMES[column]} holds {type(value).__name__} {value!r:.40}",
+                )
         payload = decode_payload(
             row[4], row[5], row[10], sequence=row[0], upcasters=self._upcasters
         )
