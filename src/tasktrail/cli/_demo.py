@@ -23,7 +23,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from tasktrail.cli import _app
+from tasktrail.cli._app import console as terminal
+from tasktrail.cli._app import main, run_async
 from tasktrail.cli._format import FittedTable, history_table, state, task_table
 from tasktrail.errors import TamperedLogError, TasktrailError
 from tasktrail.lifecycle import TaskState
@@ -289,7 +290,7 @@ async def _tamper(path: Path, copy: Path, console: Console) -> None:
             console.print(f"verify(): [red]{err}[/]")
 
 
-@_app.main.command()
+@main.command()
 @click.option(
     "--keep",
     type=click.Path(file_okay=False),
@@ -317,4 +318,4 @@ def demo(keep: str | None, task_count: int) -> None:
       tasktrail demo
       tasktrail demo --keep ./demo && tasktrail ls --db ./demo/demo.db
     """
-    _app.run_async(run_demo)(keep=keep, task_count=task_count, console=_app.console())
+    run_async(run_demo)(keep=keep, task_count=task_count, console=terminal())
