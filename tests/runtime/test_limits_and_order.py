@@ -109,18 +109,24 @@ async def test_concurrent_rounds_never_exceed_max_running(
     async with manager(db_path, max_running=1, clock=FakeClock()) as tm:
         for _ in range(3):
             await tm.launch("a", "x")
-        append = tm.store.append
+        claim = tm.store.claim
+        committed, resume = asyncio.Event(), asyncio.Event()
 
-        async def committed_then_slow(*args: Any, **kwargs: Any) -> Any:
-            result = await append(*args, **kwargs)
-            await asyncio.sleep(0.1)  # committed; the caller resumes only later
+        async def committed_then_held(request: Any) -> Any:
+            result = await claim(request)
+            if not committed.is_set():  # the first claim: committed, its caller held
+                committed.set()
+                await resume.wait()
             return result
 
-        monkeypatch.setattr(tm.store, "append", committed_then_slow)
+        monkeypatch.setattr(tm.store, "claim", committed_then_held)
         tm.register("a", blocked)  # wakes the scheduler: its round claims one task
-        await asyncio.sleep(0.05)
-        await tm.tick()  # a second round while the first one's claim is in flight
-        await asyncio.sleep(0.2)
+        await committed.wait()
+        second = asyncio.create_task(tm.tick())  # a round while the first claim is held
+        resume.set()
+        await second
+        await eventually(lambda: running == 1, tm)
+        assert len(await tm.list_tasks(state="pending")) == 2
         assert peak == 1
         release.set()
 
