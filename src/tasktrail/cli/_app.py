@@ -41,6 +41,7 @@ from tasktrail.projection import Task
 from tasktrail.store import EventStore, open_store
 
 __all__ = [
+    "CLI_POLL",
     "DEFAULT_DB",
     "EXIT_CODES",
     "config_option",
@@ -67,6 +68,10 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_DB: Final = "tasktrail.db"
+
+CLI_POLL: Final = 0.2
+"""Seconds between checks for what other processes did, in commands a person waits on
+(wait, cancel --wait, logs --follow, a worker's catch-up)."""
 
 EXIT_CODES: Final[tuple[tuple[type[BaseException], int], ...]] = (
     (TaskNotFoundError, 3),

@@ -10,6 +10,7 @@ from typing import Any, Final
 import click
 
 from tasktrail.cli._app import (
+    CLI_POLL,
     db_option,
     emit_json,
     existing,
@@ -19,7 +20,7 @@ from tasktrail.cli._app import (
     run_async,
     task_ids_argument,
 )
-from tasktrail.cli._launch import CLI_POLL, cli_actor
+from tasktrail.cli._launch import cli_actor
 from tasktrail.cli._progress import progress
 from tasktrail.cli._times import parse_duration
 from tasktrail.errors import InvalidInputError

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tasktrail.cli._app import (
+    CLI_POLL,
     console,
     db_option,
     emit_json,
@@ -45,7 +46,6 @@ from tasktrail.store import EventStore
 
 __all__ = ["print_output", "waiting_notes"]
 
-_FOLLOW_POLL: Final = 0.2
 _HISTORY_PAGE: Final = 500
 """Events per table of ``history``: a long history is printed as it is read."""
 _LINKS_SHOWN: Final = 20
@@ -140,7 +140,7 @@ async def print_output(store: Any, task_id: str, *, follow: bool, as_json: bool)
             sys.stderr.flush()
         if not follow or task.is_terminal:
             return task
-        await asyncio.sleep(_FOLLOW_POLL)
+        await asyncio.sleep(CLI_POLL)
 
 
 @contextlib.asynccontextmanager

@@ -11,7 +11,7 @@ import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import click
 import msgspec
@@ -19,10 +19,7 @@ import msgspec
 from tasktrail.cli._times import parse_duration, parse_moment
 from tasktrail.errors import InvalidInputError
 
-__all__ = ["CLI_POLL", "cli_actor", "launch_options", "read_prompt"]
-
-CLI_POLL: Final = 0.2
-"""Seconds between checks for what other processes did, in commands a person waits on."""
+__all__ = ["cli_actor", "launch_options", "read_prompt"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from tasktrail.cli._app import (
+    CLI_POLL,
     config_option,
     console,
     database,
@@ -30,7 +31,7 @@ from tasktrail.cli._app import (
 )
 from tasktrail.cli._config import load_config
 from tasktrail.cli._inspect import print_output, waiting_notes
-from tasktrail.cli._launch import CLI_POLL, cli_actor, launch_options, read_prompt
+from tasktrail.cli._launch import cli_actor, launch_options, read_prompt
 from tasktrail.cli._worker import load_app
 from tasktrail.errors import (
     TaskCancelledError,

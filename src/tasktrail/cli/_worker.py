@@ -22,6 +22,7 @@ from typing import Any, Final
 import click
 
 from tasktrail.cli._app import (
+    CLI_POLL,
     config_option,
     console,
     database,
@@ -55,8 +56,6 @@ from tasktrail.store import open_store
 __all__ = ["load_app", "setup_logging"]
 
 _log = logging.getLogger("tasktrail.cli.worker")
-_CLI_POLL: Final = 0.2
-"""Seconds between looks at the log for the steps to print."""
 
 
 def load_app(spec: str) -> dict[str, Runner]:
@@ -374,9 +373,9 @@ class _Reporter:
             )
 
     async def follow(self, store: Any) -> None:
-        """Catch up every ``_CLI_POLL`` seconds, until cancelled."""
+        """Catch up every ``CLI_POLL`` seconds, until cancelled."""
         while True:
-            await asyncio.sleep(_CLI_POLL)
+            await asyncio.sleep(CLI_POLL)
             with contextlib.suppress(TasktrailError):  # busy: the next round catches up
                 await self.catch_up(store)
 

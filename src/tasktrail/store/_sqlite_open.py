@@ -106,7 +106,7 @@ def check_shape(conn: sqlite3.Connection, path: str) -> None:
     """
     found = _shape(conn, tables=tuple(_expected_shape()))
     for table, columns in _expected_shape().items():
-        if found.get(table) != columns:
+        if found[table] != columns:
             raise CorruptDatabaseError(
                 f"{path} is damaged: the stored definition of table {table!r} is not the "
                 "one tasktrail created (restore the database from a backup)"
